@@ -1,0 +1,5 @@
+import sys
+
+from koda.cli import main
+
+sys.exit(main())

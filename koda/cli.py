@@ -1,0 +1,46 @@
+"""The ``koda`` command: a thin dispatcher to one library entry point per subcommand.
+
+Each subcommand lives in its own module with a ``main(argv) -> int`` function and its own
+argparse parser, imported only when that subcommand runs, so ``koda exec`` does not pay for
+importing DeepSpeed and a broken optional dependency breaks only the commands that need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from koda.errors import KodaError
+
+# name -> (module with main(argv), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS), default=0)
+    lines = ["usage: koda <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'koda <command> --help' for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"koda: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except KodaError as err:
+        print(f"koda {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

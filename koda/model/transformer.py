@@ -66,6 +66,18 @@ class KodaForCausalLM(nn.Module):
         Returns logits [B, S, V], or (logits, hidden [B, S, D]) with return_hidden, where
         hidden is the final normalised state (what contrastive search compares).
         """
+        hidden = self.hidden_states(input_ids, attention_mask, cache, position_ids)
+        logits = self.lm_head(hidden)
+        return (logits, hidden) if return_hidden else logits
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      cache: KVCache | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Same arguments as ``forward`` -> final normalised hidden states [B, S, D], no logits.
+
+        Decoding needs logits for few of the positions it runs (the last prompt token; the
+        chosen one of contrastive search's k candidates) and applies ``lm_head`` to those
+        alone: the [D, V] projection is the largest matmul of a small model's decode step.
+        """
         B, S = input_ids.shape
         past = cache.length if cache is not None else 0
         if position_ids is None:
@@ -80,9 +92,7 @@ class KodaForCausalLM(nn.Module):
             x = layer(x, cos, sin, mask, cache)
         if cache is not None:
             cache.advance(S)
-        hidden = self.model.norm(x)
-        logits = self.lm_head(hidden)
-        return (logits, hidden) if return_hidden else logits
+        return self.model.norm(x)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         ref = self.lm_head.weight

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt (\\n and \\t escapes are read as newline and tab)")
     src.add_argument("--prompts-file", help="JSON lines with a 'prompt' field each")
+    p.add_argument("--tag", help="checkpoint tag when --model is a run directory (default: latest)")
     p.add_argument("--tokenizer", help="tokenizer model (default: the one beside the weights)")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
@@ -145,13 +146,12 @@ def main(argv: list[str]) -> int:
     determinism = None if args.nondeterministic else enable_determinism(args.threads)
     if args.nondeterministic and args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_model(args.model, args.dtype, _device(args.device))
-    tokenizer_path = args.tokenizer or loaded.tokenizer
-    if tokenizer_path is None:
+    loaded = load_model(args.model, args.dtype, _device(args.device), args.tag)
+    tokenizer = Tokenizer(args.tokenizer) if args.tokenizer else loaded.tokenizer
+    if tokenizer is None:
         raise KodaError(f"--model {args.model}: no tokenizer beside the weights; pass --tokenizer")
-    tokenizer = Tokenizer(tokenizer_path)
     if tokenizer.vocab_size != loaded.model.cfg.vocab_size:
-        raise KodaError(f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} tokens, the model "
+        raise KodaError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens, the model "
                         f"{loaded.model.cfg.vocab_size}")
     start = time.perf_counter()
     results = complete(loaded.model, tokenizer, [p["prompt"] for p in prompts], cfg, stops)

@@ -2,22 +2,26 @@
 
 A standalone directory (``koda convert``'s output: ``config.json`` + ``model.safetensors``,
 or shards with an index) loads without DeepSpeed. A run directory (``<run>/checkpoints``
-with ZeRO-3 shards) goes through the same expert-aware conversion, in memory, so sampling
-from a checkpoint and from its converted copy give the same model.
+with ZeRO-3 shards) goes through the very conversion ``koda convert`` runs, into a private
+temporary directory that is deleted once the model is in memory, so sampling from a
+checkpoint and from its converted copy give the same model.
 
-The conversion lives in ``koda.checkpoint`` (the ``koda convert`` package). Where it is not
-installed, a standalone directory is still read here directly (weights in KODA's own names
-via ``safetensors``), and a run directory is refused with a one-line error.
+Both functions live in ``koda.checkpoint`` (the ``koda convert`` package). Where it is not
+installed, a standalone directory is still read here directly (config.json's ``model``
+section, weights in KODA's own names via ``safetensors``), and a run directory is refused
+with a one-line error.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from koda.data.tokenizer import Tokenizer
 from koda.errors import KodaError
 from koda.model.config import ModelConfig
 from koda.model.transformer import KodaForCausalLM
@@ -30,8 +34,8 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 @dataclass
 class LoadedModel:
     model: KodaForCausalLM
-    tokenizer: Path | None   # the tokenizer model recorded beside the weights, if any
-    source: str              # "standalone" or "checkpoint"
+    tokenizer: Tokenizer | None   # the tokenizer stored beside the weights, if any
+    source: str                   # "standalone" or "checkpoint"
 
 
 def is_standalone(path: Path) -> bool:
@@ -98,29 +102,38 @@ def _cast(model: KodaForCausalLM, dtype: str | None, device: str) -> KodaForCaus
     return model.eval().requires_grad_(False)
 
 
-def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu") -> LoadedModel:
+def _load_dir(path: Path) -> tuple[KodaForCausalLM, Tokenizer | None]:
+    try:
+        from koda.checkpoint import load_standalone
+    except ImportError:
+        model = _load_standalone_here(path)
+    else:
+        model = load_standalone(path)
+    tokenizer = _tokenizer_path(path, _read_config(path))
+    return model, Tokenizer(tokenizer) if tokenizer else None
+
+
+def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu", tag: str | None = None) -> LoadedModel:
     """A standalone model directory or a run directory -> the model in eval mode on `device`.
 
-    dtype: "fp32" / "bf16" casts the weights; None keeps the stored dtype.
+    dtype: "fp32" / "bf16" casts the weights (None keeps the stored dtype); tag: which
+    checkpoint of a run (default: the one ``latest`` names).
     """
     path = Path(path)
     if not path.is_dir():
         raise KodaError(f"--model {path}: no such directory")
     if is_standalone(path):
-        try:
-            from koda.checkpoint import load_standalone
-        except ImportError:
-            model = _load_standalone_here(path)
-        else:
-            model = load_standalone(path)
-        return LoadedModel(_cast(model, dtype, device), _tokenizer_path(path, _read_config(path)), "standalone")
+        model, tokenizer = _load_dir(path)
+        return LoadedModel(_cast(model, dtype, device), tokenizer, "standalone")
     if is_run_dir(path):
         try:
-            from koda.checkpoint import load_run_model
+            from koda.checkpoint import convert_checkpoint
         except ImportError:
             raise KodaError(f"--model {path} is a training run, and this build has no checkpoint conversion "
                             "(koda.checkpoint); convert it with 'koda convert' and pass the output") from None
-        model, tokenizer = load_run_model(path)
+        with tempfile.TemporaryDirectory(prefix="koda-generate-") as scratch:
+            convert_checkpoint(path, Path(scratch) / "model", tag=tag, dtype="fp32")
+            model, tokenizer = _load_dir(Path(scratch) / "model")
         return LoadedModel(_cast(model, dtype, device), tokenizer, "checkpoint")
     raise KodaError(f"--model {path}: neither a standalone model (config.json + {WEIGHTS}) nor a run "
                     "directory (checkpoints/)")

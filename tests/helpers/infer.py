@@ -1,7 +1,7 @@
 """Inference test helpers: the seeded TINY model, random prompts, a standalone model directory.
 
-``write_standalone`` stands in for ``koda convert``'s writer where a test needs a model
-directory but not a training run; the layout is the one ``koda.infer.loading`` reads.
+``write_standalone`` writes the directory ``koda convert`` writes (same config.json fields),
+for tests that need a model directory but not a training run.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def random_prompts(lengths: tuple[int, ...], seed: int = 1) -> list[list[int]]:
 
 
 def write_standalone(model: KodaForCausalLM, directory: Path, tokenizer: str = "tokenizer.model") -> Path:
+    """config.json + model.safetensors in the ``koda-standalone`` v1 layout (``koda convert``'s)."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
     save_file(state, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps({"model": model.cfg.to_dict(), "tokenizer": tokenizer}))
+    config = {"format": "koda-standalone", "format_version": 1, "model": model.cfg.to_dict(), "dtype": "float32",
+              "tokenizer": tokenizer, "source": {"from": "tests"}}
+    (directory / "config.json").write_text(json.dumps(config))
     return directory

@@ -10,7 +10,7 @@ from tests.helpers.infer import tiny_model
 
 def test_standalone_round_trip_gives_the_same_logits(standalone_dir):
     loaded = load_model(standalone_dir)
-    assert loaded.source == "standalone" and loaded.tokenizer == standalone_dir / "tokenizer.model"
+    assert loaded.source == "standalone" and loaded.tokenizer.path == standalone_dir / "tokenizer.model"
     x = torch.randint(4, 512, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), tiny_model()(x), rtol=0, atol=0)
@@ -32,3 +32,15 @@ def test_unusable_directories_are_one_line_errors(tmp_path, standalone_dir):
     (broken / "model.safetensors").write_bytes((standalone_dir / "model.safetensors").read_bytes()[:200])
     with pytest.raises(KodaError, match="model.safetensors"):
         load_model(broken)
+
+
+def test_a_run_directory_goes_through_the_conversion(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    try:
+        import koda.checkpoint  # noqa: F401
+    except ImportError:
+        message = "this build has no checkpoint conversion"
+    else:
+        message = "no checkpoint to convert"
+    with pytest.raises(KodaError, match=message):
+        load_model(tmp_path)

@@ -146,7 +146,7 @@ def main(argv: list[str]) -> int:
     determinism = None if args.nondeterministic else enable_determinism(args.threads)
     if args.nondeterministic and args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_model(args.model, args.dtype, _device(args.device), args.tag)
+    loaded = load_model(args.model, args.dtype, _device(args.device), args.tag, args.tokenizer)
     tokenizer = Tokenizer(args.tokenizer) if args.tokenizer else loaded.tokenizer
     if tokenizer is None:
         raise KodaError(f"--model {args.model}: no tokenizer beside the weights; pass --tokenizer")

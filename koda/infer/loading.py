@@ -113,11 +113,13 @@ def _load_dir(path: Path) -> tuple[KodaForCausalLM, Tokenizer | None]:
     return model, Tokenizer(tokenizer) if tokenizer else None
 
 
-def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu", tag: str | None = None) -> LoadedModel:
+def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu", tag: str | None = None,
+               tokenizer: str | None = None) -> LoadedModel:
     """A standalone model directory or a run directory -> the model in eval mode on `device`.
 
     dtype: "fp32" / "bf16" casts the weights (None keeps the stored dtype); tag: which
-    checkpoint of a run (default: the one ``latest`` names).
+    checkpoint of a run (default: the one ``latest`` names); tokenizer: the run's tokenizer
+    where its run config does not lead to it.
     """
     path = Path(path)
     if not path.is_dir():
@@ -132,7 +134,7 @@ def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu", 
             raise KodaError(f"--model {path} is a training run, and this build has no checkpoint conversion "
                             "(koda.checkpoint); convert it with 'koda convert' and pass the output") from None
         with tempfile.TemporaryDirectory(prefix="koda-generate-") as scratch:
-            convert_checkpoint(path, Path(scratch) / "model", tag=tag, dtype="fp32")
+            convert_checkpoint(path, Path(scratch) / "model", tag=tag, dtype="fp32", tokenizer=tokenizer)
             model, tokenizer = _load_dir(Path(scratch) / "model")
         return LoadedModel(_cast(model, dtype, device), tokenizer, "checkpoint")
     raise KodaError(f"--model {path}: neither a standalone model (config.json + {WEIGHTS}) nor a run "

@@ -108,6 +108,14 @@ def _device(name: str) -> str:
     return name
 
 
+def _complexity_line(cx: dict) -> str:
+    if cx.get("syntax_error"):
+        return f"not parsed ({cx['syntax_error']['kind']} at line {cx['syntax_error']['line']})"
+    if cx.get("error"):
+        return cx["error"]
+    return cx.get("bound_text") or f"undecided: {cx.get('undecided_reason')}"
+
+
 def _print_human(samples: list[dict], stats: dict) -> None:
     for s in samples:
         print(f"=== {s['id']} ({s['finish_reason']}, {s['new_tokens']} tokens) ===")
@@ -116,7 +124,7 @@ def _print_human(samples: list[dict], stats: dict) -> None:
             tests, cx = s["verify"]["tests"], s["verify"]["complexity"]
             if tests is not None:
                 print(f"--- tests: {tests['passed']}/{tests['total']} passed (run status {tests['status']})")
-            print(f"--- complexity: {cx.get('bound_text') or cx.get('error') or cx.get('undecided_reason')}")
+            print(f"--- complexity: {_complexity_line(cx)}")
     print(f"[{stats['new_tokens']} tokens in {stats['seconds']:.2f}s, {stats['tokens_per_s']:.1f} tokens/s]")
 
 

@@ -83,3 +83,6 @@ def test_verify_judges_prompt_plus_completion(capsys, standalone_dir, monkeypatc
     assert seen == [("def f(x):\n" + sample["completion"], "assert f(1) == 1\n")]
     assert sample["verify"]["tests"]["passed"] == 1
     assert sample["verify"]["complexity"] == {"bound_text": "Theta(n)", "kw": ["budget_s", "measure"]}
+    code, out, _ = _run(capsys, "--model", str(standalone_dir), "--prompt", "def f(x):\\n", "--max-new-tokens", "4",
+                        "--verify", str(tests))
+    assert code == 0 and "--- tests: 1/1 passed (run status ok)" in out and "--- complexity: Theta(n)" in out

@@ -7,13 +7,28 @@ its plain causal path). With ``use_cache`` the model sees only the new token eac
 reads the rest from the KV cache; without it, the whole context is recomputed every step,
 which is slow but carries no state between steps, so tests and the benchmark use it as the
 reference.
+
+Contrastive search runs k alternative next tokens side by side (``candidates``): they
+become k extra query positions of the same row, all at the next position, each attending
+to the real context and to itself only. Keys and values of the context are therefore read
+once per row, not once per candidate, and the cache needs only k - 1 spare slots instead
+of k copies. ``accept`` then keeps the chosen alternative.
 """
 
 from __future__ import annotations
 
 import torch
 
+from koda.model.attention import build_attention_mask
 from koda.model.transformer import KodaForCausalLM
+
+
+def candidate_mask(valid: torch.Tensor, k: int) -> torch.Tensor:
+    """valid: [B, t] bool context (False = padding) -> [B, 1, k, t + k] bool: candidate j sees
+    the real context tokens and key t + j (itself), not its k - 1 siblings."""
+    B, t = valid.shape
+    own = torch.eye(k, dtype=torch.bool, device=valid.device).expand(B, 1, k, k)
+    return torch.cat([valid[:, None, None, :].expand(B, 1, k, t), own], dim=-1)
 
 
 class DecodeState:
@@ -21,7 +36,8 @@ class DecodeState:
     token is at `length - 1`."""
 
     def __init__(self, model: KodaForCausalLM, prompts: list[list[int]], max_new_tokens: int, use_cache: bool,
-                 pad_id: int):
+                 pad_id: int, alternatives: int = 1):
+        """alternatives: how many candidates ``candidates`` will run at once (sizes the cache)."""
         device = model.lm_head.weight.device
         rows, width = len(prompts), max(map(len, prompts))
         capacity = width + max_new_tokens
@@ -33,7 +49,7 @@ class DecodeState:
             self.mask[row, width - len(prompt):width] = True
         self.length = width
         self.padded = any(len(p) != width for p in prompts)
-        self.cache = model.new_cache(rows, capacity) if use_cache else None
+        self.cache = model.new_cache(rows, capacity + alternatives - 1) if use_cache else None
 
     @property
     def rows(self) -> int:
@@ -61,18 +77,35 @@ class DecodeState:
         self.length += 1
         return self._run(1)[:, -1]
 
+    def candidates(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run k alternative next tokens per row, tokens [B, k] -> their final hidden states
+        [B, k, D]. Nothing is appended until ``accept``."""
+        B, k = tokens.shape
+        t = self.length
+        valid = self.mask[:, :t]                                                     # [B, t]
+        position = valid.sum(dim=-1, keepdim=True).expand(B, k)                      # [B, k] next position
+        rows = candidate_mask(valid, k)                                              # [B, 1, k, t + k]
+        if self.cache is not None:
+            return self.model.hidden_states(tokens, rows, self.cache, position)
+        context = build_attention_mask(valid, t, 0)                                  # [B, 1, t, t]
+        context = torch.cat([context, context.new_zeros((B, 1, t, k))], dim=-1)
+        positions = torch.cat([(valid.long().cumsum(-1) - 1).clamp(min=0), position], dim=-1)
+        hidden = self.model.hidden_states(torch.cat([self.ids[:, :t], tokens], dim=-1),
+                                          torch.cat([context, rows], dim=2), None, positions)
+        return hidden[:, t:]
+
+    def accept(self, choice: torch.Tensor, tokens: torch.Tensor) -> None:
+        """After ``candidates``: append tokens [B], which were alternatives choice [B] (long)."""
+        t = self.length
+        self.ids[:, t] = tokens
+        self.mask[:, t] = True
+        self.length = t + 1
+        if self.cache is not None:
+            self.cache.keep_alternative(t, choice)
+
     def keep(self, rows: torch.Tensor) -> None:
-        """Keep batch rows `rows` ([B'] long, repeats allowed): drop finished prompts, or
-        repeat each row k times for contrastive candidates."""
+        """Keep batch rows `rows` ([B'] long): drop finished prompts."""
         self.ids = self.ids.index_select(0, rows)
         self.mask = self.mask.index_select(0, rows)
         if self.cache is not None:
             self.cache.reorder(rows)
-
-    def adopt(self, rows: torch.Tensor, start: int) -> None:
-        """Row i takes row rows[i]'s positions from `start` on ([B] long); the rows must
-        already agree before `start`, so only the tail is copied."""
-        self.ids[:, start:self.length] = self.ids[rows, start:self.length]
-        self.mask[:, start:self.length] = self.mask[rows, start:self.length]
-        if self.cache is not None:
-            self.cache.reorder(rows, start)

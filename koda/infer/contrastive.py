@@ -11,16 +11,13 @@ over the hidden states of every real context token, prompt included. The penalty
 something already said; alpha = 0 is greedy decoding.
 
 h_v needs a forward pass per candidate. All k candidates of all prompts go through the
-model as one batch of B*k single-token rows, and the forward of the chosen candidate
-already yields the next step's logits, so a contrastive token costs one k-times wider
-forward, the same count as a greedy token. Only the chosen candidate's row goes through
-the output projection: the other k - 1 rows are needed for their hidden states alone.
-
-Layout: after the prefill the decoding state is expanded once to B*k rows (row b*k + j
-holds candidate j of prompt b) and stays that wide. The k rows of a prompt share their
-past, so after a choice only the newest position is copied from the chosen row to its
-siblings (``DecodeState.adopt``) instead of re-gathering the whole KV cache twice per step.
-The context hidden states are kept once per prompt, [B, capacity, D], not per row.
+model in one batched forward, as k query positions of their prompt's row that share the
+next position and see the context and themselves only (``DecodeState.candidates``), so
+the context's keys and values are read once per prompt, not k times. The forward of the
+chosen candidate already yields the next step's logits, so a contrastive token costs one
+forward over k tokens per prompt, the same count of forwards as a greedy token. Only the
+chosen candidate goes through the output projection: the other k - 1 are needed for their
+hidden states alone.
 """
 
 from __future__ import annotations
@@ -45,35 +42,32 @@ def scores(logprobs: torch.Tensor, penalty: torch.Tensor, alpha: float, score: s
 
 
 class ContrastiveSearch:
-    """Chooses tokens for a DecodeState of B prompts held as B*k rows."""
+    """Chooses tokens for a DecodeState; keeps the unit-norm context hidden states per prompt."""
 
     def __init__(self, k: int, alpha: float, score: str):
         self.k, self.alpha, self.score = k, alpha, score
         self.hidden: torch.Tensor | None = None      # [B, capacity, D] unit context states
 
     def prepare(self, state: DecodeState, prompt_hidden: torch.Tensor) -> None:
-        """After the prefill: prompt_hidden [B, P, D]. Expands `state` to B*k rows."""
+        """After the prefill: prompt_hidden [B, P, D] (padding positions are masked later)."""
         B, P, D = prompt_hidden.shape
         self.hidden = torch.zeros((B, state.ids.shape[1], D), dtype=torch.float32, device=prompt_hidden.device)
         self.hidden[:, :P] = F.normalize(prompt_hidden.float(), dim=-1)
-        state.keep(torch.arange(B, device=prompt_hidden.device).repeat_interleave(self.k))
 
-    def keep(self, state: DecodeState, prompts: torch.Tensor) -> None:
-        """Keep prompts `prompts` ([B'] long), with all their candidate rows."""
-        state.keep((prompts[:, None] * self.k + torch.arange(self.k, device=prompts.device)).reshape(-1))
-        self.hidden = self.hidden.index_select(0, prompts)
+    def keep(self, state: DecodeState, rows: torch.Tensor) -> None:
+        state.keep(rows)
+        self.hidden = self.hidden.index_select(0, rows)
 
     def choose(self, state: DecodeState, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """logits: [B, V] -> (chosen tokens [B], logits after them [B, V]); appends the tokens to `state`."""
-        B, k, t = logits.shape[0], self.k, state.length
-        top_logprobs, top_ids = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)    # [B, k], sorted
-        raw = state.step(top_ids.reshape(-1))                                        # [B*k, D]
-        cand_hidden = F.normalize(raw.float(), dim=-1)
-        valid = state.mask[::k, :t]                                                  # [B, t]
-        penalty = degeneration_penalty(cand_hidden.view(B, k, -1), self.hidden[:, :t], valid)
-        best = scores(top_logprobs, penalty, self.alpha, self.score).argmax(dim=-1)  # [B]
-        chosen = torch.arange(B, device=logits.device) * k + best                    # [B] rows
-        state.adopt(chosen.repeat_interleave(k), start=t)
-        self.hidden[:, t] = cand_hidden.index_select(0, chosen)
-        next_logits = state.logits(raw.index_select(0, chosen))                      # [B, V]
-        return top_ids.gather(1, best[:, None]).squeeze(1), next_logits
+        B, t = logits.shape[0], state.length
+        rows = torch.arange(B, device=logits.device)
+        top_logprobs, top_ids = torch.log_softmax(logits, dim=-1).topk(self.k, dim=-1)  # [B, k], sorted
+        raw = state.candidates(top_ids)                                                  # [B, k, D]
+        unit = F.normalize(raw.float(), dim=-1)
+        penalty = degeneration_penalty(unit, self.hidden[:, :t], state.mask[:, :t])      # [B, k]
+        best = scores(top_logprobs, penalty, self.alpha, self.score).argmax(dim=-1)      # [B]
+        tokens = top_ids[rows, best]
+        state.accept(best, tokens)
+        self.hidden[:, t] = unit[rows, best]
+        return tokens, state.logits(raw[rows, best])

@@ -92,7 +92,8 @@ def generate(model: KodaForCausalLM, prompts: list[list[int]], cfg: GenerationCo
     check_prompts(prompts, model, cfg.max_new_tokens)
     model.eval()
     device = model.lm_head.weight.device
-    state = DecodeState(model, prompts, cfg.max_new_tokens, cfg.use_cache, pad_id)
+    state = DecodeState(model, prompts, cfg.max_new_tokens, cfg.use_cache, pad_id,
+                        alternatives=cfg.candidates if cfg.strategy == "contrastive" else 1)
     strategy = _strategy(cfg, len(prompts), device)
     generated: list[list[int]] = [[] for _ in prompts]
     reasons = ["length"] * len(prompts)

@@ -35,20 +35,16 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.length += n
 
-    def reorder(self, index: torch.Tensor, start: int = 0) -> None:
-        """Keep batch rows `index` ([B'] long), e.g. to expand or select candidates.
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` ([B'] long), e.g. to expand or select candidates."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
 
-        start > 0 promises that the rows already agree at every position before `start`
-        (contrastive search's k candidate rows of one prompt share their past), so only
-        positions start..length are gathered, in place, and B' must equal B: a step then
-        copies one position instead of the whole history.
-        """
-        if start == 0:
-            self.keys = [k.index_select(0, index) for k in self.keys]
-            self.values = [v.index_select(0, index) for v in self.values]
-            return
-        if index.shape[0] != self.keys[0].shape[0]:
-            raise ValueError(f"a partial reorder keeps the batch size {self.keys[0].shape[0]}, "
-                             f"got {index.shape[0]} rows")
+    def keep_alternative(self, start: int, choice: torch.Tensor) -> None:
+        """Positions start..length hold alternatives for position `start` (contrastive search's
+        candidates, run side by side); keep alternative choice[b] ([B] long) of each row at
+        `start` and drop the others, so `length` becomes start + 1."""
+        rows = torch.arange(choice.shape[0], device=choice.device)
         for layer in (*self.keys, *self.values):
-            layer[:, :, start:self.length] = layer[index, :, start:self.length]
+            layer[:, :, start] = layer[rows, :, start + choice]                  # [B, n_kv, hd]
+        self.length = start + 1

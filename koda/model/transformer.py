@@ -63,6 +63,10 @@ class KodaForCausalLM(nn.Module):
         cached tokens too (T = cached + S), needed only with left padding; position_ids: [B, S],
         default counts from the cache length (or from the first real token when padded).
 
+        attention_mask may instead be a full [B, 1, S, T] bool pattern (True = attend), used
+        as given, with explicit position_ids: contrastive search scores k alternative next
+        tokens as k queries at one position that see the context and themselves only.
+
         Returns logits [B, S, V], or (logits, hidden [B, S, D]) with return_hidden, where
         hidden is the final normalised state (what contrastive search compares).
         """
@@ -80,13 +84,18 @@ class KodaForCausalLM(nn.Module):
         """
         B, S = input_ids.shape
         past = cache.length if cache is not None else 0
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if position_ids is None:
+                raise ValueError("a [B, 1, S, T] attention_mask needs explicit position_ids")
+            mask = attention_mask
+        else:
+            mask = build_attention_mask(attention_mask, S, past)
         if position_ids is None:
             if attention_mask is not None:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:past + S]
             else:
                 position_ids = torch.arange(past, past + S, device=input_ids.device).expand(B, S)
         cos, sin = rope_angles(position_ids, self.cfg.head_dim, self.cfg.rope_theta)
-        mask = build_attention_mask(attention_mask, S, past)
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin, mask, cache)

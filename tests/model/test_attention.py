@@ -40,3 +40,18 @@ def test_left_padding_gives_the_unpadded_logits():
         plain = model(x)
         out = model(padded, attention_mask=mask)
     torch.testing.assert_close(out[:, 4:], plain, atol=1e-5, rtol=1e-5)
+
+
+def test_explicit_mask_with_positions_runs_alternatives_side_by_side():
+    """k alternatives as k queries at one position, each seeing the context and itself, give
+    the logits each alternative gets when appended alone."""
+    model = _model()
+    x = torch.randint(0, TINY.vocab_size, (1, 10))
+    alternatives = torch.tensor([[7, 99, 300]])
+    rows = torch.cat([torch.ones(1, 1, 3, 10, dtype=torch.bool), torch.eye(3, dtype=torch.bool)[None, None]], -1)
+    with torch.no_grad():
+        cache = model.new_cache(1, 16)
+        model(x, cache=cache)
+        together = model(alternatives, attention_mask=rows, cache=cache, position_ids=torch.full((1, 3), 10))
+        alone = [model(torch.cat([x, alternatives[:, j:j + 1]], 1))[:, -1] for j in range(3)]
+    torch.testing.assert_close(together[0], torch.cat(alone), atol=1e-5, rtol=1e-5)

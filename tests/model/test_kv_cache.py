@@ -12,14 +12,15 @@ def _cache():
     return cache
 
 
-def test_partial_reorder_copies_only_the_tail_in_place():
-    cache = _cache()
-    keys_before = cache.keys[0]
-    cache.reorder(torch.tensor([2, 2, 0, 1]), start=3)
-    assert cache.keys[0] is keys_before                          # in place
+def test_keep_alternative_moves_the_chosen_position_and_drops_the_rest():
+    cache = _cache()                                             # positions 2, 3, 4 are alternatives
+    cache.keep_alternative(2, torch.tensor([0, 2, 1, 2]))
+    assert cache.length == 3
     assert cache.keys[0][:, 0, :3, 0].tolist() == [[0.0] * 3, [10.0] * 3, [20.0] * 3, [30.0] * 3]
-    assert cache.keys[1][:, 0, 3:5, 0].tolist() == [[21.0] * 2, [21.0] * 2, [1.0] * 2, [11.0] * 2]
-    assert cache.keys[0][:, 0, 5].abs().sum() == 0               # beyond `length` untouched
+    cache.keys[1][:, 0, 2:5, 1] = torch.arange(12.0).view(4, 3)  # make the alternatives distinct
+    cache.length = 5
+    cache.keep_alternative(2, torch.tensor([0, 2, 1, 2]))
+    assert cache.keys[1][:, 0, 2, 1].tolist() == [0.0, 5.0, 7.0, 11.0]
 
 
 def test_full_reorder_changes_the_batch():

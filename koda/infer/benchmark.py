@@ -1,9 +1,13 @@
 """Decoding speed of the strategies on one model, measured against each other in one process.
 
 Absolute tokens/s on a shared or throttled machine drift by tens of percent from one
-minute to the next, so the figures that mean something are ratios between modes measured
+second to the next, so the figures that mean something are ratios between modes measured
 side by side: every repeat runs each mode once, in turn, and a ratio is computed per repeat
-and then summarised (median and spread), so a slow spell slows both sides of a ratio.
+and then summarised (median and range), so a slow spell tends to slow both sides of a
+ratio. Each run is timed twice: wall-clock, and the process's CPU time, which leaves out
+the time other processes held the cores (with one intra-op thread it is the work done; with
+several, idle threads spinning at barriers count too). On a shared machine, read the CPU
+figures with one thread.
 
 Every mode generates exactly ``new_tokens`` per prompt (no end-of-sequence, no stop
 strings), so tokens/s compare like with like.
@@ -36,17 +40,16 @@ def default_modes(k: int = 4, alpha: float = 0.6) -> dict[str, GenerationConfig]
 @dataclass
 class ModeResult:
     name: str
-    seconds: list[float]          # one per repeat
+    wall: list[float]             # seconds, one per repeat
+    cpu: list[float]              # process CPU seconds, one per repeat
     tokens: int                   # generated per repeat
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / statistics.median(self.seconds)
-
     def summary(self) -> dict:
-        rates = sorted(self.tokens / s for s in self.seconds)
-        return {"tokens_per_s": self.tokens_per_s, "min": rates[0], "max": rates[-1],
-                "spread_pct": 100 * (rates[-1] - rates[0]) / statistics.median(rates)}
+        def rates(times):
+            r = sorted(self.tokens / s for s in times)
+            return {"median": statistics.median(r), "min": r[0], "max": r[-1],
+                    "spread_pct": 100 * (r[-1] - r[0]) / statistics.median(r)}
+        return {"wall_tokens_per_s": rates(self.wall), "cpu_tokens_per_s": rates(self.cpu)}
 
 
 def random_prompts(vocab: int, count: int, lengths: tuple[int, int], seed: int = 0) -> list[list[int]]:
@@ -57,13 +60,15 @@ def random_prompts(vocab: int, count: int, lengths: tuple[int, int], seed: int =
     return [torch.randint(4, vocab, (n,), generator=g).tolist() for n in sizes]
 
 
-def _time(model: KodaForCausalLM, prompts: list[list[int]], cfg: GenerationConfig, batch: int) -> tuple[float, int]:
-    start = time.perf_counter()
+def _time(model: KodaForCausalLM, prompts: list[list[int]], cfg: GenerationConfig,
+          batch: int) -> tuple[float, float, int]:
+    """-> (wall seconds, CPU seconds, tokens generated)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     tokens = 0
     for i in range(0, len(prompts), batch):
         outs = generate(model, prompts[i:i + batch], cfg, eos_id=None)
         tokens += sum(len(o.token_ids) for o in outs)
-    return time.perf_counter() - start, tokens
+    return time.perf_counter() - wall, time.process_time() - cpu, tokens
 
 
 def run(model: KodaForCausalLM, prompts: list[list[int]], new_tokens: int, modes: dict[str, GenerationConfig],
@@ -74,25 +79,53 @@ def run(model: KodaForCausalLM, prompts: list[list[int]], new_tokens: int, modes
     """
     batch = batch or len(prompts)
     modes = {name: cfg.replace(max_new_tokens=new_tokens) for name, cfg in modes.items()}
-    results = {name: ModeResult(name, [], 0) for name in modes}
+    results = {name: ModeResult(name, [], [], 0) for name in modes}
     for round_ in range(warmup + repeats):
         for name, cfg in modes.items():
-            seconds, tokens = _time(model, prompts, cfg, batch)
+            wall, cpu, tokens = _time(model, prompts, cfg, batch)
             if round_ >= warmup:
-                results[name].seconds.append(seconds)
+                results[name].wall.append(wall)
+                results[name].cpu.append(cpu)
                 results[name].tokens = tokens
     return results
 
 
-def ratios(results: dict[str, ModeResult], baseline: str = BASELINE) -> dict[str, dict]:
-    """Cost of each mode relative to `baseline` (time per token, > 1 = slower), per repeat."""
+def ratios(results: dict[str, ModeResult], clock: str = "cpu", baseline: str = BASELINE) -> dict[str, dict]:
+    """Cost of each mode relative to `baseline` (time per token, > 1 = slower), paired per
+    repeat, on the "cpu" or "wall" clock -> {mode: {"median", "min", "max"}}."""
     base = results[baseline]
     out = {}
     for name, res in results.items():
-        pairs = zip(res.seconds, base.seconds, strict=True)
+        pairs = zip(getattr(res, clock), getattr(base, clock), strict=True)
         per_repeat = sorted((s / res.tokens) / (b / base.tokens) for s, b in pairs)
         out[name] = {"median": statistics.median(per_repeat), "min": per_repeat[0], "max": per_repeat[-1]}
     return out
+
+
+@torch.inference_mode()
+def forward_floor(model: KodaForCausalLM, batch: int, k: int, context: int, repeats: int = 200) -> float:
+    """CPU-time cost of one decode forward over k candidate tokens per row relative to one over
+    a single token, at `context` cached tokens: the least contrastive search can cost
+    relative to greedy, before any of its own bookkeeping."""
+    from koda.infer.context import candidate_mask
+
+    cache = model.new_cache(batch, context + k)
+    model.hidden_states(torch.randint(4, model.cfg.vocab_size, (batch, context)), cache=cache)
+    one = torch.randint(4, model.cfg.vocab_size, (batch, 1))
+    many = torch.randint(4, model.cfg.vocab_size, (batch, k))
+    mask = candidate_mask(torch.ones(batch, context, dtype=torch.bool), k)
+    position = torch.full((batch, k), context)
+    times = {1: [], k: []}
+    for _ in range(repeats):
+        for width in (1, k):
+            cache.length = context
+            start = time.process_time()
+            if width == 1:
+                model.hidden_states(one, cache=cache)
+            else:
+                model.hidden_states(many, mask, cache, position)
+            times[width].append(time.process_time() - start)
+    return statistics.median(times[k]) / statistics.median(times[1])
 
 
 def profile(model: KodaForCausalLM, prompts: list[list[int]], new_tokens: int, cfg: GenerationConfig,

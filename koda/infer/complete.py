@@ -2,6 +2,10 @@
 
 This is the layer ``koda generate`` and the RL sampler call; ``generate`` below it works on
 token ids only and knows nothing about text.
+
+A prompt is fed as the start of a document: training streams separate documents with the
+end-of-sequence token (``koda.data.preprocess``), so that token is what a file's first
+token followed in training, and it goes in front of every prompt.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class TextCompletion:
 def complete(model: KodaForCausalLM, tokenizer: Tokenizer, prompts: Sequence[str], cfg: GenerationConfig,
              stops: Sequence[str] = CODE_STOPS) -> list[TextCompletion]:
     """Complete each prompt; `stops` ends a completion at the first of these strings."""
-    ids = [tokenizer.encode(p) for p in prompts]
+    ids = [[EOS, *tokenizer.encode(p)] for p in prompts]
     stopper = StopStrings(stops, tokenizer.decode, prompts)
     outputs = generate(model, ids, cfg, eos_id=EOS, pad_id=PAD, should_stop=stopper if stops else None)
     results = []

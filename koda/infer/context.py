@@ -51,10 +51,6 @@ class DecodeState:
         self.padded = any(len(p) != width for p in prompts)
         self.cache = model.new_cache(rows, capacity + alternatives - 1) if use_cache else None
 
-    @property
-    def rows(self) -> int:
-        return self.ids.shape[0]
-
     def _run(self, new: int) -> torch.Tensor:
         """Forward the last `new` tokens -> their final hidden states [B, new, D]."""
         mask = self.mask[:, :self.length] if self.padded else None

@@ -1,0 +1,109 @@
+"""The sandbox's file system: a minimal read-only root plus one private writable /tmp.
+
+Rather than remounting the host's ``/`` read-only (which still lets a solution *read* every
+world-readable file, such as a data set's test cases sitting in a repository), the run gets a
+fresh root holding only what Python and ordinary programs need: ``/usr``, ``/etc``, ``/dev``
+(non-recursive, so the host's ``/dev/shm`` is not there), the interpreter's prefixes, and the
+merged-usr links ``/bin``, ``/lib``... Everything is bind-mounted read-only, the root itself is
+remounted read-only after ``pivot_root``, and the old root is detached, so no path leads back
+to the host file system. ``/tmp`` is a size-capped tmpfs owned by the solver: it is the working
+directory, and it vanishes with the mount namespace when the run ends, with nothing to clean up.
+
+All of this runs as host root inside the new mount namespace before the user namespace is
+entered, so the mounts belong to the host's user namespace and cannot be undone from inside.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+from koda.sandbox import namespaces, syscalls
+from koda.sandbox.namespaces import LayerError
+
+WORKDIR = "/tmp"  # inside the sandbox
+_STAGING = "/tmp"  # host path where the new root is assembled (hidden from the host: private mounts)
+_ALWAYS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_MNT_DETACH = 2
+_RO_BIND = syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY
+
+
+def host_paths() -> list[str]:
+    """Host directories visible (read-only) inside the sandbox; nested ones are dropped."""
+    wanted = list(_ALWAYS) + [sys.prefix, sys.base_prefix, sys.exec_prefix,
+                              os.path.dirname(os.path.realpath(sys.executable))]
+    paths: list[str] = []
+    for p in sorted({os.path.normpath(p) for p in wanted if os.path.lexists(p)}, key=len):
+        if not any(p == q or p.startswith(q + "/") for q in paths if not os.path.islink(q)):
+            paths.append(p)
+    return paths
+
+
+def build_root(layers: frozenset[str] | set[str], tmpfs_mb: int, owner: int | None = None,
+               paths: list[str] | None = None) -> str | None:
+    """Assemble and enter the minimal root; returns the working directory inside, or None.
+
+    Without a mount namespace there is nothing to build: the caller then gives the run a
+    temporary directory on the host (weaker: the rest of the host stays as visible as it is).
+    ``owner`` is the host uid that gets the writable /tmp. ``paths`` are the host directories
+    to show, computed by the caller (``host_paths()``) because the zygote runs without ``site``
+    and so does not know the virtual environment the user's interpreter runs in.
+    """
+    paths = host_paths() if paths is None else paths
+    if "mount_namespace" not in layers:
+        return None
+    namespaces.unshare_layer("mount_namespace", syscalls.CLONE_NEWNS)
+    try:
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)  # nothing leaks to the host
+        if any(p.startswith(_STAGING + "/") for p in paths):
+            raise OSError(0, f"an interpreter path lies under {_STAGING}")
+        syscalls.mount("tmpfs", _STAGING, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                       "size=1m,mode=0755")
+        for path in paths:
+            _add(path)
+        _add("/dev", dev=True)
+        os.mkdir(_STAGING + "/proc", 0o555)
+        if "pid_namespace" in layers:
+            flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+            syscalls.mount("proc", _STAGING + "/proc", "proc", flags)
+        os.mkdir(_STAGING + WORKDIR, 0o755)
+        _pivot(_STAGING)
+        syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID
+                       | syscalls.MS_NODEV)
+        opts = f"size={tmpfs_mb}m,mode=0700" + (f",uid={owner},gid={owner}" if owner is not None else "")
+        syscalls.mount("tmpfs", WORKDIR, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, opts)
+    except OSError as err:
+        raise LayerError("readonly_root", str(err)) from None
+    return WORKDIR
+
+
+def _add(path: str, dev: bool = False) -> None:
+    """Mirror one host path into the staging root: symlinks as symlinks, directories as ro binds."""
+    target = _STAGING + path
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if os.path.islink(path):
+        os.symlink(os.readlink(path), target)
+        return
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    syscalls.mount(path, target, None, syscalls.MS_BIND)
+    extra = syscalls.MS_NOSUID | (syscalls.MS_NOEXEC if dev else syscalls.MS_NODEV)
+    syscalls.mount(None, target, None, _RO_BIND | extra)
+
+
+def _pivot(new_root: str) -> None:
+    """``pivot_root(".", ".")`` then detach the old root: the host tree is then unreachable."""
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(0, f"pivot_root: unsupported machine {os.uname().machine}")
+    os.chdir(new_root)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, b".", b".") != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pivot_root: {os.strerror(err)}")
+    if libc.umount2(b".", _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount old root: {os.strerror(err)}")
+    os.chdir("/")
+

@@ -1,0 +1,154 @@
+"""The judge process of one run: set up the sandbox, start the spawner, read the job, report.
+
+Order matters and is the point of this module:
+
+1. (host root, already inside the new mount/PID/net/IPC namespaces) build the read-only root
+   and the private /tmp: only host root may mount, and mounts made now are locked for
+   everyone inside;
+2. enter the user namespace and become the judge uid: from here on nothing has host privilege;
+3. fork the spawner *before reading the job*, so solvers (forked by the spawner) never inherit
+   the tests in memory;
+4. read the job, hand the spawner only the solution, judge, and write results to the one pipe
+   no solver holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import time
+
+from koda.sandbox import codec, filesystem, judge, limits, namespaces, spawner
+from koda.sandbox.namespaces import LayerError
+from koda.sandbox.policy import SandboxPolicy
+from koda.sandbox.remote import SolverSession
+
+
+def judge_process(header: dict, job_fd: int, result_fd: int, up_w: int, down_r: int) -> None:
+    """Entry point of the judge process (a fork of the zygote); never returns."""
+    layers = frozenset(header["layers"])
+    policy = SandboxPolicy(**header["policy"])
+    out = _Results(result_fd)
+    try:
+        owner = namespaces.SOLVER_HOST_ID if "judge_separation" in layers else None
+        workdir = filesystem.build_root(layers, 4 * policy.file_size_mb, owner, header["host_paths"]) \
+            or header["workdir"]
+        _stdin_from_devnull()
+        if "user_namespace" in layers:
+            namespaces.ask_for_user_namespace(up_w, down_r)
+        namespaces.become("judge", layers)
+        limits.no_new_privileges()
+        limits.not_dumpable()
+        limits.apply_rlimits(policy, "judge")
+        limits.close_inherited_fds(keep=(job_fd, result_fd))
+        sock = _start_spawner(policy, layers, workdir, keep=job_fd)
+        job = codec.loads(_read_all(job_fd))
+        _send_job(sock, {k: job.get(k) for k in ("mode", "source", "files", "stdin")})
+        if job["mode"] == "program":
+            out.write(_run_program(sock, policy))
+        else:
+            session = SolverSession(sock)
+            judge.judge_tests(session, job["tests"], policy.timeout_s, lambda r: out.write({"test": r}))
+        out.write({"done": True})
+    except LayerError as err:
+        out.write({"setup_error": err.layer, "reason": err.reason})
+    except BaseException as err:  # noqa: BLE001 - reported to the parent, which decides
+        out.write({"internal_error": f"{type(err).__name__}: {err}"})
+    os._exit(0)
+
+
+class _Results:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, message: dict) -> None:
+        data = codec.dumps(message)
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError:
+            pass
+
+
+def _stdin_from_devnull() -> None:
+    fd = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
+def _start_spawner(policy: SandboxPolicy, layers: frozenset[str], workdir: str, keep: int) -> socket.socket:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        mine.close()
+        os.close(keep)  # the spawner never holds the job (tests included)
+        spawner.spawner_main(theirs, policy, layers, workdir)
+    theirs.close()
+    return mine
+
+
+def _send_job(sock: socket.socket, job: dict) -> None:
+    data = codec.dumps(job)
+    sock.send(str(len(data)).encode())
+    for i in range(0, len(data), spawner.CHUNK):
+        sock.send(data[i:i + spawner.CHUNK])
+
+
+def _read_all(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 1 << 20):
+        parts.append(chunk)
+    os.close(fd)
+    return b"".join(parts)
+
+
+def _run_program(sock: socket.socket, policy: SandboxPolicy) -> dict:
+    """Run the solution as ``__main__`` and wait for it under the wall-clock limit."""
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    start = time.monotonic()
+    socket.send_fds(sock, [b"spawn"], [req_r, resp_w])
+    os.close(req_r)
+    os.close(resp_w)
+    pid = int(sock.recv(64))
+    pidfd = os.pidfd_open(pid)
+    deadline = start + policy.timeout_s
+    notes, buf, timed_out = {}, b"", False
+    while True:
+        ready, _, _ = select.select([pidfd, resp_r], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            timed_out = True
+            break
+        if resp_r in ready and (chunk := os.read(resp_r, 1 << 16)) and len(buf) < 1 << 16:
+            buf += chunk
+        if pidfd in ready:
+            break
+    duration = time.monotonic() - start
+    sock.send(b"end")
+    reply = sock.recv(64)
+    status = None if reply == b"none" else int(reply)
+    for line in buf.splitlines():
+        with contextlib.suppress(codec.CodecError):
+            notes.update(codec.loads(line))
+    return {"program": _program_status(status, timed_out, notes, duration)}
+
+
+def _program_status(status: int | None, timed_out: bool, notes: dict, duration: float) -> dict:
+    result = {"status": "ok", "returncode": None, "signal": None, "duration_s": round(duration, 6)}
+    if status is not None and os.WIFSIGNALED(status):
+        result["signal"] = os.WTERMSIG(status)
+    elif status is not None:
+        result["returncode"] = os.waitstatus_to_exitcode(status)
+    if timed_out or result["signal"] == 24:  # SIGXCPU: the CPU-time rlimit
+        result["status"] = "timeout"
+    elif "syntax" in notes:
+        result["status"] = "syntax_error"
+    elif "memory" in notes:
+        result["status"] = "memory"
+    elif result["signal"] is not None:
+        result["status"] = "crash"
+    elif result["returncode"] != 0:
+        result["status"] = "error"
+    return result

@@ -1,0 +1,111 @@
+"""The spawner: a clean process that forks solvers on the judge's request.
+
+Solvers are forks, and a fork copies its parent's memory. If the judge forked them, every
+solver would start with the tests (and their expected values) in its heap, a few ``gc`` calls
+away. So the judge forks this spawner *before* it reads the job, hands it only the solution,
+and asks it for each new solver. The spawner is also the solvers' reaper (a child subreaper),
+which lets it report how a solver died and kill everything a solver left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+
+from koda.sandbox import codec, limits, namespaces, solver
+from koda.sandbox.policy import SandboxPolicy
+
+CHUNK = 1 << 16  # one SOCK_SEQPACKET message; the job is sent in pieces of this size
+
+
+def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[str], workdir: str) -> None:
+    """Serve ``spawn`` and ``end`` until the judge closes the socket; never returns."""
+    from koda.sandbox import syscalls
+
+    try:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        limits.not_dumpable()
+        job = codec.loads(_recv_all(sock))
+        current: int | None = None
+        while True:
+            msg, fds, _, _ = socket.recv_fds(sock, 64, 2)
+            if not msg:
+                break
+            if msg == b"spawn":
+                current = _spawn(sock, job, policy, layers, workdir, fds)
+            elif msg == b"end":
+                status = _kill_all(current, layers)
+                current = None
+                sock.send(b"none" if status is None else str(status).encode())
+    finally:
+        _kill_all(None, layers)
+        os._exit(0)
+
+
+def _spawn(sock, job, policy, layers, workdir, fds) -> int:
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        solver.solver_main(job, policy, layers, workdir, fds[0], fds[1])
+    for fd in fds:
+        os.close(fd)
+    sock.send(str(pid).encode())
+    return pid
+
+
+def _kill_all(solver_pid: int | None, layers: frozenset[str]) -> int | None:
+    """SIGKILL every process of the solver uid, reap them all, return the solver's status.
+
+    ``kill(-1, SIGKILL)`` sent *as the solver uid* reaches exactly the processes that uid owns
+    in this PID namespace, including ones that left the process group or double-forked; the
+    kernel delivers it while holding the task list, so a fork bomb cannot outrun it. Without
+    judge separation there is no such uid and only the solver's process group is killed.
+    """
+    if "judge_separation" in layers:
+        killer = os.fork()
+        if killer == 0:
+            try:
+                namespaces.become("solver", layers)
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+    else:
+        return _kill_group(solver_pid)
+    status = None
+    while True:
+        try:
+            pid, st = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return status
+        if pid == solver_pid:
+            status = st
+
+
+def _kill_group(solver_pid: int | None) -> int | None:
+    """Weaker mode: kill the solver's process group; whatever left the group may survive."""
+    status = None
+    if solver_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(solver_pid, signal.SIGKILL)
+        status = os.waitpid(solver_pid, 0)[1]
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+    return status
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    """The job arrives as a length-prefixed message (it may exceed one datagram)."""
+    size = int(sock.recv(32))
+    parts, got = [], 0
+    while got < size:
+        part = sock.recv(CHUNK)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)

@@ -1,0 +1,120 @@
+"""The zygote: a small, long-lived process that forks one sandbox per job.
+
+Starting CPython costs tens of milliseconds; forking a warm one costs well under one. The
+zygote is started once per pool worker with an environment built from nothing and has
+imported every module a sandbox needs, so each run is fork + namespaces + setup.
+
+It never reads a job's content: the pool passes it the pipe ends (SCM_RIGHTS) and a header of
+limits, so nothing of one job (tests, expected values) is ever in the zygote's memory for a
+later job's fork to inherit. Per job::
+
+    zygote --fork--> starter --unshare(mnt,pid,net,ipc)--fork--> judge (PID 1 of the new PID ns)
+                     (writes the judge's uid/gid maps, then exits; the zygote, a child
+                      subreaper, adopts the judge and kills it at the deadline)
+
+Killing the judge, PID 1 of the namespace, makes the kernel kill every process in it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import tempfile
+import time
+
+from koda.sandbox import codec, namespaces, runner, syscalls
+
+
+def main(control_fd: int) -> None:
+    """Serve jobs from the pool until it closes the control socket (or dies)."""
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    codec.allow_big_ints()
+    sock = socket.socket(fileno=control_fd)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+        except OSError:
+            return
+        if not msg:
+            return
+        try:
+            report = run_job(codec.loads(msg), fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(codec.dumps(report))
+
+
+def run_job(header: dict, fds: list[int]) -> dict:
+    """Fork the sandbox for one job and wait for it, killing it at the deadline."""
+    job_fd, result_fd, out_fd, err_fd = fds
+    layers = frozenset(header["layers"])
+    workdir = None
+    if "mount_namespace" not in layers:  # weaker mode: a private directory on the host instead
+        workdir = header["workdir"] = tempfile.mkdtemp(prefix="koda-sandbox-")
+        if "judge_separation" in layers:
+            os.chown(workdir, namespaces.SOLVER_HOST_ID, namespaces.SOLVER_HOST_ID)
+    sync_r, sync_w = os.pipe()
+    start = time.monotonic()
+    starter = os.fork()
+    if starter == 0:
+        os.close(sync_r)
+        _starter(header, layers, job_fd, result_fd, out_fd, err_fd, sync_w)
+    os.close(sync_w)
+    with os.fdopen(sync_r, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(starter, 0)
+    report: dict = {"timed_out": False, "status": None}
+    if not said.isdigit():
+        report["setup_error"] = said or "starter died"
+    else:
+        report.update(_wait_judge(int(said), start + header["deadline_s"]))
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def _wait_judge(pid: int, deadline: float) -> dict:
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], max(deadline - time.monotonic(), 0))
+        timed_out = not ready
+        if timed_out:
+            os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: takes every process in it along
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
+    return {"timed_out": timed_out, "status": status}
+
+
+def _starter(header, layers, job_fd, result_fd, out_fd, err_fd, sync_w) -> None:
+    """Child of the zygote: enter the namespaces, fork the judge, grant its user namespace."""
+    try:
+        os.setsid()  # its own session and process group, away from the pool's terminal
+        namespaces.unshare_for_run(layers)
+        up_r, up_w = os.pipe()
+        down_r, down_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(sync_w)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            for fd in (up_r, down_w, out_fd, err_fd):
+                os.close(fd)
+            runner.judge_process(header, job_fd, result_fd, up_w, down_r)
+        said = str(pid)
+        if "user_namespace" in layers:
+            namespaces.grant_user_namespace(pid, up_r, down_w)
+    except namespaces.LayerError as err:
+        said = f"{err.layer}: {err.reason}"
+    except BaseException as err:  # noqa: BLE001 - reported to the pool as a setup error
+        said = f"starter: {type(err).__name__}: {err}"
+    finally:
+        try:
+            os.write(sync_w, said.encode())
+        finally:
+            os._exit(0)

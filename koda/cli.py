@@ -15,6 +15,7 @@ from koda.errors import KodaError
 # name -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "exec": ("koda.sandbox.cli", "run a solution against tests in the sandbox"),
+    "verify": ("koda.analysis.cli", "derive and measure the complexity of a recursive function"),
 }
 
 

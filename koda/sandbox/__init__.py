@@ -15,13 +15,27 @@ first use) so repeated calls pay process start-up once. See ``docs/sandbox.md``.
 
 from __future__ import annotations
 
-import atexit
+import importlib
 import threading
+from typing import TYPE_CHECKING
 
-from koda.sandbox.layers import ALL_LAYERS, IsolationError, Probe, probe
-from koda.sandbox.policy import SandboxPolicy
-from koda.sandbox.pool import SandboxError, SandboxPool
-from koda.sandbox.results import ExecReport, ProgramResult, TestResult
+if TYPE_CHECKING:
+    from koda.sandbox.layers import ALL_LAYERS, IsolationError, Probe, probe
+    from koda.sandbox.policy import SandboxPolicy
+    from koda.sandbox.pool import SandboxError, SandboxPool
+    from koda.sandbox.results import ExecReport, ProgramResult, TestResult
+
+# Imported on first use (PEP 562): the zygote imports ``koda.sandbox.zygote`` and must not pay
+# for the pool's threads and subprocess machinery in every forked sandbox.
+_LAZY = {"ALL_LAYERS": "layers", "IsolationError": "layers", "Probe": "layers", "probe": "layers",
+         "SandboxPolicy": "policy", "SandboxError": "pool", "SandboxPool": "pool",
+         "ExecReport": "results", "ProgramResult": "results", "TestResult": "results"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"koda.sandbox.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'koda.sandbox' has no attribute {name!r}")
 
 __all__ = ["ALL_LAYERS", "ExecReport", "IsolationError", "Probe", "ProgramResult", "SandboxError",
            "SandboxPolicy", "SandboxPool", "TestResult", "probe", "run_program", "run_tests"]
@@ -34,6 +48,10 @@ def _pool() -> SandboxPool:
     global _default
     with _default_lock:
         if _default is None:
+            import atexit
+
+            from koda.sandbox.pool import SandboxPool
+
             _default = SandboxPool()
             atexit.register(_default.close)
         return _default

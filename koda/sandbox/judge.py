@@ -64,7 +64,8 @@ def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emi
         code = compile(ast.Module([node], type_ignores=[]), testfile.TESTS_FILE, "exec")
         if isinstance(node, ast.Assert):
             item = by_name[f"assert@{node.lineno}"]
-            emit(_run_one(session, item, timeout_s, lambda c=code: exec(c, glb), pending, source))
+            emit(_run_one(session, item, timeout_s, lambda c=code: exec(c, glb), pending, source,
+                          last=item is items[-1]))
             pending = None
             continue
         outcome = _guarded(session, timeout_s, lambda c=code: exec(c, glb))
@@ -73,7 +74,7 @@ def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emi
             session.end()
     for item in items:
         if not item.name.startswith("assert@"):
-            emit(_run_one(session, item, timeout_s, glb[item.name], pending, source))
+            emit(_run_one(session, item, timeout_s, glb[item.name], pending, source, last=item is items[-1]))
             pending = None
 
 
@@ -88,10 +89,10 @@ def _test_globals(session: SolverSession, names: dict) -> dict:
 
 
 def _run_one(session: SolverSession, item: TestItem, timeout_s: float, thunk, pending: str | None,
-             source: str) -> dict:
+             source: str, last: bool) -> dict:
     start = time.monotonic()
     outcome = _guarded(session, timeout_s, thunk)
-    session.end()  # kill this test's solver and everything it started
+    session.end(last=last)  # kill this test's solver and everything it started
     result = {"name": item.name, "line": item.line, "status": "passed", "message": "", "signal": None,
               "duration_s": round(time.monotonic() - start, 6)}
     if outcome is not None:

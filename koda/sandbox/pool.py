@@ -74,9 +74,13 @@ class SandboxPool:
     ``workers`` defaults to the number of CPUs. Use as a context manager, or call ``close()``.
     """
 
-    def __init__(self, workers: int | None = None, policy: SandboxPolicy | None = None) -> None:
+    def __init__(self, workers: int | None = None, policy: SandboxPolicy | None = None,
+                 layers: frozenset[str] | None = None) -> None:
+        """``layers`` runs with only these isolation layers (the benchmark measures each layer's
+        cost this way); dropping any available layer needs ``allow_weaker`` in the policy used."""
         self.workers = workers or os.cpu_count() or 1
         self.policy = policy or SandboxPolicy()
+        self._only = None if layers is None else frozenset(layers)
         self._idle: list[_Zygote] = []
         self._all: list[_Zygote] = []
         self._lock = threading.Lock()
@@ -130,7 +134,12 @@ class SandboxPool:
         return results
 
     def _layers(self, policy: SandboxPolicy) -> frozenset[str]:
-        return layers.resolve(policy.allow_weaker)
+        found = layers.resolve(policy.allow_weaker)
+        if self._only is None:
+            return found
+        if found - self._only and not policy.allow_weaker:
+            raise layers.IsolationError(f"layers {sorted(found - self._only)} left out without allow_weaker")
+        return found & self._only
 
     def _take(self) -> _Zygote:
         with self._lock:

@@ -99,14 +99,18 @@ class SolverSession:
         self.first = self._read()
         return self.first
 
-    def end(self) -> int | None:
-        """Kill the solver and everything it started; returns its wait status if it had one."""
+    def end(self, last: bool = False) -> int | None:
+        """Kill the solver and everything it started; returns its wait status if it had one.
+
+        ``last``: no solver follows in this run, so the spawner may leave the clean-up of
+        stray processes to the end of the PID namespace (one fork less per run).
+        """
         if self._pipes is None:
             return None
         for fd in self._pipes:
             os.close(fd)
         self._pipes = None
-        self.spawner.send(b"end")
+        self.spawner.send(b"last" if last else b"end")
         reply = self.spawner.recv(64)
         return int(reply) if reply and reply != b"none" else None
 

@@ -115,18 +115,22 @@ def _run_program(sock: socket.socket, policy: SandboxPolicy) -> dict:
     pid = int(sock.recv(64))
     pidfd = os.pidfd_open(pid)
     deadline = start + policy.timeout_s
-    notes, buf, timed_out = {}, b"", False
+    notes, buf, timed_out, watch = {}, b"", False, [pidfd, resp_r]
     while True:
-        ready, _, _ = select.select([pidfd, resp_r], [], [], max(deadline - time.monotonic(), 0))
+        ready, _, _ = select.select(watch, [], [], max(deadline - time.monotonic(), 0))
         if not ready:
             timed_out = True
             break
-        if resp_r in ready and (chunk := os.read(resp_r, 1 << 16)) and len(buf) < 1 << 16:
-            buf += chunk
+        if resp_r in ready:
+            chunk = os.read(resp_r, 1 << 16)
+            if not chunk:
+                watch = [pidfd]  # closed: stop polling it (it would be readable forever)
+            elif len(buf) < 1 << 16:
+                buf += chunk
         if pidfd in ready:
             break
     duration = time.monotonic() - start
-    sock.send(b"end")
+    sock.send(b"last")
     reply = sock.recv(64)
     status = None if reply == b"none" else int(reply)
     for line in buf.splitlines():

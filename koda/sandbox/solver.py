@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import gc
 import os
 import sys
 import traceback
@@ -29,6 +30,7 @@ def solver_main(job: dict, policy: SandboxPolicy, layers: frozenset[str], workdi
     try:
         _confine(policy, layers, workdir, keep=(req_fd, resp_fd))
         _write_files(job.get("files") or {}, job.get("stdin"))
+        gc.enable()  # off in the harness processes (zygote.py); untrusted code gets normal Python
         if job["mode"] == "program":
             code = _run_program(job["source"], resp_fd)
         else:

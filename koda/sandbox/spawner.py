@@ -35,13 +35,28 @@ def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[s
                 break
             if msg == b"spawn":
                 current = _spawn(sock, job, policy, layers, workdir, fds)
-            elif msg == b"end":
-                status = _kill_all(current, layers)
+            elif msg in (b"end", b"last"):
+                last = msg == b"last" and "pid_namespace" in layers
+                status = _reap_solver(current) if last else _kill_all(current, layers)
                 current = None
                 sock.send(b"none" if status is None else str(status).encode())
     finally:
-        _kill_all(None, layers)
+        if "pid_namespace" not in layers:
+            _kill_all(None, layers)
         os._exit(0)
+
+
+def _reap_solver(pid: int | None) -> int | None:
+    """End of the run: only the solver's status matters, its leftovers die with the namespace.
+
+    The judge exits right after this, and when PID 1 of a namespace exits the kernel kills
+    every process in it; so the uid-wide kill (a fork) is skipped for the last solver.
+    """
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
 
 
 def _spawn(sock, job, policy, layers, workdir, fds) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from koda.analysis.parse import parse_source
 from koda.analysis.report import verify_tree
+from koda.analysis.symbolic import polylog_text
 from koda.errors import KodaError
 
 
@@ -42,8 +43,9 @@ def _human(r: dict) -> str:
              f"recurrence  {r['recurrence'] or 'undecided'}",
              f"bound       {r['bound_text'] or 'undecided: ' + str(r['undecided_reason'])}"]
     if emp.get("kind") == "polylog":
-        lines.append(f"measured    n^{emp['n_exponent']} log^{emp['log_exponent']} n "
-                     f"over {len(emp['points'])} sizes")
+        cls = polylog_text(emp["n_exponent"], emp["log_exponent"])
+        lines.append(f"measured    {cls} over {len(emp['points'])} sizes "
+                     f"(fitted exponent {emp['n_exponent']})")
     elif emp.get("kind") == "exponential":
         lines.append(f"measured    {emp['base']}^n over {len(emp['points'])} sizes")
     elif r["empirical"] is not None:
@@ -62,7 +64,8 @@ def main(argv: list[str]) -> int:
     parsed = parse_source(_read(args.file), args.file)
     if not parsed.ok:
         e = parsed.error
-        raise KodaError(f"{args.file}:{e.line}:{e.column}: {e.kind} error: {e.message}")
+        what = {"truncated": "program is cut off", "syntax": "syntax error"}.get(e.kind, "unreadable")
+        raise KodaError(f"{args.file}:{e.line}:{e.column}: {what}: {e.message}")
     result = verify_tree(parsed.tree, args.function, measure=not args.no_measure, budget_s=args.budget)
     print(json.dumps(result, ensure_ascii=False) if args.json else _human(result))
     return 0

@@ -9,6 +9,7 @@ assumed cheap: the extractor reports them as undecided.
 
 from __future__ import annotations
 
+import builtins
 from typing import Protocol
 
 from koda.analysis.symbolic import ONE, Affine, Growth, Num, Other, Seq, Undecided, Value
@@ -16,7 +17,10 @@ from koda.analysis.symbolic import ONE, Affine, Growth, Num, Other, Seq, Undecid
 NLOGN = Growth(0.0, 1)  # multiplied by the length's growth: n * log n
 
 CONSTANT_BUILTINS = {"abs", "bool", "chr", "divmod", "float", "hash", "id", "int", "isinstance", "ord",
-                     "pow", "round", "callable", "type", "complex", "bin", "hex", "oct"}
+                     "pow", "round", "callable", "type", "complex", "bin", "hex", "oct", "getattr",
+                     "hasattr", "setattr", "issubclass", "object"}
+# raise ValueError(...) in a guard: building the exception is O(1), its arguments are costed
+EXCEPTIONS = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
 WALKING_BUILTINS = {"sum", "max", "min", "any", "all"}  # one pass, returns an element/number
 COPYING_BUILTINS = {"list", "tuple", "set", "frozenset", "dict", "bytes", "bytearray"}
 LAZY_BUILTINS = {"range", "zip", "enumerate", "reversed", "map", "filter", "iter"}
@@ -47,12 +51,15 @@ def builtin(name: str, args: list[Value], ctx: SizeContext) -> tuple[Value, Grow
     if name == "len":
         seq = ctx.as_seq(args[0], "len()") if args else Seq(None)
         return Num(seq.length), ONE
-    if name in CONSTANT_BUILTINS or name == "print" and all(not isinstance(a, Seq) for a in args):
+    if name in CONSTANT_BUILTINS or name in EXCEPTIONS or name == "print" and all(
+            not isinstance(a, Seq) for a in args):
         return (Num() if name != "type" else Other("type")), ONE
     if name == "print":
         return Other("None"), sum((ctx.size(a, "print()") for a in args if isinstance(a, Seq)), ONE)
-    if name == "str":
-        return Seq(None), (ctx.size(args[0], "str()") if args and isinstance(args[0], Seq) else ONE)
+    if name in ("str", "repr"):
+        if args and isinstance(args[0], Seq):
+            return Seq(None), ctx.size(args[0], f"{name}()")
+        return Seq(Affine.constant(1), upto=True), ONE  # a number prints in O(1) characters (word RAM)
     if name in WALKING_BUILTINS:
         if len(args) != 1:  # max(a, b): a fixed number of arguments
             return Num(), ONE

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 KEEP = 10
-PARSIMONY = 2.0
+PARSIMONY = 1.5
 EXP_TOL = 0.1  # |measured - derived| n exponent; lower-order terms shift short ranges ~0.05
 RMS_SLACK = 0.01
 BASE_TOL = 0.05

@@ -152,9 +152,9 @@ def __koda_args(n, spec, rng):
         elif kind == "sorted":
             args.append(list(range(0, 2 * n, 2)))
         elif kind == "list":
-            args.append([rng.randrange(1000) for _ in range(n)])
+            args.append([rng.randrange(1 << 30) for _ in range(n)])
         elif kind == "half-list":
-            args.append([rng.randrange(1000) for _ in range(n // 2)])
+            args.append([rng.randrange(1 << 30) for _ in range(n // 2)])
         elif kind == "matrix":
             args.append([[rng.randrange(10) for _ in range(n)] for _ in range(n)])
         elif kind == "absent":

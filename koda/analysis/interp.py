@@ -33,13 +33,15 @@ class Context:
     returns_seq: bool = False
     assumptions: set[str] = field(default_factory=set)
     returned: list[Value] = field(default_factory=list)
+    always_passed: set[str] = field(default_factory=set)  # parameters every recursive call passes
 
     def as_seq(self, value: Value, what: str) -> Seq:
         if isinstance(value, Seq):
             return value
         if isinstance(value, Dual):
             self.assumptions.add(value.note)
-            return Seq(value.length, Dual(value.length, value.note))
+            row = Dual(value.length, value.row_note or value.note)
+            return Seq(value.length, row, value.upto)
         raise Undecided(f"{what} applied to a value whose length is unknown")
 
     def size(self, value: Value, what: str) -> Growth:
@@ -58,7 +60,7 @@ class Context:
             if symbol == param and isinstance(arg, Num):
                 form = arg.form
             elif symbol != param and isinstance(arg, Seq | Dual):
-                if isinstance(arg, Seq) and arg.upto:
+                if isinstance(arg, Seq | Dual) and arg.upto:
                     raise Undecided(f"recursive call on {param} whose length is bounded but not known "
                                     "(a filtered list, or a slice at a data-dependent index)")
                 form = arg.length
@@ -113,8 +115,10 @@ class Interp:
         return self.binop(left, node.op, right, eff, getattr(node, "lineno", 0))
 
     def binop(self, left: Value, op: ast.operator, right: Value, eff: Effect, lineno: int) -> Value:
-        if isinstance(left, Seq) and isinstance(right, Seq | Dual) and isinstance(op, ast.Add):
-            right = self.ctx.as_seq(right, "+")
+        listy = lambda v: isinstance(v, Seq) or isinstance(v, Dual) and v.upto  # noqa: E731
+        if isinstance(op, ast.Add) and isinstance(left, Seq | Dual) and isinstance(right, Seq | Dual) \
+                and (listy(left) or listy(right)):  # a list or a recursive call's list: concatenation
+            left, right = self.ctx.as_seq(left, "+"), self.ctx.as_seq(right, "+")
             total = None if left.length is None or right.length is None else left.length + right.length
             out = Seq(total, sym.join(left.elem, right.elem), left.upto or right.upto)
             eff.cost = eff.cost + self.ctx.size(out, "concatenation")
@@ -189,7 +193,7 @@ class Interp:
                 return base.items[int(index.form.const)]
             return base.elem
         if isinstance(base, Dual):
-            return Dual(base.length, base.note)
+            return Dual(base.length, base.row_note or base.note)
         return Num()
 
     def _slice(self, base: Value, sl: ast.Slice, env: dict, eff: Effect) -> Seq:
@@ -316,10 +320,11 @@ class Interp:
         eff.calls.append(call)
         if not self.ctx.returns_seq:
             return Num()
+        if not any(s.startswith("len(") for s in self.ctx.symbols):  # n is a number, not a length
+            return Seq(None, upto=True)
         form = self.ctx.measure.scale(call.b) + Affine.constant(call.h)
-        note = "a recursive call on m items returns O(m) items"
-        self.ctx.assumptions.add(note)
-        return Seq(form, Dual(form, "rows of returned matrices are as long as the matrix"), upto=True)
+        return Dual(form, "a recursive call on m items returns O(m) items", upto=True,
+                    row_note="rows of returned matrices are as long as the matrix")
 
     def _helper(self, func: ast.FunctionDef, args, keywords, eff) -> Value:
         if self.depth >= MAX_HELPER_DEPTH:

@@ -47,10 +47,13 @@ def assigned_names(stmts: list[ast.stmt]) -> set[str]:
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
 
-def widen(value: Value) -> Value:
-    """What a variable reassigned in a loop body is known to be at an arbitrary iteration."""
+def widen(value: Value, rising: bool = False) -> Value:
+    """What a variable reassigned in a loop body is known to be at an arbitrary iteration.
+
+    ``rising``: the loop only increments it, so its value before the loop stays a lower bound.
+    """
     if isinstance(value, Num):
-        return Num()
+        return Num(lower=value.form if value.form is not None else value.lower) if rising else Num()
     if isinstance(value, Seq):
         return Seq(None, value.elem, True)
     return value
@@ -69,7 +72,8 @@ def run_loop(interp, target, seq: Seq, body: list[ast.stmt], env: dict, eff: Eff
     from koda.analysis.statements import block
     changed = assigned_names(body) | ({n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
                                       if target is not None else set())
-    inner = {k: widen(v) if k in changed else v for k, v in env.items()}
+    rising = {k for k in changed if (steps := _updates(body, k)) and all(s == "inc" for s in steps)}
+    inner = {k: widen(v, k in rising) if k in changed else v for k, v in env.items()}
     body_eff = Effect()
     if target is not None:
         bind(interp, target, seq.elem, inner, body_eff)
@@ -81,7 +85,7 @@ def run_loop(interp, target, seq: Seq, body: list[ast.stmt], env: dict, eff: Eff
     finally:
         interp.trips.pop()
     eff.then(body_eff.repeated(*trips))
-    return {k: widen(v) if k in changed else inner.get(k, v) for k, v in env.items()} | {
+    return {k: widen(v, k in rising) if k in changed else inner.get(k, v) for k, v in env.items()} | {
         k: widen(v) for k, v in inner.items() if k not in env}
 
 
@@ -160,7 +164,11 @@ def while_loop(interp, node: ast.While, env: dict, eff: Effect) -> dict:
     for name, direction, bound in _conditions(node.test):
         steps = _updates(node.body, name)
         init = env.get(name)
-        if not steps or None in steps or not isinstance(init, Num) or init.form is None:
+        if not steps or None in steps or not isinstance(init, Num):
+            continue
+        if init.form is None and direction == "inc" and init.lower is not None:
+            init = Num(init.lower)  # distance to the bound is at most limit - lower
+        if init.form is None:
             continue
         if all(s == "halve" for s in steps) and direction == "dec":
             start = growth_of(init.form, ctx.measure, "while-loop counter")

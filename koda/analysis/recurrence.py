@@ -123,9 +123,18 @@ def _candidates(roles: dict[str, str]) -> list[tuple[Affine, dict[str, str], tup
     return out
 
 
+def _always_passed(func: ast.FunctionDef, params: list[str]) -> set[str]:
+    passed = set(params)
+    for node in ast.walk(func):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == func.name:
+            passed &= set(params[: len(node.args)]) | {k.arg for k in node.keywords}
+    return passed
+
+
 def _run(func, helpers, roles, measure, symbols, returns_seq) -> tuple[Effect, Context, list]:
     params = [a.arg for a in func.args.args]
-    ctx = Context(func.name, params, measure, symbols, helpers, returns_seq)
+    ctx = Context(func.name, params, measure, symbols, dict(helpers), returns_seq)
+    ctx.always_passed = _always_passed(func, params)
     env = {}
     seq_sym = next((s for s in symbols if s.startswith("len(")), None)
     for p in params:
@@ -148,15 +157,16 @@ def _typed_run(func, helpers, roles, measure, symbols) -> tuple[Effect, Context]
     Reading them as lists is right when every return gives a list (sorts, products);
     as numbers when none does (counts, searches). Mixed returns stay undecided.
     """
+    first: Undecided | None = None
     try:
         eff, ctx, returns = _run(func, helpers, roles, measure, symbols, True)
         if returns and all(isinstance(v, Seq | Dual) for v in returns):
             return eff, ctx
-    except Undecided:
-        pass
+    except Undecided as err:
+        first = err
     eff, ctx, returns = _run(func, helpers, roles, measure, symbols, False)
     if any(isinstance(v, Seq) for v in returns):
-        raise Undecided("returns lists on some paths and other values on others")
+        raise first or Undecided("returns lists on some paths and other values on others")
     return eff, ctx
 
 

@@ -62,6 +62,11 @@ def _simple(interp, stmt: ast.stmt, env: dict, eff: Effect) -> tuple[dict, bool]
         ex(stmt.test, env, eff)
     elif isinstance(stmt, ast.Pass | ast.Global | ast.Nonlocal):
         pass
+    elif isinstance(stmt, ast.FunctionDef):  # a local helper: analysed where it is called
+        if stmt.name == interp.ctx.name:
+            raise Undecided(f"local function shadows {stmt.name}()")
+        interp.ctx.helpers = interp.ctx.helpers | {stmt.name: stmt}
+        env.pop(stmt.name, None)
     elif isinstance(stmt, ast.Import | ast.ImportFrom):
         for alias in stmt.names:
             env[(alias.asname or alias.name).split(".")[0]] = Other(alias.name)
@@ -148,8 +153,22 @@ def is_parity(interp, test: ast.expr, env: dict) -> bool:
     return False
 
 
+def _default_filled(interp, test: ast.expr) -> bool:
+    """``if hi is None:`` for a parameter every recursive call passes explicitly.
+
+    Only the outermost call can take that branch, once, so it is not part of the recurrence.
+    """
+    return (interp.depth == 0 and isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Is) and isinstance(test.left, ast.Name)
+            and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value is None
+            and test.left.id in interp.ctx.always_passed)
+
+
 def _if(interp, node: ast.If, rest: list[ast.stmt], env: dict, eff: Effect) -> tuple[dict, bool, bool]:
     """Returns (env after, every path left, whether ``rest`` was folded into a branch)."""
+    if _default_filled(interp, node.test):  # recursive calls never take this branch
+        env, done = block(interp, node.orelse + rest, env, eff)
+        return env, done, True
     interp.expr(node.test, env, eff)
     then_eff, else_eff = Effect(), Effect()
     then_env, then_done = block(interp, node.body, env, then_eff)

@@ -143,9 +143,14 @@ def growth_of(form: Affine, measure: Affine, what: str) -> Growth:
 
 @dataclass(frozen=True)
 class Num:
-    """A number; ``form`` when it is an affine function of the parameters."""
+    """A number; ``form`` when it is an affine function of the parameters.
+
+    ``lower`` is a lower bound when the exact form is lost, e.g. for a counter that a loop
+    only ever increments (``i`` after ``while i < len(a) and j < len(b)``).
+    """
 
     form: Affine | None = None
+    lower: Affine | None = None
 
 
 @dataclass(frozen=True)
@@ -164,14 +169,18 @@ class Seq:
 
 @dataclass(frozen=True)
 class Dual:
-    """An element whose kind the code decides: a number in arithmetic, a row otherwise.
+    """A value whose kind the code decides: a number in arithmetic, a sequence otherwise.
 
-    Rows of a nested-list parameter (matrices) are taken to be as long as the parameter
-    itself; ``note`` names that assumption so the report can list it when it was used.
+    Used for elements of list parameters (rows of a matrix are taken to be as long as the
+    matrix) and for results of recursive calls (a call on m items is taken to return O(m)
+    items, hence ``upto``). ``note`` names the assumption; the report lists it only when
+    the value was used as a sequence. Its elements are ``Dual`` again, with ``row_note``.
     """
 
     length: Affine
     note: str
+    upto: bool = False
+    row_note: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def test_unreadable_input_is_one_line_and_exit_2(tmp_path, capsys):
     bad.write_text("def f(n):\n    return (n +\n")
     assert cli.main(["verify", str(bad), "--json"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "truncated" in err and "\n" not in err
+    assert ":3:0: program is cut off" in err and "\n" not in err
     nofunc = tmp_path / "x.py"
     nofunc.write_text(tb.FIB)
     assert cli.main(["verify", str(nofunc), "--function", "nope", "--no-measure"]) == 2

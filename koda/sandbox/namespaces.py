@@ -47,16 +47,70 @@ def unshare_layer(layer: str, flags: int) -> None:
         raise LayerError(layer, str(err)) from None
 
 
-def unshare_for_run(layers: frozenset[str]) -> None:
-    """Enter the PID, network and IPC namespaces (the starter does this for the judge it forks).
+def unshare_for_run(layers: frozenset[str], skip: tuple[str, ...] = ()) -> None:
+    """Enter new PID, network and IPC namespaces (the zygote does this for the judge it forks).
 
     The mount namespace is the judge's own (``filesystem.build_root``): its ``pivot_root`` moves
-    the root of every process in the namespace, and the starter must keep the host's ``/proc``
+    the root of every process in the namespace, and the zygote must keep the host's ``/proc``
     to write the judge's id maps. The user namespace comes last, after the mounts.
     """
     for layer, flags in UNSHARE_FLAGS.items():
-        if layer in layers and layer != "mount_namespace":
+        if layer in layers and layer != "mount_namespace" and layer not in skip:
             unshare_layer(layer, flags)
+
+
+class Home:
+    """The zygote's own namespaces, to return to after forking a judge into fresh ones.
+
+    ``unshare`` moves the caller itself into new network/IPC/UTS namespaces (and its future
+    children into a new PID namespace); ``setns`` on fds opened at start brings it back. This
+    saves the extra process per run that would otherwise do the unsharing and exit.
+
+    The network namespace is made once per zygote and entered by each of its runs in turn:
+    creating and (asynchronously, in a kernel worker) destroying one costs more than the rest
+    of the namespaces together, and an empty one keeps no state between runs. Its only
+    interface, loopback, is down and stays down (configuring it needs CAP_NET_ADMIN in the host's
+    user namespace, which nothing inside has); sockets close with the processes of a run, and
+    the PID namespace guarantees those are all gone before the next run starts. Runs of
+    different zygotes (in parallel) never share one.
+    """
+
+    _FILES = {"net": syscalls.CLONE_NEWNET, "ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS,
+              "pid": syscalls.CLONE_NEWPID}
+
+    def __init__(self) -> None:
+        self.fds = {flag: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                    for name, flag in self._FILES.items()}
+        self.sandbox_net: int | None = None
+
+    def fork_into(self, layers: frozenset[str]) -> int:
+        """Fork a child inside fresh PID/net/IPC namespaces; the caller stays where it was."""
+        try:
+            unshare_for_run(layers, skip=("network_namespace",))
+            if "network_namespace" in layers:
+                syscalls.setns(self._sandbox_net(), syscalls.CLONE_NEWNET)
+            pid = os.fork()
+        except BaseException:
+            self.go_home()
+            raise
+        if pid != 0:  # the child stays in the new namespaces
+            self.go_home()
+        return pid
+
+    def _sandbox_net(self) -> int:
+        if self.sandbox_net is None:
+            unshare_layer("network_namespace", syscalls.CLONE_NEWNET)
+            self.sandbox_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        return self.sandbox_net
+
+    def go_home(self) -> None:
+        for flag, fd in self.fds.items():
+            syscalls.setns(fd, flag)
+
+    def close(self) -> None:
+        for fd in [*self.fds.values(), self.sandbox_net]:
+            if fd is not None:
+                os.close(fd)
 
 
 def ask_for_user_namespace(to_parent: int, from_parent: int) -> None:

@@ -71,14 +71,17 @@ class _Zygote:
 class SandboxPool:
     """Run many programs or solutions in parallel, each in its own fully isolated sandbox.
 
-    ``workers`` defaults to the number of CPUs. Use as a context manager, or call ``close()``.
+    Use as a context manager, or call ``close()``.
     """
 
     def __init__(self, workers: int | None = None, policy: SandboxPolicy | None = None,
                  layers: frozenset[str] | None = None) -> None:
-        """``layers`` runs with only these isolation layers (the benchmark measures each layer's
+        """``workers`` defaults to twice the CPUs: a run spends part of its time waiting on
+        process hand-offs, and a second job per core fills those gaps.
+
+        ``layers`` runs with only these isolation layers (the benchmark measures each layer's
         cost this way); dropping any available layer needs ``allow_weaker`` in the policy used."""
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or 2 * (os.cpu_count() or 1)
         self.policy = policy or SandboxPolicy()
         self._only = None if layers is None else frozenset(layers)
         self._idle: list[_Zygote] = []
@@ -92,7 +95,7 @@ class SandboxPool:
                     files: dict[str, str] | None = None) -> ProgramResult:
         policy = policy or self.policy
         job = {"mode": "program", "source": source, "stdin": stdin, "files": _check_files(files)}
-        outcome = self._execute(job, policy, deadline_s=policy.timeout_s + _SLACK_S)
+        outcome = self._execute(job, policy, deadline_s=policy.timeout_s + _SLACK_S, solvers=1)
         return _program_result(outcome)
 
     def run_tests(self, solution: str, tests: str, *, policy: SandboxPolicy | None = None) -> ExecReport:
@@ -100,7 +103,7 @@ class SandboxPool:
         items = _collect(tests)
         job = {"mode": "tests", "source": solution, "tests": tests, "files": {}, "stdin": None}
         deadline = (len(items) + 2) * (policy.timeout_s + 0.5) + _SLACK_S
-        outcome = self._execute(job, policy, deadline_s=deadline)
+        outcome = self._execute(job, policy, deadline_s=deadline, solvers=len(items))
         return _exec_report(outcome, items, self._layers(policy))
 
     def map_tests(self, pairs: Iterable[tuple[str, str]], *, policy: SandboxPolicy | None = None
@@ -159,8 +162,10 @@ class SandboxPool:
         z.proc.kill()
         z.close()
 
-    def _execute(self, job: dict, policy: SandboxPolicy, deadline_s: float) -> _Outcome:
-        header = {"policy": policy.to_dict(), "layers": sorted(self._layers(policy)),
+    def _execute(self, job: dict, policy: SandboxPolicy, deadline_s: float, solvers: int) -> _Outcome:
+        # ``solvers``: how many solver processes the run may need (one per test); it is not
+        # secret (the count of tests), so the header may carry it through the zygote.
+        header = {"policy": policy.to_dict(), "layers": sorted(self._layers(policy)), "solvers": solvers,
                   "deadline_s": deadline_s, "workdir": None, "host_paths": filesystem.host_paths()}
         z = self._take()
         healthy = False

@@ -16,7 +16,7 @@ import select
 import socket
 import time
 
-from koda.sandbox import codec
+from koda.sandbox import codec, spawner
 
 MAX_MESSAGE = 64 << 20  # bytes in one solver reply; more is a hostile or runaway answer
 
@@ -75,8 +75,10 @@ class Remote:
 class SolverSession:
     """One solver process at a time, spawned through the spawner, talked to over two pipes."""
 
-    def __init__(self, spawner: socket.socket) -> None:
+    def __init__(self, spawner: socket.socket, single: bool = False) -> None:
         self.spawner = spawner
+        self.single = single  # the spawner becomes the one solver (spawner.py); we reap it
+        self._pid: int | None = None
         self.generation = 0
         self.deadline = float("inf")  # time.monotonic() value; set per test by the judge
         self.fatal: Verdict | None = None  # first verdict of the current test
@@ -88,12 +90,14 @@ class SolverSession:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> dict:
         """Spawn a fresh solver that loads the solution; returns its opening message."""
+        if self.single and self.generation:
+            raise self._fail(Verdict("error", "the solver of this one-solver run is already gone"))
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         socket.send_fds(self.spawner, [b"spawn"], [req_r, resp_w])
         os.close(req_r)
         os.close(resp_w)
-        self.spawner.recv(64)  # the spawner forked it
+        self._pid = int(self.spawner.recv(64))
         self._pipes, self._buf = (req_w, resp_r), bytearray()
         self.generation += 1
         self.first = self._read()
@@ -110,6 +114,8 @@ class SolverSession:
         for fd in self._pipes:
             os.close(fd)
         self._pipes = None
+        if self.single:
+            return spawner.reap_solver(self._pid)
         self.spawner.send(b"last" if last else b"end")
         reply = self.spawner.recv(64)
         return int(reply) if reply and reply != b"none" else None

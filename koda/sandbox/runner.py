@@ -20,7 +20,7 @@ import select
 import socket
 import time
 
-from koda.sandbox import codec, filesystem, judge, limits, namespaces, spawner
+from koda.sandbox import codec, filesystem, judge, limits, namespaces, spawner, syscalls
 from koda.sandbox.namespaces import LayerError
 from koda.sandbox.policy import SandboxPolicy
 from koda.sandbox.remote import SolverSession
@@ -31,6 +31,7 @@ def judge_process(header: dict, job_fd: int, result_fd: int, up_w: int, down_r: 
     layers = frozenset(header["layers"])
     policy = SandboxPolicy(**header["policy"])
     out = _Results(result_fd)
+    syscalls.set_name('koda-judge')
     try:
         owner = namespaces.SOLVER_HOST_ID if "judge_separation" in layers else None
         workdir = filesystem.build_root(layers, 4 * policy.file_size_mb, owner, header["host_paths"]) \
@@ -43,13 +44,14 @@ def judge_process(header: dict, job_fd: int, result_fd: int, up_w: int, down_r: 
         limits.not_dumpable()
         limits.apply_rlimits(policy, "judge")
         limits.close_inherited_fds(keep=(job_fd, result_fd))
-        sock = _start_spawner(policy, layers, workdir, keep=job_fd)
+        single = header["solvers"] <= 1
+        sock = _start_spawner(policy, layers, workdir, job_fd, single)
         job = codec.loads(_read_all(job_fd))
         _send_job(sock, {k: job.get(k) for k in ("mode", "source", "files", "stdin")})
         if job["mode"] == "program":
             out.write(_run_program(sock, policy))
         else:
-            session = SolverSession(sock)
+            session = SolverSession(sock, single)
             judge.judge_tests(session, job["tests"], policy.timeout_s, lambda r: out.write({"test": r}))
         out.write({"done": True})
     except LayerError as err:
@@ -78,13 +80,14 @@ def _stdin_from_devnull() -> None:
     os.close(fd)
 
 
-def _start_spawner(policy: SandboxPolicy, layers: frozenset[str], workdir: str, keep: int) -> socket.socket:
+def _start_spawner(policy: SandboxPolicy, layers: frozenset[str], workdir: str, job_fd: int,
+                   single: bool) -> socket.socket:
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         mine.close()
-        os.close(keep)  # the spawner never holds the job (tests included)
-        spawner.spawner_main(theirs, policy, layers, workdir)
+        os.close(job_fd)  # the spawner never holds the job (tests included)
+        spawner.spawner_main(theirs, policy, layers, workdir, single)
     theirs.close()
     return mine
 
@@ -130,9 +133,8 @@ def _run_program(sock: socket.socket, policy: SandboxPolicy) -> dict:
         if pidfd in ready:
             break
     duration = time.monotonic() - start
-    sock.send(b"last")
-    reply = sock.recv(64)
-    status = None if reply == b"none" else int(reply)
+    os.close(pidfd)
+    status = spawner.reap_solver(pid)  # single mode: the spawner became the solver, our child
     for line in buf.splitlines():
         with contextlib.suppress(codec.CodecError):
             notes.update(codec.loads(line))

@@ -17,7 +17,7 @@ import os
 import sys
 import traceback
 
-from koda.sandbox import codec, limits, namespaces
+from koda.sandbox import codec, limits, namespaces, syscalls
 from koda.sandbox.policy import SandboxPolicy
 
 _SOLUTION_FILE = "solution.py"
@@ -27,6 +27,7 @@ def solver_main(job: dict, policy: SandboxPolicy, layers: frozenset[str], workdi
                 req_fd: int, resp_fd: int) -> None:
     """Runs in a fresh fork; never returns."""
     code = 70
+    syscalls.set_name('koda-solver')
     try:
         _confine(policy, layers, workdir, keep=(req_fd, resp_fd))
         _write_files(job.get("files") or {}, job.get("stdin"))

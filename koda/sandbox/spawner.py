@@ -5,6 +5,10 @@ solver would start with the tests (and their expected values) in its heap, a few
 away. So the judge forks this spawner *before* it reads the job, hands it only the solution,
 and asks it for each new solver. The spawner is also the solvers' reaper (a child subreaper),
 which lets it report how a solver died and kill everything a solver left behind.
+
+A run that needs only one solver (a program, or a tests file with one test, as every HumanEval
+problem) skips a process: the spawner, still clean, *becomes* that solver, and the judge, its
+parent, reaps it; the end of the PID namespace takes whatever it left.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from koda.sandbox.policy import SandboxPolicy
 CHUNK = 1 << 16  # one SOCK_SEQPACKET message; the job is sent in pieces of this size
 
 
-def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[str], workdir: str) -> None:
+def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[str], workdir: str,
+                 single: bool = False) -> None:
     """Serve ``spawn`` and ``end`` until the judge closes the socket; never returns."""
     from koda.sandbox import syscalls
 
     try:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        syscalls.set_name('koda-spawner')
         limits.not_dumpable()
         job = codec.loads(_recv_all(sock))
         current: int | None = None
@@ -33,11 +39,15 @@ def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[s
             msg, fds, _, _ = socket.recv_fds(sock, 64, 2)
             if not msg:
                 break
+            if msg == b"spawn" and single:
+                sock.send(str(os.getpid()).encode())
+                sock.close()
+                solver.solver_main(job, policy, layers, workdir, fds[0], fds[1])
             if msg == b"spawn":
                 current = _spawn(sock, job, policy, layers, workdir, fds)
             elif msg in (b"end", b"last"):
                 last = msg == b"last" and "pid_namespace" in layers
-                status = _reap_solver(current) if last else _kill_all(current, layers)
+                status = reap_solver(current) if last else _kill_all(current, layers)
                 current = None
                 sock.send(b"none" if status is None else str(status).encode())
     finally:
@@ -46,7 +56,7 @@ def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[s
         os._exit(0)
 
 
-def _reap_solver(pid: int | None) -> int | None:
+def reap_solver(pid: int | None) -> int | None:
     """End of the run: only the solver's status matters, its leftovers die with the namespace.
 
     The judge exits right after this, and when PID 1 of a namespace exits the kernel kills
@@ -54,6 +64,8 @@ def _reap_solver(pid: int | None) -> int | None:
     """
     if pid is None:
         return None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # the solver leads its own group (weaker mode needs this)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return os.waitpid(pid, 0)[1]

@@ -8,9 +8,8 @@ It never reads a job's content: the pool passes it the pipe ends (SCM_RIGHTS) an
 limits, so nothing of one job (tests, expected values) is ever in the zygote's memory for a
 later job's fork to inherit. Per job::
 
-    zygote --fork--> starter --unshare(mnt,pid,net,ipc)--fork--> judge (PID 1 of the new PID ns)
-                     (writes the judge's uid/gid maps, then exits; the zygote, a child
-                      subreaper, adopts the judge and kills it at the deadline)
+    zygote --unshare(pid,net,ipc)--fork--> judge (PID 1 of the new PID namespace)
+    zygote --setns back home, write the judge's uid/gid maps, kill it at the deadline
 
 Killing the judge, PID 1 of the namespace, makes the kernel kill every process in it.
 """
@@ -28,11 +27,16 @@ import time
 
 from koda.sandbox import codec, namespaces, runner, syscalls
 
+HOME: namespaces.Home  # set in main()
+
 
 def main(control_fd: int) -> None:
     """Serve jobs from the pool until it closes the control socket (or dies)."""
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    syscalls.set_name('koda-zygote')
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    global HOME
+    HOME = namespaces.Home()
     codec.allow_big_ints()
     # Every sandbox is a fork of this process. Freezing moves all objects out of the collector's
     # reach and disabling it stops collections in the (short-lived) harness processes: either
@@ -64,24 +68,41 @@ def run_job(header: dict, fds: list[int]) -> dict:
         workdir = header["workdir"] = tempfile.mkdtemp(prefix="koda-sandbox-")
         if "judge_separation" in layers:
             os.chown(workdir, namespaces.SOLVER_HOST_ID, namespaces.SOLVER_HOST_ID)
-    sync_r, sync_w = os.pipe()
     start = time.monotonic()
-    starter = os.fork()
-    if starter == 0:
-        os.close(sync_r)
-        _starter(header, layers, job_fd, result_fd, out_fd, err_fd, sync_w)
-    os.close(sync_w)
-    with os.fdopen(sync_r, "rb") as f:
-        said = f.read().decode()
-    os.waitpid(starter, 0)
     report: dict = {"timed_out": False, "status": None}
-    if not said.isdigit():
-        report["setup_error"] = said or "starter died"
-    else:
-        report.update(_wait_judge(int(said), start + header["deadline_s"]))
+    try:
+        pid = _fork_judge(header, layers, job_fd, result_fd, out_fd, err_fd)
+        report.update(_wait_judge(pid, start + header["deadline_s"]))
+    except namespaces.LayerError as err:
+        report["setup_error"] = f"{err.layer}: {err.reason}"
     if workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return report
+
+
+def _fork_judge(header, layers, job_fd, result_fd, out_fd, err_fd) -> int:
+    """Fork the judge into fresh namespaces, grant its user namespace, return its pid."""
+    up_r, up_w = os.pipe()
+    down_r, down_w = os.pipe()
+    try:
+        pid = HOME.fork_into(layers)
+        if pid == 0:
+            try:
+                os.setsid()  # its own session and process group, away from the pool's terminal
+                os.dup2(out_fd, 1)
+                os.dup2(err_fd, 2)
+                HOME.close()
+                for fd in (up_r, down_w, out_fd, err_fd):
+                    os.close(fd)
+                runner.judge_process(header, job_fd, result_fd, up_w, down_r)
+            finally:
+                os._exit(70)
+        if "user_namespace" in layers:
+            namespaces.grant_user_namespace(pid, up_r, down_w)
+        return pid
+    finally:
+        for fd in (up_r, up_w, down_r, down_w):
+            os.close(fd)
 
 
 def _wait_judge(pid: int, deadline: float) -> dict:
@@ -95,32 +116,3 @@ def _wait_judge(pid: int, deadline: float) -> dict:
     finally:
         os.close(pidfd)
     return {"timed_out": timed_out, "status": status}
-
-
-def _starter(header, layers, job_fd, result_fd, out_fd, err_fd, sync_w) -> None:
-    """Child of the zygote: enter the namespaces, fork the judge, grant its user namespace."""
-    try:
-        os.setsid()  # its own session and process group, away from the pool's terminal
-        namespaces.unshare_for_run(layers)
-        up_r, up_w = os.pipe()
-        down_r, down_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(sync_w)
-            os.dup2(out_fd, 1)
-            os.dup2(err_fd, 2)
-            for fd in (up_r, down_w, out_fd, err_fd):
-                os.close(fd)
-            runner.judge_process(header, job_fd, result_fd, up_w, down_r)
-        said = str(pid)
-        if "user_namespace" in layers:
-            namespaces.grant_user_namespace(pid, up_r, down_w)
-    except namespaces.LayerError as err:
-        said = f"{err.layer}: {err.reason}"
-    except BaseException as err:  # noqa: BLE001 - reported to the pool as a setup error
-        said = f"starter: {type(err).__name__}: {err}"
-    finally:
-        try:
-            os.write(sync_w, said.encode())
-        finally:
-            os._exit(0)

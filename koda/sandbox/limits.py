@@ -11,9 +11,12 @@ import contextlib
 import math
 import os
 import resource
+from typing import TYPE_CHECKING
 
 from koda.sandbox import syscalls
-from koda.sandbox.policy import SandboxPolicy
+
+if TYPE_CHECKING:  # the sandbox side gets the policy as a plain namespace (runner.py)
+    from koda.sandbox.policy import SandboxPolicy
 
 _MB = 1 << 20
 # The judge holds the tests and decoded values; it is trusted code, so it only gets a cap that

@@ -19,17 +19,23 @@ import os
 import select
 import socket
 import time
+import types
+from typing import TYPE_CHECKING
 
 from koda.sandbox import codec, filesystem, judge, limits, namespaces, spawner, syscalls
 from koda.sandbox.namespaces import LayerError
-from koda.sandbox.policy import SandboxPolicy
 from koda.sandbox.remote import SolverSession
+
+if TYPE_CHECKING:
+    from koda.sandbox.policy import SandboxPolicy
 
 
 def judge_process(header: dict, job_fd: int, result_fd: int, up_w: int, down_r: int) -> None:
     """Entry point of the judge process (a fork of the zygote); never returns."""
     layers = frozenset(header["layers"])
-    policy = SandboxPolicy(**header["policy"])
+    # Validated by SandboxPolicy in the parent; a plain namespace here keeps ``dataclasses``
+    # (and ``inspect``) out of the zygote, whose size every fork pays for.
+    policy = types.SimpleNamespace(**header["policy"])
     out = _Results(result_fd)
     syscalls.set_name('koda-judge')
     try:

@@ -16,9 +16,12 @@ import gc
 import os
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 from koda.sandbox import codec, limits, namespaces, syscalls
-from koda.sandbox.policy import SandboxPolicy
+
+if TYPE_CHECKING:  # the sandbox side gets the policy as a plain namespace (runner.py)
+    from koda.sandbox.policy import SandboxPolicy
 
 _SOLUTION_FILE = "solution.py"
 

@@ -17,9 +17,12 @@ import contextlib
 import os
 import signal
 import socket
+from typing import TYPE_CHECKING
 
 from koda.sandbox import codec, limits, namespaces, solver
-from koda.sandbox.policy import SandboxPolicy
+
+if TYPE_CHECKING:  # the sandbox side gets the policy as a plain namespace (runner.py)
+    from koda.sandbox.policy import SandboxPolicy
 
 CHUNK = 1 << 16  # one SOCK_SEQPACKET message; the job is sent in pieces of this size
 

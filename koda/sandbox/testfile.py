@@ -9,16 +9,14 @@ error before anything runs, and so every test is listed even when the sandbox di
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from collections import namedtuple
 
 TESTS_FILE = "tests.py"
 
 
-@dataclass(frozen=True, slots=True)
-class TestItem:
-    name: str  # "test_foo", or "assert@12" for a top-level assert on line 12
-    line: int
-    source: str  # the assert statement, or the def line
+# name: "test_foo", or "assert@12" for a top-level assert on line 12; line; source: the assert
+# statement, or the def line. A namedtuple: the zygote imports this module and stays small.
+TestItem = namedtuple("TestItem", ["name", "line", "source"])
 
 
 def parse(source: str) -> ast.Module:

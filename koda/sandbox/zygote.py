@@ -19,10 +19,8 @@ from __future__ import annotations
 import gc
 import os
 import select
-import shutil
 import signal
 import socket
-import tempfile
 import time
 
 from koda.sandbox import codec, namespaces, runner, syscalls
@@ -65,6 +63,8 @@ def run_job(header: dict, fds: list[int]) -> dict:
     layers = frozenset(header["layers"])
     workdir = None
     if "mount_namespace" not in layers:  # weaker mode: a private directory on the host instead
+        import tempfile  # only here: keeps it (and shutil, random, bz2...) out of every fork
+
         workdir = header["workdir"] = tempfile.mkdtemp(prefix="koda-sandbox-")
         if "judge_separation" in layers:
             os.chown(workdir, namespaces.SOLVER_HOST_ID, namespaces.SOLVER_HOST_ID)
@@ -76,6 +76,8 @@ def run_job(header: dict, fds: list[int]) -> dict:
     except namespaces.LayerError as err:
         report["setup_error"] = f"{err.layer}: {err.reason}"
     if workdir:
+        import shutil
+
         shutil.rmtree(workdir, ignore_errors=True)
     return report
 

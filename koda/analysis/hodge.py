@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import networkx as nx
 import torch
 
+from koda.analysis.spectra import MAX_VERTICES, one_thread
 from koda.errors import KodaError
 
-MAX_EDGES = 3000  # Delta1 is (E, E) dense; beyond this only the rank side is computed
+MAX_EDGES = 1500  # Delta1 is (E, E) dense; beyond this only the rank side is computed
 TOL = 1e-8
 
 
@@ -81,25 +82,30 @@ def _kernel_dim(sym: torch.Tensor) -> int:
 def betti(graph: nx.Graph, check: bool = True) -> dict:
     """beta0, beta1 from boundary ranks; with ``check``, also dim ker Delta0/Delta1.
 
-    ``consistent`` is None when the graph is too large for the dense kernel check.
+    rank B1 is V - (number of components), exact for every graph; rank B2 comes from an SVD
+    of B2, which is thin since program graphs have few triangles. The check recomputes rank
+    B1 numerically and the kernels of both Laplacians; ``consistent`` is None when the graph
+    has more than ``MAX_EDGES`` edges and the dense check is skipped.
     """
     cx = clique_complex(graph)
-    if len(cx.vertices) > 4 * MAX_EDGES:
+    if len(cx.vertices) > MAX_VERTICES:
         raise KodaError(f"graph has {len(cx.vertices)} vertices, too many for the Hodge figures")
     b1, b2 = boundary_matrices(cx)
-    r1, r2 = _rank(b1), _rank(b2)
-    out = {
-        "beta0": len(cx.vertices) - r1,
-        "beta1": len(cx.edges) - r1 - r2,
-        "vertices": len(cx.vertices),
-        "edges": len(cx.edges),
-        "triangles": len(cx.triangles),
-        "euler_characteristic": len(cx.vertices) - len(cx.edges) + len(cx.triangles),
-        "kernel_dims": None,
-        "consistent": None,
-    }
-    if check and len(cx.edges) <= MAX_EDGES:
-        dims = [_kernel_dim(b1 @ b1.T), _kernel_dim(b1.T @ b1 + b2 @ b2.T)]
-        out["kernel_dims"] = dims
-        out["consistent"] = dims == [out["beta0"], out["beta1"]]
+    r1 = len(cx.vertices) - nx.number_connected_components(graph) if cx.vertices else 0
+    with one_thread():
+        r2 = _rank(b2)
+        out = {
+            "beta0": len(cx.vertices) - r1,
+            "beta1": len(cx.edges) - r1 - r2,
+            "vertices": len(cx.vertices),
+            "edges": len(cx.edges),
+            "triangles": len(cx.triangles),
+            "euler_characteristic": len(cx.vertices) - len(cx.edges) + len(cx.triangles),
+            "kernel_dims": None,
+            "consistent": None,
+        }
+        if check and len(cx.edges) <= MAX_EDGES:
+            dims = [_kernel_dim(b1 @ b1.T), _kernel_dim(b1.T @ b1 + b2 @ b2.T)]
+            out["kernel_dims"] = dims
+            out["consistent"] = _rank(b1) == r1 and dims == [out["beta0"], out["beta1"]]
     return out

@@ -97,3 +97,30 @@ def test_mixed_recurrence_is_extracted_but_not_solved():
     assert ext.recurrence.text() == "T(n) = T(n-1) + T(n/2) + Θ(1)"
     with pytest.raises(Undecided, match="mixes"):
         solve(ext.recurrence)
+
+
+@pytest.mark.parametrize(
+    ("source", "recurrence", "text"),
+    [
+        (tb.NESTED_MERGE, "T(n) = 2T(n/2) + Θ(n)", "Θ(n log n)"),  # a helper nested in the function
+        (tb.IN_PLACE_MERGE, "T(n) = 2T(n/2) + Θ(n)", "Θ(n log n)"),  # counters keep their lower bound
+        (tb.DEFAULT_BOUNDS_SEARCH, "T(n) = T(n/2-1) + Θ(1)", "Θ(log n)"),  # `if high is None` only at the top
+    ],
+)
+def test_shapes_of_generated_code(source, recurrence, text):
+    ext = derive(source)
+    assert ext.reason is None, ext.reason
+    assert ext.recurrence.text() == recurrence and solve(ext.recurrence).text() == text
+
+
+def test_assumptions_are_listed_only_when_used():
+    assert derive(tb.IN_PLACE_MERGE).recurrence.assumptions == ()  # results of calls unused
+    used = derive(tb.NESTED_MERGE).recurrence.assumptions
+    assert used == ("a recursive call on m items returns O(m) items",)
+    assert derive(tb.FIB).recurrence.assumptions == ()
+
+
+def test_lists_returned_by_calls_on_a_number_have_unknown_length():
+    # the returned string is log n long, not n: refused rather than guessed
+    ext = derive(tb.TO_BINARY)
+    assert ext.recurrence is None and "length is unknown" in ext.reason

@@ -227,3 +227,77 @@ def perms(xs):
             out.append([xs[i]] + p)
     return out
 '''
+
+# ---- shapes generated code often takes ---------------------------------------------------
+
+NESTED_MERGE = '''
+def msort(arr):
+    def merge(a, b):
+        out = []
+        i = j = 0
+        while i < len(a) and j < len(b):
+            if a[i] < b[j]:
+                out.append(a[i])
+                i += 1
+            else:
+                out.append(b[j])
+                j += 1
+        out.extend(a[i:])
+        out.extend(b[j:])
+        return out
+    if len(arr) <= 1:
+        return arr
+    mid = len(arr) // 2
+    return merge(msort(arr[:mid]), msort(arr[mid:]))
+'''
+
+IN_PLACE_MERGE = '''
+def merge_sort(arr):
+    if len(arr) > 1:
+        mid = len(arr) // 2
+        L = arr[:mid]
+        R = arr[mid:]
+        merge_sort(L)
+        merge_sort(R)
+        i = j = k = 0
+        while i < len(L) and j < len(R):
+            if L[i] < R[j]:
+                arr[k] = L[i]
+                i += 1
+            else:
+                arr[k] = R[j]
+                j += 1
+            k += 1
+        while i < len(L):
+            arr[k] = L[i]
+            i += 1
+            k += 1
+        while j < len(R):
+            arr[k] = R[j]
+            j += 1
+            k += 1
+    return arr
+'''
+
+DEFAULT_BOUNDS_SEARCH = '''
+def search(arr, x, low=0, high=None):
+    if high is None:
+        high = len(arr) - 1
+    if high >= low:
+        mid = (high + low) // 2
+        if arr[mid] == x:
+            return mid
+        elif arr[mid] > x:
+            return search(arr, x, low, mid - 1)
+        else:
+            return search(arr, x, mid + 1, high)
+    else:
+        return -1
+'''
+
+TO_BINARY = '''
+def to_binary(n):
+    if n == 0:
+        return ""
+    return to_binary(n // 2) + str(n % 2)
+'''

@@ -7,7 +7,8 @@ produced by comprehensions, elements copied by slices, concatenation and repetit
 elements scanned by ``in``, by ``sum``/``max``/``list``/... and by list methods like
 ``extend`` or ``insert``; ``sorted`` and ``.sort`` count n log2 n. Calls are counted apart.
 
-The counters live in the program's globals (``__koda_ops``); the driver resets them, calls
+The counters live in the program's globals (``_koda_ops``; one leading underscore, since
+two would be name-mangled inside class bodies); the driver resets them, calls
 the function at growing sizes and prints one JSON line with the points.
 """
 
@@ -18,50 +19,50 @@ import json
 
 METHODS = {"extend", "copy", "index", "count", "insert", "remove", "reverse", "sort", "join", "pop"}
 PRELUDE = '''
-import builtins as __koda_b
-import math as __koda_math
-__koda_ops = [0, 0]
-def __koda_len(x):
+import builtins as _koda_b
+import math as _koda_math
+_koda_ops = [0, 0]
+def _koda_len(x):
     try:
         return len(x)
     except TypeError:
         return 0
-def __koda_touch(x):
-    __koda_ops[0] += __koda_len(x)
+def _koda_touch(x):
+    _koda_ops[0] += _koda_len(x)
     return x
-def __koda_it(xs):
+def _koda_it(xs):
     for x in xs:
-        __koda_ops[0] += 1
+        _koda_ops[0] += 1
         yield x
-def __koda_add(a, b):
+def _koda_add(a, b):
     r = a + b
-    __koda_ops[0] += __koda_len(r)
+    _koda_ops[0] += _koda_len(r)
     return r
-def __koda_mul(a, b):
+def _koda_mul(a, b):
     r = a * b
-    __koda_ops[0] += __koda_len(r)
+    _koda_ops[0] += _koda_len(r)
     return r
-def __koda_nlogn(k):
-    return int(k * __koda_math.log2(k)) if k > 1 else k
-def __koda_meth(obj, name, *args):
+def _koda_nlogn(k):
+    return int(k * _koda_math.log2(k)) if k > 1 else k
+def _koda_meth(obj, name, *args):
     if name in ("sort",):
-        __koda_ops[0] += __koda_nlogn(__koda_len(obj))
+        _koda_ops[0] += _koda_nlogn(_koda_len(obj))
     elif name in ("extend", "join"):
-        __koda_ops[0] += __koda_len(args[0]) if args else 0
+        _koda_ops[0] += _koda_len(args[0]) if args else 0
     elif name != "pop" or args:
-        __koda_ops[0] += __koda_len(obj)
+        _koda_ops[0] += _koda_len(obj)
     return getattr(obj, name)(*args)
-def __koda_walk(f):
+def _koda_walk(f):
     def walked(*args, **kw):
         if len(args) == 1:
-            __koda_ops[0] += __koda_len(args[0])
+            _koda_ops[0] += _koda_len(args[0])
         return f(*args, **kw)
     return walked
-for __koda_name in ("sum", "max", "min", "any", "all", "list", "tuple", "set", "frozenset", "dict"):
-    globals()[__koda_name] = __koda_walk(getattr(__koda_b, __koda_name))
+for _koda_name in ("sum", "max", "min", "any", "all", "list", "tuple", "set", "frozenset", "dict"):
+    globals()[_koda_name] = _koda_walk(getattr(_koda_b, _koda_name))
 def sorted(xs, *a, **k):
-    r = __koda_b.sorted(xs, *a, **k)
-    __koda_ops[0] += __koda_nlogn(len(r))
+    r = _koda_b.sorted(xs, *a, **k)
+    _koda_ops[0] += _koda_nlogn(len(r))
     return r
 '''
 
@@ -72,7 +73,7 @@ class _Counter(ast.NodeTransformer):
     def _tick(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out = []
         for stmt in body:
-            out.append(ast.parse("__koda_ops[0] += 1").body[0])
+            out.append(ast.parse("_koda_ops[0] += 1").body[0])
             out.append(self.visit(stmt))
         return out
 
@@ -93,30 +94,30 @@ class _Counter(ast.NodeTransformer):
 
     def visit_FunctionDef(self, node):
         node = self.generic_visit(node)
-        node.body.insert(0, ast.parse("__koda_ops[1] += 1").body[0])
+        node.body.insert(0, ast.parse("_koda_ops[1] += 1").body[0])
         return node
 
     def visit_comprehension(self, node):
         node = self.generic_visit(node)
-        node.iter = ast.Call(ast.Name("__koda_it", ast.Load()), [node.iter], [])
+        node.iter = ast.Call(ast.Name("_koda_it", ast.Load()), [node.iter], [])
         return node
 
     def visit_Subscript(self, node):
         node = self.generic_visit(node)
         if isinstance(node.slice, ast.Slice) and isinstance(node.ctx, ast.Load):
-            return ast.Call(ast.Name("__koda_touch", ast.Load()), [node], [])
+            return ast.Call(ast.Name("_koda_touch", ast.Load()), [node], [])
         return node
 
     def visit_BinOp(self, node):
         node = self.generic_visit(node)
         if isinstance(node.op, ast.Add | ast.Mult):
-            name = "__koda_add" if isinstance(node.op, ast.Add) else "__koda_mul"
+            name = "_koda_add" if isinstance(node.op, ast.Add) else "_koda_mul"
             return ast.Call(ast.Name(name, ast.Load()), [node.left, node.right], [])
         return node
 
     def visit_Compare(self, node):
         node = self.generic_visit(node)
-        node.comparators = [ast.Call(ast.Name("__koda_touch", ast.Load()), [c], [])
+        node.comparators = [ast.Call(ast.Name("_koda_touch", ast.Load()), [c], [])
                             if isinstance(op, ast.In | ast.NotIn) else c
                             for op, c in zip(node.ops, node.comparators, strict=True)]
         return node
@@ -126,7 +127,7 @@ class _Counter(ast.NodeTransformer):
         f = node.func
         if isinstance(f, ast.Attribute) and f.attr in METHODS and not node.keywords:
             args = [f.value, ast.Constant(f.attr), *node.args]
-            return ast.Call(ast.Name("__koda_meth", ast.Load()), args, [])
+            return ast.Call(ast.Name("_koda_meth", ast.Load()), args, [])
         return node
 
 
@@ -137,10 +138,10 @@ def instrument(tree: ast.Module) -> str:
 
 
 DRIVER = '''
-import json as __koda_json, random as __koda_random, sys as __koda_sys, time as __koda_time
-import threading as __koda_threading
-__koda_sys.setrecursionlimit(1_000_000)
-def __koda_args(n, spec, rng):
+import json as _koda_json, random as _koda_random, sys as _koda_sys, time as _koda_time
+import threading as _koda_threading
+_koda_sys.setrecursionlimit(1_000_000)
+def _koda_args(n, spec, rng):
     args = []
     for kind in spec:
         if kind == "n":
@@ -162,13 +163,13 @@ def __koda_args(n, spec, rng):
         else:
             args.append(int(kind))
     return args
-def __koda_main(name, spec, sizes, budget_s, max_ops, out):
-    rng = __koda_random.Random(0)
-    start = __koda_time.perf_counter()
+def _koda_main(name, spec, sizes, budget_s, max_ops, out):
+    rng = _koda_random.Random(0)
+    start = _koda_time.perf_counter()
     for n in sizes:
-        args = __koda_args(n, spec, rng)
-        __koda_ops[0] = __koda_ops[1] = 0
-        t0 = __koda_time.perf_counter()
+        args = _koda_args(n, spec, rng)
+        _koda_ops[0] = _koda_ops[1] = 0
+        t0 = _koda_time.perf_counter()
         try:
             globals()[name](*args)
         except RecursionError:
@@ -177,16 +178,16 @@ def __koda_main(name, spec, sizes, budget_s, max_ops, out):
         except Exception as err:
             out["error"] = f"{type(err).__name__} at n={n}: {err}"[:300]
             break
-        dt = __koda_time.perf_counter() - t0
-        out["points"].append([n, __koda_ops[0], __koda_ops[1], round(dt, 6)])
-        if __koda_ops[0] > max_ops or __koda_time.perf_counter() - start + 3 * dt > budget_s:
+        dt = _koda_time.perf_counter() - t0
+        out["points"].append([n, _koda_ops[0], _koda_ops[1], round(dt, 6)])
+        if _koda_ops[0] > max_ops or _koda_time.perf_counter() - start + 3 * dt > budget_s:
             break
-__koda_out = {"points": []}
-__koda_threading.stack_size(256 * 1024 * 1024)
-__koda_thread = __koda_threading.Thread(target=__koda_main, args=(%s, __koda_out))
-__koda_thread.start()
-__koda_thread.join()
-print(__koda_json.dumps(__koda_out))
+_koda_out = {"points": []}
+_koda_threading.stack_size(256 * 1024 * 1024)
+_koda_thread = _koda_threading.Thread(target=_koda_main, args=(%s, _koda_out))
+_koda_thread.start()
+_koda_thread.join()
+print(_koda_json.dumps(_koda_out))
 '''
 
 

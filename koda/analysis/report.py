@@ -11,6 +11,7 @@ import ast
 
 from koda.analysis import empirical, hodge, spectra
 from koda.analysis.graphs import program_graph
+from koda.analysis.methods import lift_methods
 from koda.analysis.parse import parse_source, pick_function
 from koda.analysis.recurrence import extract
 from koda.analysis.solve import Bound, solve
@@ -38,9 +39,17 @@ def _agreement(bound: Bound | None, m: empirical.Measurement | None) -> tuple[bo
 
 def verify_tree(tree: ast.Module, function: str | None = None, measure: bool = True,
                 budget_s: float = 3.0, runner=None) -> dict:
-    """Derive, measure and compare the complexity of ``function`` (default: first recursive)."""
-    func = pick_function(tree, function)
+    """Derive, measure and compare the complexity of ``function`` (default: first recursive).
+
+    ``function`` may name a method as ``Class.method``; methods that use ``self`` only to
+    call sibling methods are analysed as functions (``methods.lift_methods``).
+    """
+    tree, lifted = lift_methods(tree)
+    by_method = {v: k for k, v in lifted.items()}
+    func = pick_function(tree, by_method.get(function, function))
     if func is None:
+        if function and "." in function:
+            raise KodaError(f"no method {function!r} that uses self only to call other methods")
         what = f"no function {function!r}" if function else "no function"
         raise KodaError(f"{what} in the program")
     ext = extract(func, tree)
@@ -55,7 +64,7 @@ def verify_tree(tree: ast.Module, function: str | None = None, measure: bool = T
     agree, why = _agreement(bound, m)
     rec = ext.recurrence
     return {
-        "function": func.name,
+        "function": lifted.get(func.name, func.name),
         "size": rec.size if rec else None,
         "recurrence": rec.text() if rec else None,
         "assumptions": list(rec.assumptions) if rec else [],

@@ -10,7 +10,7 @@ def run(source, name, *args):
     glb: dict = {}
     exec(compile(PRELUDE + "\n" + instrument(ast.parse(source)), "<instrumented>", "exec"), glb)
     result = glb[name](*args)
-    return result, glb["__koda_ops"][0], glb["__koda_ops"][1]
+    return result, glb["_koda_ops"][0], glb["_koda_ops"][1]
 
 
 def test_statements_and_calls_are_counted_exactly():

@@ -37,8 +37,12 @@ from koda.sandbox.testfile import TestItem
 Emit = Callable[[dict], None]
 
 
-def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emit) -> None:
-    """Run every test of ``source``; ``emit`` gets one result dict per test, in collect() order."""
+def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emit,
+                final: bool = True) -> None:
+    """Run every test of ``source``; ``emit`` gets one result dict per test, in collect() order.
+
+    ``final``: nothing runs in this sandbox afterwards (see ``SolverSession.end``).
+    """
     tree = testfile.parse(source)
     items = testfile.collect(source, tree)
     signal.signal(signal.SIGALRM, _alarm)
@@ -65,7 +69,7 @@ def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emi
         if isinstance(node, ast.Assert):
             item = by_name[f"assert@{node.lineno}"]
             emit(_run_one(session, item, timeout_s, lambda c=code: exec(c, glb), pending, source,
-                          last=item is items[-1]))
+                          last=final and item is items[-1]))
             pending = None
             continue
         outcome = _guarded(session, timeout_s, lambda c=code: exec(c, glb))
@@ -74,7 +78,8 @@ def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emi
             session.end()
     for item in items:
         if not item.name.startswith("assert@"):
-            emit(_run_one(session, item, timeout_s, glb[item.name], pending, source, last=item is items[-1]))
+            emit(_run_one(session, item, timeout_s, glb[item.name], pending, source,
+                          last=final and item is items[-1]))
             pending = None
 
 

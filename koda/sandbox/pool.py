@@ -106,10 +106,23 @@ class SandboxPool:
         outcome = self._execute(job, policy, deadline_s=deadline, solvers=len(items))
         return _exec_report(outcome, items, self._layers(policy))
 
-    def map_tests(self, pairs: Iterable[tuple[str, str]], *, policy: SandboxPolicy | None = None
-                  ) -> list[ExecReport]:
-        """Judge many (solution, tests) pairs in parallel; sets ``last_throughput``."""
-        return self._map(lambda p: self.run_tests(p[0], p[1], policy=policy), list(pairs))
+    def map_tests(self, pairs: Iterable[tuple[str, str]], *, policy: SandboxPolicy | None = None,
+                  batch: int = 1) -> list[ExecReport]:
+        """Judge many (solution, tests) pairs in parallel; sets ``last_throughput``.
+
+        ``batch > 1`` judges that many solutions one after another in each sandbox, which
+        saves the per-sandbox set-up (namespaces, mounts, judge and spawner processes). Each
+        solution still gets its own solver processes, all killed before the next one starts, an
+        emptied working directory, a fresh IPC namespace and no kernel keyrings
+        (``runner._run_batch``); their stdout/stderr are not kept. A solution whose batch was cut
+        short (the sandbox killed at its deadline) is judged again in a sandbox of its own.
+        """
+        pairs = list(pairs)
+        if batch <= 1:
+            return self._map(lambda p: self.run_tests(p[0], p[1], policy=policy), pairs)
+        chunks = [pairs[i:i + batch] for i in range(0, len(pairs), batch)]
+        done = self._map(lambda c: self._run_batch(c, policy or self.policy), chunks, count=len(pairs))
+        return [report for chunk in done for report in chunk]
 
     def map_programs(self, sources: Iterable[str], *, policy: SandboxPolicy | None = None
                      ) -> list[ProgramResult]:
@@ -129,12 +142,29 @@ class SandboxPool:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------
-    def _map(self, fn, items: list) -> list:
+    def _map(self, fn, items: list, count: int | None = None) -> list:
         start = time.perf_counter()
         results = list(self._executor.map(fn, items))
         elapsed = time.perf_counter() - start
-        self.last_throughput = len(items) / elapsed if elapsed > 0 else None
+        self.last_throughput = (len(items) if count is None else count) / elapsed if elapsed > 0 else None
         return results
+
+    def _run_batch(self, pairs: list[tuple[str, str]], policy: SandboxPolicy) -> list[ExecReport]:
+        collected = [_collect(tests) for _, tests in pairs]
+        job = {"mode": "batch", "items": [{"source": s, "tests": t} for s, t in pairs]}
+        deadline = sum((len(items) + 2) * (policy.timeout_s + 0.5) for items in collected) + _SLACK_S
+        outcome = self._execute(job, policy, deadline_s=deadline, solvers=1 << 30)
+        _setup_failure(outcome)
+        used = self._layers(policy)
+        reports = []
+        for i, (solution, tests) in enumerate(pairs):
+            mine = [m for m in outcome.messages if m.get("item") == i]
+            if not any(m.get("done") for m in mine):  # cut short: judge it alone
+                reports.append(self.run_tests(solution, tests, policy=policy))
+                continue
+            got = [TestResult(**m["test"]) for m in mine if "test" in m]
+            reports.append(ExecReport.from_tests(got, isolation=sorted(used)))
+        return reports
 
     def _layers(self, policy: SandboxPolicy) -> frozenset[str]:
         found = layers.resolve(policy.allow_weaker)

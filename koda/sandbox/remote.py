@@ -75,9 +75,11 @@ class Remote:
 class SolverSession:
     """One solver process at a time, spawned through the spawner, talked to over two pipes."""
 
-    def __init__(self, spawner: socket.socket, single: bool = False) -> None:
+    def __init__(self, spawner: socket.socket, job: dict, single: bool = False, fresh: bool = False) -> None:
         self.spawner = spawner
+        self.job = codec.dumps(job)  # what each solver reads first: mode, source, files, stdin
         self.single = single  # the spawner becomes the one solver (spawner.py); we reap it
+        self.fresh = fresh  # a new solution in a batch: its first solver gets a new IPC namespace
         self._pid: int | None = None
         self.generation = 0
         self.deadline = float("inf")  # time.monotonic() value; set per test by the judge
@@ -94,12 +96,14 @@ class SolverSession:
             raise self._fail(Verdict("error", "the solver of this one-solver run is already gone"))
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        socket.send_fds(self.spawner, [b"spawn"], [req_r, resp_w])
+        kind = b"spawn-fresh" if self.fresh and not self.generation else b"spawn"
+        socket.send_fds(self.spawner, [kind], [req_r, resp_w])
         os.close(req_r)
         os.close(resp_w)
         self._pid = int(self.spawner.recv(64))
         self._pipes, self._buf = (req_w, resp_r), bytearray()
         self.generation += 1
+        self._write(self.job)
         self.first = self._read()
         return self.first
 

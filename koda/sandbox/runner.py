@@ -53,12 +53,13 @@ def judge_process(header: dict, job_fd: int, result_fd: int, up_w: int, down_r: 
         single = header["solvers"] <= 1
         sock = _start_spawner(policy, layers, workdir, job_fd, single)
         job = codec.loads(_read_all(job_fd))
-        _send_job(sock, {k: job.get(k) for k in ("mode", "source", "files", "stdin")})
         if job["mode"] == "program":
-            out.write(_run_program(sock, policy))
-        else:
-            session = SolverSession(sock, single)
+            out.write(_run_program(sock, policy, _solver_job(job)))
+        elif job["mode"] == "tests":
+            session = SolverSession(sock, _solver_job(job), single)
             judge.judge_tests(session, job["tests"], policy.timeout_s, lambda r: out.write({"test": r}))
+        else:
+            _run_batch(sock, policy, job["items"], workdir, out)
         out.write({"done": True})
     except LayerError as err:
         out.write({"setup_error": err.layer, "reason": err.reason})
@@ -98,11 +99,41 @@ def _start_spawner(policy: SandboxPolicy, layers: frozenset[str], workdir: str, 
     return mine
 
 
-def _send_job(sock: socket.socket, job: dict) -> None:
-    data = codec.dumps(job)
-    sock.send(str(len(data)).encode())
-    for i in range(0, len(data), spawner.CHUNK):
-        sock.send(data[i:i + spawner.CHUNK])
+def _solver_job(job: dict) -> dict:
+    """The part of a job a solver may see: never the tests."""
+    return {k: job.get(k) for k in ("mode", "source", "files", "stdin")}
+
+
+def _run_batch(sock: socket.socket, policy: SandboxPolicy, items: list[dict], workdir: str,
+               out: _Results) -> None:
+    """Judge several solutions one after another in this sandbox (``SandboxPool.map_tests(batch=)``).
+
+    Between two solutions: every process of the solver uid is killed (``SolverSession.end``),
+    the working directory is emptied, the next solver gets a fresh IPC namespace, and kernel
+    keyrings are closed to solvers (``limits.deny_keyrings``), so nothing written by one
+    solution is there for the next. What they share is what no solver can change: the
+    read-only root, the down loopback, the judge. Their output is not kept (``quiet``).
+    """
+    for i, item in enumerate(items):
+        job = {"mode": "tests", "source": item["source"], "files": {}, "stdin": None, "quiet": True}
+        session = SolverSession(sock, job, fresh=True)
+        last = i == len(items) - 1
+        judge.judge_tests(session, item["tests"], policy.timeout_s,
+                          lambda r, i=i: out.write({"item": i, "test": r}), final=last)
+        if not last:
+            _empty(workdir)
+        out.write({"item": i, "done": True})
+
+
+def _empty(directory: str) -> None:
+    import shutil
+
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
 
 
 def _read_all(fd: int) -> bytes:
@@ -113,7 +144,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(parts)
 
 
-def _run_program(sock: socket.socket, policy: SandboxPolicy) -> dict:
+def _run_program(sock: socket.socket, policy: SandboxPolicy, job: dict) -> dict:
     """Run the solution as ``__main__`` and wait for it under the wall-clock limit."""
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
@@ -122,6 +153,8 @@ def _run_program(sock: socket.socket, policy: SandboxPolicy) -> dict:
     os.close(req_r)
     os.close(resp_w)
     pid = int(sock.recv(64))
+    with contextlib.suppress(BrokenPipeError), os.fdopen(req_w, "wb") as f:
+        f.write(codec.dumps(job))  # the solver reads its job first; nothing follows
     pidfd = os.pidfd_open(pid)
     deadline = start + policy.timeout_s
     notes, buf, timed_out, watch = {}, b"", False, [pidfd, resp_r]

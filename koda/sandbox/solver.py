@@ -26,19 +26,23 @@ if TYPE_CHECKING:  # the sandbox side gets the policy as a plain namespace (runn
 _SOLUTION_FILE = "solution.py"
 
 
-def solver_main(job: dict, policy: SandboxPolicy, layers: frozenset[str], workdir: str,
-                req_fd: int, resp_fd: int) -> None:
-    """Runs in a fresh fork; never returns."""
+def solver_main(policy: SandboxPolicy, layers: frozenset[str], workdir: str, req_fd: int,
+                resp_fd: int) -> None:
+    """Runs in a fresh fork; never returns. The first line on ``req_fd`` is the job."""
     code = 70
     syscalls.set_name('koda-solver')
     try:
         _confine(policy, layers, workdir, keep=(req_fd, resp_fd))
+        reader = os.fdopen(req_fd, "rb", buffering=1 << 16)
+        job = codec.loads(reader.readline())
+        if job.get("quiet"):  # batches: output cannot be told apart per solution, so none is kept
+            _to_devnull(1, 2)
         _write_files(job.get("files") or {}, job.get("stdin"))
         gc.enable()  # off in the harness processes (zygote.py); untrusted code gets normal Python
         if job["mode"] == "program":
             code = _run_program(job["source"], resp_fd)
         else:
-            _serve(job["source"], req_fd, resp_fd)
+            _serve(job["source"], reader, resp_fd)
             code = 0
     except BaseException:  # noqa: BLE001 - the judge reads the exit status, this only reports
         traceback.print_exc()
@@ -51,6 +55,7 @@ def _confine(policy: SandboxPolicy, layers: frozenset[str], workdir: str, keep: 
     limits.close_inherited_fds(keep)
     namespaces.become("solver", layers)
     limits.no_new_privileges()
+    limits.deny_keyrings()
     limits.apply_rlimits(policy, "solver")
     os.chdir(workdir)
     limits.set_environment(limits.clean_environment(workdir))
@@ -70,6 +75,13 @@ def _write_files(files: dict[str, str], stdin: str | None) -> None:
     os.close(fd)
     os.unlink(path)
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - lives as long as the process
+
+
+def _to_devnull(*fds: int) -> None:
+    null = os.open("/dev/null", os.O_WRONLY)
+    for fd in fds:
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def _run_program(source: str, resp_fd: int) -> int:
@@ -96,7 +108,7 @@ def _run_program(source: str, resp_fd: int) -> int:
     return 0
 
 
-def _serve(source: str, req_fd: int, resp_fd: int) -> None:
+def _serve(source: str, reader, resp_fd: int) -> None:
     try:
         code = compile(source, _SOLUTION_FILE, "exec")
     except (SyntaxError, ValueError) as err:
@@ -116,7 +128,6 @@ def _serve(source: str, req_fd: int, resp_fd: int) -> None:
         table[key] = value
         return codec.Ref(key, type(value).__name__)
 
-    reader = os.fdopen(req_fd, "rb", buffering=1 << 16)
     for line in reader:
         request = codec.loads(line)
         _send(resp_fd, {"id": request.get("id"), **_answer(request, glb, table, as_ref)})

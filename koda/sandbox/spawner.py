@@ -2,9 +2,11 @@
 
 Solvers are forks, and a fork copies its parent's memory. If the judge forked them, every
 solver would start with the tests (and their expected values) in its heap, a few ``gc`` calls
-away. So the judge forks this spawner *before* it reads the job, hands it only the solution,
-and asks it for each new solver. The spawner is also the solvers' reaper (a child subreaper),
-which lets it report how a solver died and kill everything a solver left behind.
+away. So the judge forks this spawner *before* it reads the job and asks it for each new
+solver; the spawner never holds any part of the job (each solver reads its own solution from
+its request pipe), so a solver's memory holds its own solution and nothing else. The spawner
+is also the solvers' reaper (a child subreaper), which lets it report how a solver died and
+kill everything a solver left behind.
 
 A run that needs only one solver (a program, or a tests file with one test, as every HumanEval
 problem) skips a process: the spawner, still clean, *becomes* that solver, and the judge, its
@@ -19,24 +21,18 @@ import signal
 import socket
 from typing import TYPE_CHECKING
 
-from koda.sandbox import codec, limits, namespaces, solver
+from koda.sandbox import limits, namespaces, solver, syscalls
 
 if TYPE_CHECKING:  # the sandbox side gets the policy as a plain namespace (runner.py)
     from koda.sandbox.policy import SandboxPolicy
 
-CHUNK = 1 << 16  # one SOCK_SEQPACKET message; the job is sent in pieces of this size
-
-
 def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[str], workdir: str,
                  single: bool = False) -> None:
     """Serve ``spawn`` and ``end`` until the judge closes the socket; never returns."""
-    from koda.sandbox import syscalls
-
     try:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         syscalls.set_name('koda-spawner')
         limits.not_dumpable()
-        job = codec.loads(_recv_all(sock))
         current: int | None = None
         while True:
             msg, fds, _, _ = socket.recv_fds(sock, 64, 2)
@@ -45,9 +41,12 @@ def spawner_main(sock: socket.socket, policy: SandboxPolicy, layers: frozenset[s
             if msg == b"spawn" and single:
                 sock.send(str(os.getpid()).encode())
                 sock.close()
-                solver.solver_main(job, policy, layers, workdir, fds[0], fds[1])
-            if msg == b"spawn":
-                current = _spawn(sock, job, policy, layers, workdir, fds)
+                solver.solver_main(policy, layers, workdir, fds[0], fds[1])
+            if msg == b"spawn-fresh" and "ipc_namespace" in layers:
+                # a new solution in a batch: SysV/POSIX IPC objects of the last one stay behind
+                namespaces.unshare_layer("ipc_namespace", syscalls.CLONE_NEWIPC)
+            if msg in (b"spawn", b"spawn-fresh"):
+                current = _spawn(sock, policy, layers, workdir, fds)
             elif msg in (b"end", b"last"):
                 last = msg == b"last" and "pid_namespace" in layers
                 status = reap_solver(current) if last else _kill_all(current, layers)
@@ -74,11 +73,11 @@ def reap_solver(pid: int | None) -> int | None:
     return os.waitpid(pid, 0)[1]
 
 
-def _spawn(sock, job, policy, layers, workdir, fds) -> int:
+def _spawn(sock, policy, layers, workdir, fds) -> int:
     pid = os.fork()
     if pid == 0:
         sock.close()
-        solver.solver_main(job, policy, layers, workdir, fds[0], fds[1])
+        solver.solver_main(policy, layers, workdir, fds[0], fds[1])
     for fd in fds:
         os.close(fd)
     sock.send(str(pid).encode())
@@ -126,16 +125,3 @@ def _kill_group(solver_pid: int | None) -> int | None:
     except ChildProcessError:
         pass
     return status
-
-
-def _recv_all(sock: socket.socket) -> bytes:
-    """The job arrives as a length-prefixed message (it may exceed one datagram)."""
-    size = int(sock.recv(32))
-    parts, got = [], 0
-    while got < size:
-        part = sock.recv(CHUNK)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)

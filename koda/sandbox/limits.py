@@ -91,9 +91,26 @@ def deny_keyrings() -> None:
     next solution judged in the same sandbox (``SandboxPool.map_tests(batch=...)``). Nothing a
     Python program legitimately does needs them (container runtimes block them too).
     """
+    fprog = keyring_filter()
+    if fprog is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp: {os.strerror(err)}")
+
+
+_filter_cache: list = []
+
+
+def keyring_filter():
+    """The BPF program of ``deny_keyrings``, built once (the zygote does it before forking)."""
+    if _filter_cache:
+        return _filter_cache[0]
     arch = _KEYRING_CALLS.get(os.uname().machine)
     if arch is None:
-        return
+        _filter_cache.append(None)
+        return None
     audit_arch, numbers = arch
     ld, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K
     allow, eperm = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
@@ -110,8 +127,6 @@ def deny_keyrings() -> None:
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
 
     filters = (Filter * len(prog))(*[Filter(*f) for f in prog])
-    fprog = Prog(len(prog), filters)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp: {os.strerror(err)}")
+    _filter_cache.append(Prog(len(prog), filters))
+    _filter_cache.append(filters)  # keep the array alive alongside the struct pointing into it
+    return _filter_cache[0]

@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 
-from koda.sandbox import codec, namespaces, runner, syscalls
+from koda.sandbox import codec, limits, namespaces, runner, syscalls
 
 HOME: namespaces.Home  # set in main()
 
@@ -36,6 +36,7 @@ def main(control_fd: int) -> None:
     global HOME
     HOME = namespaces.Home()
     codec.allow_big_ints()
+    limits.keyring_filter()  # built once here, not in every solver
     # Every sandbox is a fork of this process. Freezing moves all objects out of the collector's
     # reach and disabling it stops collections in the (short-lived) harness processes: either
     # would otherwise write to most pages and turn the cheap copy-on-write fork into a copy.

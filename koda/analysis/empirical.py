@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from koda.analysis import fit as fitting
 from koda.analysis.instrument import measurement_program
 from koda.analysis.recurrence import Extraction
+from koda.errors import KodaError
 
 MAX_OPS = 20_000_000
 
@@ -93,7 +94,10 @@ def measure(tree: ast.Module, func: ast.FunctionDef, ext: Extraction, shape: str
         def runner(src):
             return run_program(src, policy=SandboxPolicy(timeout_s=budget_s + 15, memory_mb=2048))
     program = measurement_program(tree, func.name, spec, sizes_for(shape), budget_s, MAX_OPS)
-    result = runner(program)
+    try:
+        result = runner(program)
+    except KodaError as err:  # e.g. an isolation layer missing on this host: say so, do not run
+        return Measurement(spec, error=f"sandbox refused to run: {err}")
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         tail = (result.stderr.strip().splitlines() or [""])[-1][:300]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from koda.analysis import costmodel
 from koda.analysis import symbolic as sym
 from koda.analysis.effects import Call, Effect, either
-from koda.analysis.symbolic import EPS, Affine, Dual, Growth, Num, Other, Seq, Undecided, Value
+from koda.analysis.symbolic import EPS, Affine, Dual, Growth, Num, Other, Seq, Undecided, Value, WrongMeasure
 
 MAX_HELPER_DEPTH = 4
 
@@ -32,7 +32,6 @@ class Context:
     helpers: dict[str, ast.FunctionDef]
     returns_seq: bool = False
     assumptions: set[str] = field(default_factory=set)
-    returned: list[Value] = field(default_factory=list)
     always_passed: set[str] = field(default_factory=set)  # parameters every recursive call passes
 
     def as_seq(self, value: Value, what: str) -> Seq:
@@ -65,15 +64,15 @@ class Context:
                                     "(a filtered list, or a slice at a data-dependent index)")
                 form = arg.length
             if form is None:
-                raise Undecided(f"recursive call passes {param} whose size is not an affine function of n")
+                raise WrongMeasure(f"recursive call passes {param} whose size is not an affine function of n")
             values[symbol] = form
         new = self.measure.substitute(values)
         b = new.ratio_to(self.measure)
         if b is None:
-            raise Undecided(f"recursive call on size {new}, not a multiple of n = {self.measure}")
+            raise WrongMeasure(f"recursive call on size {new}, not a multiple of n = {self.measure}")
         h = new.const - b * self.measure.const
         if b < EPS or b > 1 + EPS or (abs(b - 1) <= EPS and h > -EPS):
-            raise Undecided(f"recursive call on size {new} does not shrink n = {self.measure}")
+            raise WrongMeasure(f"recursive call on size {new} does not shrink n = {self.measure}")
         return Call(min(b, 1.0), h)
 
 

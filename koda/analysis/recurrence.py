@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from koda.analysis.effects import Call, Effect
 from koda.analysis.interp import Context, Interp
 from koda.analysis.statements import block
-from koda.analysis.symbolic import Affine, Dual, Growth, Num, Seq, Undecided
+from koda.analysis.symbolic import Affine, Dual, Growth, Num, Seq, Undecided, WrongMeasure
 
 MEMO_DECORATORS = {"cache", "lru_cache", "memoize", "memoized", "cached"}
 LIST_METHODS = {"append", "extend", "pop", "insert", "index", "count", "copy"}
@@ -45,10 +45,6 @@ class Extraction:
     reason: str | None = None  # why there is no recurrence
     roles: dict = field(default_factory=dict)  # parameter -> "int" | "seq" | "other"
     size_params: tuple[str, ...] = ()  # parameters n is read from, in measure order
-
-
-class _WrongMeasure(Undecided):  # noqa: N818
-    pass
 
 
 def param_roles(func: ast.FunctionDef) -> dict[str, str]:
@@ -189,7 +185,7 @@ def extract(func: ast.FunctionDef, module: ast.Module | None = None) -> Extracti
         try:
             eff, ctx = _typed_run(func, helpers, roles, measure, symbols)
         except Undecided as err:
-            reasons.append((isinstance(err, _WrongMeasure) or "n = " in str(err), str(err)))
+            reasons.append((isinstance(err, WrongMeasure), str(err)))
             continue
         if not eff.calls:
             reasons.append((False, "every recursive call sits in a base case"))
@@ -200,4 +196,7 @@ def extract(func: ast.FunctionDef, module: ast.Module | None = None) -> Extracti
     if not reasons:
         return undecided("no parameter measures the input size (no int or list parameter)")
     real = [r for wrong, r in reasons if not wrong]
-    return undecided((real or [r for _, r in reasons])[0])
+    if real:  # a measure got past the size checks and met something else: that is the reason
+        return undecided(real[0])
+    tried = "; ".join(dict.fromkeys(r for _, r in reasons))  # every measure failed on sizes
+    return undecided(f"no choice of n fits every recursive call: {tried}")

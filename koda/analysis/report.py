@@ -60,6 +60,10 @@ def verify_tree(tree: ast.Module, function: str | None = None, measure: bool = T
         except Undecided as err:
             reason = str(err)
     graph = program_graph(func, tree)
+    try:
+        figures = {"betti": hodge.betti(graph), "laplacian_spectrum_summary": spectra.summary(graph)}
+    except KodaError as err:  # a very large function: the figures are skipped, not the verdict
+        figures = {"betti": None, "laplacian_spectrum_summary": None, "graph_error": str(err)}
     m = empirical.measure(tree, func, ext, _shape(bound, ext), budget_s, runner) if measure else None
     agree, why = _agreement(bound, m)
     rec = ext.recurrence
@@ -75,9 +79,7 @@ def verify_tree(tree: ast.Module, function: str | None = None, measure: bool = T
         "empirical": m.as_dict() if m else None,
         "agree": agree,
         "agreement": why,
-        "betti": hodge.betti(graph),
-        "laplacian_spectrum_summary": spectra.summary(graph),
-    }
+    } | figures
 
 
 def verify_source(source: str, function: str | None = None, **kw) -> dict:

@@ -11,7 +11,6 @@ guesses.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 EPS = 1e-9
@@ -19,6 +18,10 @@ EPS = 1e-9
 
 class Undecided(Exception):  # noqa: N818 - a verdict, not a failure of the tool
     """The code leaves the recurrence undetermined; ``str(err)`` is the reason."""
+
+
+class WrongMeasure(Undecided):  # noqa: N818
+    """Undecided under this choice of n; another parameter may still measure the input."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def growth_of(form: Affine, measure: Affine, what: str) -> Growth:
     mcoefs = dict(measure.coefs)
     if form.coefs and all(s in mcoefs and c > 0 and mcoefs[s] > 0 for s, c in form.coefs):
         return LINEAR
-    raise Undecided(f"{what} depends on {form}, not on the size n = {measure}")
+    raise WrongMeasure(f"{what} depends on {form}, not on the size n = {measure}")
 
 
 # ---- abstract values -------------------------------------------------------------------
@@ -202,7 +205,3 @@ def join(a: Value, b: Value) -> Value:
     if isinstance(a, Num) and isinstance(b, Num):
         return Num()
     return Other("value of several kinds")
-
-
-def log2(x: float) -> float:
-    return math.log(x, 2)

@@ -43,7 +43,7 @@ def test_batched_verdicts_match_single_runs_and_a_hang_hurts_only_itself():
              ("import os\nos._exit(0)", "assert f() == 1"),
              ("def f():\n    return 1", "def test_a():\n    assert f() == 1\n"
                                         "def test_b():\n    assert f() != 1")]
-    policy = SandboxPolicy(timeout_s=1)
+    policy = SandboxPolicy(timeout_s=3)  # generous: only the hanging solution may time out
     with SandboxPool(workers=2) as pool:
         batched = pool.map_tests(pairs, policy=policy, batch=5)
         single = pool.map_tests(pairs, policy=policy)

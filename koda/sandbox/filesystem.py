@@ -52,7 +52,7 @@ def build_root(layers: frozenset[str] | set[str], tmpfs_mb: int, owner: int | No
     and so does not know the virtual environment the user's interpreter runs in.
     """
     paths = host_paths() if paths is None else paths
-    if "mount_namespace" not in layers:
+    if "mount_namespace" not in layers or "readonly_root" not in layers:
         return None
     namespaces.unshare_layer("mount_namespace", syscalls.CLONE_NEWNS)
     try:

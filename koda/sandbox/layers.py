@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from koda.errors import KodaError
@@ -62,27 +64,35 @@ def resolve(allow_weaker: bool) -> frozenset[str]:
 
 
 def _run_probe() -> Probe:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        os.close(read_fd)
-        code = 1
-        try:
-            missing = _probe_in_child()
-            os.write(write_fd, json.dumps(missing).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as f:
-        raw = f.read()
-    os.waitpid(pid, 0)
-    missing = json.loads(raw) if raw else {name: "probe process failed" for name in PROBED_LAYERS}
+    """Probe in a fresh interpreter rather than a fork of the caller.
+
+    The caller may be a large, multi-threaded trainer, which is neither cheap nor safe to fork;
+    a new ``python -S`` with an empty environment is both, and it is what a zygote is.
+    """
+    from koda.sandbox import filesystem
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    boot = f"import sys; sys.path.insert(0, {root!r}); from koda.sandbox import layers; layers._probe_main()"
+    try:
+        argv = [sys.executable, "-S", "-s", "-B", "-c", boot, json.dumps(filesystem.host_paths())]
+        proc = subprocess.run(argv, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+        missing = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        missing, proc = None, None
+    if missing is None:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1] if proc else "could not start"
+        missing = dict.fromkeys(PROBED_LAYERS, f"probe process failed ({why})")
     available = tuple(n for n in ALL_LAYERS if n not in missing)
     return Probe(available=available, missing=missing)
 
 
-def _probe_in_child() -> dict[str, str]:
+def _probe_main() -> None:
+    """Body of the probe process: prints the missing layers as JSON."""
+    paths = json.loads(sys.argv[1])
+    print(json.dumps(_probe_in_child(paths)), flush=True)
+
+
+def _probe_in_child(paths: list[str]) -> dict[str, str]:
     """Run the namespace, filesystem and identity setup as a real sandbox would, and record failures."""
     from koda.sandbox import filesystem, namespaces
 
@@ -91,7 +101,10 @@ def _probe_in_child() -> dict[str, str]:
         reason = "needs root (CAP_SYS_ADMIN, CAP_SETUID) on this host"
         return dict.fromkeys(PROBED_LAYERS, reason)
     wanted = frozenset(PROBED_LAYERS)
+    missing.update(namespaces.probe_return_home())
     for layer, flags in namespaces.UNSHARE_FLAGS.items():
+        if layer in missing:
+            continue
         try:
             namespaces.unshare_layer(layer, flags)
         except namespaces.LayerError as err:
@@ -103,9 +116,11 @@ def _probe_in_child() -> dict[str, str]:
             _, status = os.waitpid(pid, 0)
             os._exit(os.waitstatus_to_exitcode(status))
     try:
-        filesystem.build_root(enabled, tmpfs_mb=1)
+        filesystem.build_root(enabled, 1, None, paths)
     except namespaces.LayerError as err:
         missing[err.layer] = err.reason
+        # the mount namespace serves only the read-only root: without it, it is not used
         missing.setdefault("readonly_root", f"needs mount_namespace ({err.reason})")
+        missing.setdefault("mount_namespace", f"unused without readonly_root ({err.reason})")
     missing.update(namespaces.probe_identity(enabled - set(missing)))
     return missing

@@ -85,16 +85,18 @@ class Home:
 
     def fork_into(self, layers: frozenset[str]) -> int:
         """Fork a child inside fresh PID/net/IPC namespaces; the caller stays where it was."""
+        entered = {flag for flag in self.fds if any(
+            layer in layers and flags & flag for layer, flags in UNSHARE_FLAGS.items())}
         try:
             unshare_for_run(layers, skip=("network_namespace",))
             if "network_namespace" in layers:
                 syscalls.setns(self._sandbox_net(), syscalls.CLONE_NEWNET)
             pid = os.fork()
         except BaseException:
-            self.go_home()
+            self.go_home(entered)
             raise
         if pid != 0:  # the child stays in the new namespaces
-            self.go_home()
+            self.go_home(entered)
         return pid
 
     def _sandbox_net(self) -> int:
@@ -103,9 +105,11 @@ class Home:
             self.sandbox_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         return self.sandbox_net
 
-    def go_home(self) -> None:
+    def go_home(self, entered: set[int] | None = None) -> None:
+        """Back to the zygote's namespaces: those in ``entered`` (CLONE_* flags), default all."""
         for flag, fd in self.fds.items():
-            syscalls.setns(fd, flag)
+            if entered is None or flag in entered:
+                syscalls.setns(fd, flag)
 
     def close(self) -> None:
         for fd in [*self.fds.values(), self.sandbox_net]:
@@ -169,27 +173,59 @@ def solver_owner(layers: frozenset[str]) -> int | None:
 
 
 def probe_identity(enabled: set[str] | frozenset[str]) -> dict[str, str]:
-    """Check the user namespace handshake and the uid switch in a throwaway child."""
+    """Check the user namespace handshake and the uid switch, each in a throwaway child."""
+    missing: dict[str, str] = {}
+    if _in_child(lambda: None, user_namespace=True) != 0:
+        missing["user_namespace"] = "unshare(CLONE_NEWUSER) or writing its uid/gid maps failed"
+    separated = frozenset(enabled) | {"judge_separation"}
+    separated = separated | {"user_namespace"} if not missing else separated - {"user_namespace"}
+    want = _INSIDE["solver"] if not missing else _HOST["solver"]
+
+    def switch() -> None:
+        become("solver", separated)
+        if os.getuid() != want:
+            raise OSError(f"uid is {os.getuid()}, not {want}")
+
+    if _in_child(switch, user_namespace=not missing) != 0:
+        missing["judge_separation"] = f"cannot switch to a separate solver uid ({want})"
+    return missing
+
+
+def probe_return_home() -> dict[str, str]:
+    """The zygote must get back to its own namespaces after forking each judge into new ones.
+
+    Run before anything else is unshared: it needs CAP_SYS_ADMIN over the namespaces the
+    process starts in, which a process that is root only inside a user namespace lacks.
+    """
+    def there_and_back() -> None:
+        home = Home()
+        unshare_layer("network_namespace", syscalls.CLONE_NEWNET)
+        home.go_home()
+
+    if _in_child(there_and_back) == 0:
+        return {}
+    reason = "cannot return to the zygote's own namespaces (setns not permitted)"
+    return dict.fromkeys(("pid_namespace", "network_namespace", "ipc_namespace"), reason)
+
+
+def _in_child(check, user_namespace: bool = False) -> int:
+    """Run ``check`` in a forked child (after the user namespace handshake if asked); its exit code."""
     up_r, up_w = os.pipe()
     down_r, down_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        code = 3
+        code = 1
         try:
-            ask_for_user_namespace(up_w, down_r)
-            code = 2
-            become("solver", frozenset(enabled | {"user_namespace", "judge_separation"}))
-            code = 0 if os.getuid() == _INSIDE["solver"] else 2
+            if user_namespace:
+                ask_for_user_namespace(up_w, down_r)
+            check()
+            code = 0
         except BaseException:  # noqa: BLE001 - any failure is a probe result, reported by exit code
             pass
         os._exit(code)
-    grant_user_namespace(pid, up_r, down_w)
+    if user_namespace:
+        grant_user_namespace(pid, up_r, down_w)
     _, status = os.waitpid(pid, 0)
     for fd in (up_r, up_w, down_r, down_w):
         os.close(fd)
-    code = os.waitstatus_to_exitcode(status)
-    if code == 3:
-        return {"user_namespace": "unshare(CLONE_NEWUSER) or its uid/gid maps failed"}
-    if code != 0:
-        return {"judge_separation": "cannot switch to a separate solver uid"}
-    return {}
+    return os.waitstatus_to_exitcode(status)

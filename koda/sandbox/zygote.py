@@ -29,8 +29,11 @@ HOME: namespaces.Home  # set in main()
 
 
 def main(control_fd: int) -> None:
-    """Serve jobs from the pool until it closes the control socket (or dies)."""
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    """Serve jobs from the pool until it closes the control socket (or dies: the socket closes).
+
+    No parent-death signal: it fires when the *thread* that started the zygote ends, and pool
+    threads come and go; a job in flight when the pool dies still ends at its deadline.
+    """
     syscalls.set_name('koda-zygote')
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     global HOME
@@ -56,6 +59,8 @@ def main(control_fd: int) -> None:
             for fd in fds:
                 os.close(fd)
         sock.send(codec.dumps(report))
+        if report.get("fatal"):
+            return
 
 
 def run_job(header: dict, fds: list[int]) -> dict:
@@ -63,7 +68,7 @@ def run_job(header: dict, fds: list[int]) -> dict:
     job_fd, result_fd, out_fd, err_fd = fds
     layers = frozenset(header["layers"])
     workdir = None
-    if "mount_namespace" not in layers:  # weaker mode: a private directory on the host instead
+    if "readonly_root" not in layers:  # weaker mode: a private directory on the host instead
         import tempfile  # only here: keeps it (and shutil, random, bz2...) out of every fork
 
         workdir = header["workdir"] = tempfile.mkdtemp(prefix="koda-sandbox-")
@@ -76,10 +81,14 @@ def run_job(header: dict, fds: list[int]) -> dict:
         report.update(_wait_judge(pid, start + header["deadline_s"]))
     except namespaces.LayerError as err:
         report["setup_error"] = f"{err.layer}: {err.reason}"
-    if workdir:
-        import shutil
+    except OSError as err:  # e.g. setns home refused: this zygote cannot serve another job
+        report["setup_error"] = f"zygote: {err}"
+        report["fatal"] = True
+    finally:
+        if workdir:
+            import shutil
 
-        shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
     return report
 
 

@@ -45,6 +45,7 @@ def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emi
     """
     tree = testfile.parse(source)
     items = testfile.collect(source, tree)
+    _ExplainAsserts().visit(tree)
     signal.signal(signal.SIGALRM, _alarm)
     session.deadline = time.monotonic() + timeout_s
     try:
@@ -84,7 +85,7 @@ def judge_tests(session: SolverSession, source: str, timeout_s: float, emit: Emi
 
 
 def _test_globals(session: SolverSession, names: dict) -> dict:
-    glb: dict = {"__name__": "__koda_tests__", "__builtins__": builtins}
+    glb: dict = {"__name__": "__koda_tests__", "__builtins__": builtins, _EXPLAIN: _explain}
     for name, info in names.items():
         try:
             glb[name] = Remote(session, codec.Name(name)) if info == "call" else codec.decode(info["value"])
@@ -133,6 +134,45 @@ def _guarded(session: SolverSession, timeout_s: float, thunk) -> tuple[str, str,
         f = session.fatal
         outcome = (f.status, f.message, f.signal)
     return outcome
+
+
+_EXPLAIN = "__koda_explain"
+_OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+        ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
+
+
+class _ExplainAsserts(ast.NodeTransformer):
+    """``assert L == R`` -> ``assert (l := L) == (r := R), explain(l, "==", r)``.
+
+    A failing comparison then reports the values it compared (as pytest does), each operand
+    still evaluated once and in order. Asserts with their own message are left alone.
+    """
+
+    def visit_Assert(self, node: ast.Assert) -> ast.Assert:
+        test = node.test
+        if node.msg is not None or not isinstance(test, ast.Compare) or len(test.ops) != 1:
+            return node
+        if type(test.ops[0]) not in _OPS:
+            return node
+        names = [ast.Name(f"__koda_{side}", ast.Store()) for side in "lr"]
+        left = ast.NamedExpr(names[0], test.left)
+        right = ast.NamedExpr(names[1], test.comparators[0])
+        load = [ast.Name(n.id, ast.Load()) for n in names]
+        op = ast.Constant(_OPS[type(test.ops[0])])
+        msg = ast.Call(ast.Name(_EXPLAIN, ast.Load()), [load[0], op, load[1]], [])
+        new = ast.Assert(ast.Compare(left, test.ops, [right]), msg)
+        return ast.fix_missing_locations(ast.copy_location(new, node))
+
+
+def _explain(left, op: str, right) -> str:
+    def short(value) -> str:
+        try:
+            text = repr(value)
+        except Exception:  # noqa: BLE001 - a value whose repr fails still gets a description
+            text = f"<{type(value).__name__}>"
+        return text if len(text) <= 200 else text[:197] + "..."
+
+    return f"{short(left)} {op} {short(right)} is false"
 
 
 def _describe(err: BaseException) -> str:

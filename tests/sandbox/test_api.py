@@ -26,7 +26,7 @@ def test_run_tests_reports_each_assert_and_test_function():
     assert [(t.name, t.status) for t in rep.tests] == [
         ("assert@1", "passed"), ("assert@2", "failed"), ("test_neg", "passed")]
     assert (rep.status, rep.passed, rep.total) == ("ok", 2, 3)
-    assert rep.tests[1].message == "assert add(2, 2) == 5"
+    assert rep.tests[1].message == "assert add(2, 2) == 5  (4 == 5 is false)"
 
 
 def test_policy_rejects_bad_values_with_one_line_error():

@@ -26,7 +26,7 @@ def test_json_output_has_the_contract_fields(files, capsys):
     out = json.loads(capsys.readouterr().out)
     assert (out["status"], out["passed"], out["total"]) == ("ok", 2, 3)
     assert [t["status"] for t in out["tests"]] == ["passed", "failed", "passed"]
-    assert out["tests"][1]["message"] == "assert add(2, 2) == 5"
+    assert out["tests"][1]["message"] == "assert add(2, 2) == 5  (4 == 5 is false)"
     assert "network_namespace" in out["isolation"]
 
 

@@ -28,6 +28,7 @@ _ALWAYS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 _MNT_DETACH = 2
 _RO_BIND = syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY
+_PROC_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 
 
 def host_paths() -> list[str]:
@@ -43,17 +44,24 @@ def host_paths() -> list[str]:
 
 def build_root(layers: frozenset[str] | set[str], tmpfs_mb: int, owner: int | None = None,
                paths: list[str] | None = None) -> str | None:
-    """Assemble and enter the minimal root; returns the working directory inside, or None.
-
-    Without a mount namespace there is nothing to build: the caller then gives the run a
-    temporary directory on the host (weaker: the rest of the host stays as visible as it is).
-    ``owner`` is the host uid that gets the writable /tmp. ``paths`` are the host directories
-    to show, computed by the caller (``host_paths()``) because the zygote runs without ``site``
-    and so does not know the virtual environment the user's interpreter runs in.
-    """
-    paths = host_paths() if paths is None else paths
+    """Both steps below in one process (the layer probe does this); returns the working dir."""
     if "mount_namespace" not in layers or "readonly_root" not in layers:
         return None
+    enter_minimal_root(host_paths() if paths is None else paths)
+    return private_mounts(layers, tmpfs_mb, owner)
+
+
+def enter_minimal_root(paths: list[str]) -> None:
+    """Once per zygote: move into a new mount namespace whose root is the minimal read-only tree.
+
+    Every judge then starts from it (``private_mounts``), so the binds, the ``pivot_root`` and
+    the detaching of the host's mount tree are paid once per zygote, not once per run. The
+    zygote keeps a ``/proc`` of the host's PID namespace (it writes its judges' id maps there);
+    each judge covers it with its own.
+
+    ``paths`` are the host directories to show, computed by the pool (``host_paths()``) because
+    the zygote runs without ``site`` and so does not know the user's virtual environment.
+    """
     namespaces.unshare_layer("mount_namespace", syscalls.CLONE_NEWNS)
     try:
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)  # nothing leaks to the host
@@ -65,13 +73,24 @@ def build_root(layers: frozenset[str] | set[str], tmpfs_mb: int, owner: int | No
             _add(path)
         _add("/dev", dev=True)
         os.mkdir(_STAGING + "/proc", 0o555)
-        if "pid_namespace" in layers:
-            flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
-            syscalls.mount("proc", _STAGING + "/proc", "proc", flags)
+        syscalls.mount("proc", _STAGING + "/proc", "proc", _PROC_FLAGS)
         os.mkdir(_STAGING + WORKDIR, 0o755)
         _pivot(_STAGING)
         syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID
                        | syscalls.MS_NODEV)
+    except OSError as err:
+        raise LayerError("readonly_root", str(err)) from None
+
+
+def private_mounts(layers: frozenset[str] | set[str], tmpfs_mb: int, owner: int | None) -> str:
+    """Per judge: a mount namespace of its own on the minimal root, with its /proc and /tmp.
+
+    ``owner`` is the host uid that gets the writable /tmp.
+    """
+    namespaces.unshare_layer("mount_namespace", syscalls.CLONE_NEWNS)
+    try:
+        if "pid_namespace" in layers:
+            syscalls.mount("proc", "/proc", "proc", _PROC_FLAGS)  # its own PID namespace's view
         opts = f"size={tmpfs_mb}m,mode=0700" + (f",uid={owner},gid={owner}" if owner is not None else "")
         syscalls.mount("tmpfs", WORKDIR, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, opts)
     except OSError as err:

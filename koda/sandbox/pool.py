@@ -47,13 +47,13 @@ class _Outcome:
 
 
 class _Zygote:
-    def __init__(self) -> None:
+    def __init__(self, root_paths: list[str] | None) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # -S skips site (faster start, nothing imported behind our back); the environment's
         # site-packages are appended so solutions can import what the user's Python can.
         site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
         boot = (f"import sys; sys.path.insert(0, {_ROOT!r}); sys.path += {site!r}; "
-                f"from koda.sandbox import zygote; zygote.main({theirs.fileno()})")
+                f"from koda.sandbox import zygote; zygote.main({theirs.fileno()}, {root_paths!r})")
         self.proc = subprocess.Popen([sys.executable, "-S", "-s", "-B", "-c", boot], env=_ZYGOTE_ENV,
                                      pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         theirs.close()
@@ -178,7 +178,10 @@ class SandboxPool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        z = _Zygote()
+        # Zygotes stand in the minimal root when this pool uses it (every call then does: the
+        # available layers do not change, allow_weaker only decides whether missing ones block).
+        found = set(layers.probe().available) & (set(layers.ALL_LAYERS) if self._only is None else self._only)
+        z = _Zygote(filesystem.host_paths() if "readonly_root" in found else None)
         with self._lock:
             self._all.append(z)
         return z
@@ -196,7 +199,7 @@ class SandboxPool:
         # ``solvers``: how many solver processes the run may need (one per test); it is not
         # secret (the count of tests), so the header may carry it through the zygote.
         header = {"policy": policy.to_dict(), "layers": sorted(self._layers(policy)), "solvers": solvers,
-                  "deadline_s": deadline_s, "workdir": None, "host_paths": filesystem.host_paths()}
+                  "deadline_s": deadline_s, "workdir": None}
         z = self._take()
         healthy = False
         try:

@@ -40,8 +40,10 @@ def judge_process(header: dict, job_fd: int, result_fd: int, up_w: int, down_r: 
     syscalls.set_name('koda-judge')
     try:
         owner = namespaces.SOLVER_HOST_ID if "judge_separation" in layers else None
-        workdir = filesystem.build_root(layers, 4 * policy.file_size_mb, owner, header["host_paths"]) \
-            or header["workdir"]
+        if "readonly_root" in layers:  # the zygote already stands in the minimal root
+            workdir = filesystem.private_mounts(layers, 4 * policy.file_size_mb, owner)
+        else:
+            workdir = header["workdir"]
         _stdin_from_devnull()
         if "user_namespace" in layers:
             namespaces.ask_for_user_namespace(up_w, down_r)

@@ -23,12 +23,12 @@ import signal
 import socket
 import time
 
-from koda.sandbox import codec, limits, namespaces, runner, syscalls
+from koda.sandbox import codec, filesystem, limits, namespaces, runner, syscalls
 
 HOME: namespaces.Home  # set in main()
 
 
-def main(control_fd: int) -> None:
+def main(control_fd: int, root_paths: list[str] | None = None) -> None:
     """Serve jobs from the pool until it closes the control socket (or dies: the socket closes).
 
     No parent-death signal: it fires when the *thread* that started the zygote ends, and pool
@@ -38,6 +38,8 @@ def main(control_fd: int) -> None:
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     global HOME
     HOME = namespaces.Home()
+    if root_paths is not None:  # full isolation: stand in the minimal read-only root from now on
+        filesystem.enter_minimal_root(root_paths)
     codec.allow_big_ints()
     limits.keyring_filter()  # built once here, not in every solver
     # Every sandbox is a fork of this process. Freezing moves all objects out of the collector's

@@ -5,13 +5,17 @@ from koda.sandbox import SandboxPolicy, SandboxPool
 POLICY = SandboxPolicy(timeout_s=5)
 
 LEAVE_TRACES = """
-import ctypes, os, subprocess
+import ctypes, os, subprocess, time
 def plant():
     open('note.txt', 'w').write('from the first solution')
     libc = ctypes.CDLL(None, use_errno=True)
     shm = libc.shmget(0x4B4F4441, 4096, 0o1666)          # a SysV shared-memory segment
     key = libc.syscall(248, b"user", b"koda-note", b"x", 1, -4)  # add_key to the user keyring
-    subprocess.Popen(['sleep', '60'], start_new_session=True)  # a process that leaves the group
+    child = subprocess.Popen(['sleep', '60'], start_new_session=True)  # leaves the process group
+    for _ in range(500):  # until it has exec'd, so it shows as 'sleep'
+        if open(f'/proc/{child.pid}/comm').read().strip() == 'sleep':
+            break
+        time.sleep(0.01)
     return [shm >= 0, key]
 """
 

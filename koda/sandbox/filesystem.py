@@ -22,8 +22,12 @@ import sys
 from koda.sandbox import namespaces, syscalls
 from koda.sandbox.namespaces import LayerError
 
-WORKDIR = "/tmp"  # inside the sandbox
-_STAGING = "/tmp"  # host path where the new root is assembled (hidden from the host: private mounts)
+# Where the new root is assembled (a tmpfs mounted over an existing host directory, visible only
+# in the private mount namespace), and the working directory inside: the first candidates that
+# hold none of the shown host paths (a CI checkout with its virtualenv may sit under /tmp).
+_STAGING_CANDIDATES = ("/tmp", "/mnt", "/media", "/srv", "/opt", "/var/tmp", "/run")
+_WORKDIR_CANDIDATES = ("/tmp", "/sandbox")
+_workdir = "/tmp"  # set by enter_minimal_root; judges are forks of the zygote and inherit it
 _ALWAYS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 _MNT_DETACH = 2
@@ -40,6 +44,18 @@ def host_paths() -> list[str]:
         if not any(p == q or p.startswith(q + "/") for q in paths if not os.path.islink(q)):
             paths.append(p)
     return paths
+
+
+def _free(candidates: tuple[str, ...], paths: list[str], must_exist: bool) -> str:
+    for c in candidates:
+        if (os.path.isdir(c) or not must_exist) and not any(p == c or p.startswith(c + "/") for p in paths):
+            return c
+    raise OSError(0, f"no free directory among {candidates} for the sandbox root")
+
+
+def workdir_for(paths: list[str]) -> str:
+    """The working directory inside the sandbox: /tmp, unless a shown host path lies there."""
+    return _free(_WORKDIR_CANDIDATES, paths, must_exist=False)
 
 
 def build_root(layers: frozenset[str] | set[str], tmpfs_mb: int, owner: int | None = None,
@@ -62,20 +78,20 @@ def enter_minimal_root(paths: list[str]) -> None:
     ``paths`` are the host directories to show, computed by the pool (``host_paths()``) because
     the zygote runs without ``site`` and so does not know the user's virtual environment.
     """
+    global _workdir
     namespaces.unshare_layer("mount_namespace", syscalls.CLONE_NEWNS)
     try:
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)  # nothing leaks to the host
-        if any(p.startswith(_STAGING + "/") for p in paths):
-            raise OSError(0, f"an interpreter path lies under {_STAGING}")
-        syscalls.mount("tmpfs", _STAGING, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
-                       "size=1m,mode=0755")
+        staging = _free(_STAGING_CANDIDATES, paths, must_exist=True)
+        _workdir = workdir_for(paths)
+        syscalls.mount("tmpfs", staging, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m,mode=0755")
         for path in paths:
-            _add(path)
-        _add("/dev", dev=True)
-        os.mkdir(_STAGING + "/proc", 0o555)
-        syscalls.mount("proc", _STAGING + "/proc", "proc", _PROC_FLAGS)
-        os.mkdir(_STAGING + WORKDIR, 0o755)
-        _pivot(_STAGING)
+            _add(staging, path)
+        _add(staging, "/dev", dev=True)
+        os.mkdir(staging + "/proc", 0o555)
+        syscalls.mount("proc", staging + "/proc", "proc", _PROC_FLAGS)
+        os.makedirs(staging + _workdir, 0o755, exist_ok=True)
+        _pivot(staging)
         syscalls.mount(None, "/", None, syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID
                        | syscalls.MS_NODEV)
     except OSError as err:
@@ -92,15 +108,15 @@ def private_mounts(layers: frozenset[str] | set[str], tmpfs_mb: int, owner: int 
         if "pid_namespace" in layers:
             syscalls.mount("proc", "/proc", "proc", _PROC_FLAGS)  # its own PID namespace's view
         opts = f"size={tmpfs_mb}m,mode=0700" + (f",uid={owner},gid={owner}" if owner is not None else "")
-        syscalls.mount("tmpfs", WORKDIR, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, opts)
+        syscalls.mount("tmpfs", _workdir, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, opts)
     except OSError as err:
         raise LayerError("readonly_root", str(err)) from None
-    return WORKDIR
+    return _workdir
 
 
-def _add(path: str, dev: bool = False) -> None:
+def _add(staging: str, path: str, dev: bool = False) -> None:
     """Mirror one host path into the staging root: symlinks as symlinks, directories as ro binds."""
-    target = _STAGING + path
+    target = staging + path
     os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
     if os.path.islink(path):
         os.symlink(os.readlink(path), target)

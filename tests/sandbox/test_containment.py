@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from koda.sandbox import SandboxPolicy, run_program
+from koda.sandbox import SandboxPolicy, filesystem, run_program
 from tests.sandbox.conftest import FAST, SAFE
 
 
@@ -101,7 +101,8 @@ def test_host_tmp_is_invisible_and_the_workdir_is_private(tmp_path, no_leftovers
     secret.write_text("host data")
     r = run_program(f"import os\nprint(os.path.exists({str(secret)!r}))\nopen('left.txt', 'w').write('x')\n"
                     "print(os.getcwd())", policy=SAFE)
-    assert r.stdout == "False\n/tmp\n", r.stderr
+    workdir = filesystem.workdir_for(filesystem.host_paths())
+    assert r.stdout == f"False\n{workdir}\n", r.stderr
     again = run_program("import os\nprint(os.path.exists('left.txt'))", policy=SAFE)
     assert again.stdout == "False\n"  # every run starts with an empty working directory
 

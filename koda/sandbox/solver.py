@@ -10,6 +10,7 @@ no more than returning them.
 
 from __future__ import annotations
 
+import _sitebuiltins
 import builtins
 import contextlib
 import gc
@@ -60,6 +61,9 @@ def _confine(policy: SandboxPolicy, layers: frozenset[str], workdir: str, keep: 
     os.chdir(workdir)
     limits.set_environment(limits.clean_environment(workdir))
     sys.argv = [_SOLUTION_FILE]
+    # the zygote runs without ``site``, which is what normally defines these two builtins
+    builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+    builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
 
 
 def _write_files(files: dict[str, str], stdin: str | None) -> None:

@@ -36,3 +36,11 @@ def test_policy_rejects_bad_values_with_one_line_error():
 
     with pytest.raises(ConfigError, match="timeout_s -1"):
         SandboxPolicy(timeout_s=-1)
+
+
+def test_programs_get_the_usual_builtins_and_module_semantics():
+    r = run_program("import sys\nprint(__name__, sys.argv)\nexit(4)")
+    assert (r.returncode, r.stdout) == (4, "__main__ ['solution.py']\n")
+    sol = "def name():\n    return __name__\nif __name__ == '__main__':\n    input()"
+    rep = run_tests(sol, "assert name() == 'solution'")
+    assert rep.passed == 1, rep.tests

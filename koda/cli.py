@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("koda.data.tokenizer_cli", "train a sentencepiece tokenizer on a text corpus"),
     "preprocess": ("koda.data.preprocess_cli", "turn text/jsonl files into token shards (.bin/.idx)"),
     "init-check": ("koda.model.init_cli", "report the singular-value spectrum of a model's initial weights"),
+    "exec": ("koda.sandbox.cli", "run a solution against tests in the sandbox"),
+    "verify": ("koda.analysis.cli", "derive and measure the complexity of a recursive function"),
 }
 
 

@@ -14,6 +14,8 @@ from koda.errors import KodaError
 
 # name -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "launch": ("koda.topology.launch_cli", "launch a multi-node job from a 4-D torus topology file"),
+    "topology": ("koda.topology.cli", "show a topology file, its placement and latency model"),
 }
 
 

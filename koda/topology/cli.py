@@ -19,7 +19,9 @@ from koda.topology.spec import load_topology
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="koda topology", description="Show a topology file, its placement and latency model.")
+    p = argparse.ArgumentParser(
+        prog="koda topology", description="Show a topology file, its placement and latency model."
+    )
     sub = p.add_subparsers(dest="action", required=True)
     show = sub.add_parser("show", help="print the torus, placement, per-group hops and latency figures")
     show.add_argument("file", help="topology YAML file (see docs/launching.md)")
@@ -27,8 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--dense-params", type=float, help="override workload.dense_params")
     show.add_argument("--expert-params", type=float, help="override workload.expert_params")
     show.add_argument("--rank", type=int, help="also print the modelled group latency of this global rank")
-    show.add_argument("--message-bytes", type=float, default=64e6, help="buffer size for --rank (default 64e6)")
-    show.add_argument("--swap-budget", type=int, default=300, help="placement swap-search evaluations (default 300)")
+    show.add_argument(
+        "--message-bytes", type=float, default=64e6, help="buffer size for --rank (default 64e6)"
+    )
+    show.add_argument(
+        "--swap-budget", type=int, default=300, help="placement swap-search evaluations (default 300)"
+    )
     return p
 
 
@@ -45,7 +51,12 @@ def main(argv: list[str]) -> int:
         raise KodaError(f"--{str(err).split('.', 1)[-1]}") from None
     if args.rank is not None and not 0 <= args.rank < topology.world_size:
         raise KodaError(f"--rank {args.rank} outside 0..{topology.world_size - 1}")
-    d = describe(topology, workload=workload, rank=args.rank, message_bytes=args.message_bytes,
-                 swap_budget=args.swap_budget)
+    d = describe(
+        topology,
+        workload=workload,
+        rank=args.rank,
+        message_bytes=args.message_bytes,
+        swap_budget=args.swap_budget,
+    )
     print(json.dumps(d, indent=1) if args.json else format_text(d))
     return 0

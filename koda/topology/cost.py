@@ -116,8 +116,9 @@ def group_latency(topology: Topology, placement, rank: int, message_bytes: float
         raise ValueError(f"rank {rank} outside world size {topology.world_size}")
     torus, link, q = topology.torus, topology.links.model(), topology.queue.mu
     nodes = placement.rank_nodes(topology)
-    groups = deepspeed_groups(topology.world_size, topology.parallel.expert_parallel_size,
-                              topology.parallel.data_before_expert)
+    groups = deepspeed_groups(
+        topology.world_size, topology.parallel.expert_parallel_size, topology.parallel.data_before_expert
+    )
     ep_i = int(np.flatnonzero(np.any(groups.ep == rank, axis=1))[0])
     edp_i = int(np.flatnonzero(np.any(groups.edp == rank, axis=1))[0])
     ep_t = collective_time(torus, link, nodes[groups.ep], "all_to_all", message_bytes, q)[ep_i]

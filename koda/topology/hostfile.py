@@ -18,9 +18,10 @@ from koda.topology.spec import Topology
 def hostfile_text(topology: Topology, placement: Placement) -> str:
     """The hostfile, one ``name slots=N`` line per host in placement order."""
     s = topology.slots_per_host
+    held = "global rank k" if s == 1 else f"global ranks {s}k .. {s}k+{s - 1}"
     lines = [
         f"# DeepSpeed hostfile written by koda launch from {topology.path}",
-        f"# placement: {placement.method}; line k holds global ranks {s}*k .. {s}*k+{s - 1}",
+        f"# placement: {placement.method}; host line k holds {held}",
     ]
     lines += [f"{topology.hosts[h].name} slots={s}" for h in placement.order]
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ runner reads that file (its ``.deepspeed_env`` mechanism) and exports each line 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -77,7 +78,9 @@ def _auto_node_rank(topology: Topology, placement: Placement) -> int:
         host = topology.hosts[h]
         if host.name in names or host.addr in names:
             return k
-    raise KodaError(f"this machine ({socket.gethostname()}) is not a host of {topology.path}; pass --node-rank K")
+    raise KodaError(
+        f"this machine ({socket.gethostname()}) is not a host of {topology.path}; pass --node-rank K"
+    )
 
 
 def plan_launch(
@@ -89,8 +92,9 @@ def plan_launch(
     launcher: str | None = None,
     node_rank: str | int | None = None,
     master_port: int | None = None,
+    module: str = TRAIN_MODULE,
 ) -> LaunchPlan:
-    """Build the launch for ``python -m koda.train <train_args>`` on every rank of the placement."""
+    """Build the launch of ``python -m <module> <train_args>`` (the trainer) on every rank."""
     launcher = launcher or topology.launch.launcher
     hostfile = Path(hostfile).absolute()
     n = len(topology.hosts)
@@ -111,8 +115,16 @@ def plan_launch(
         root = str(Path(koda.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
 
-    base = [*_deepspeed_argv(), "--hostfile", str(hostfile), "--master_addr", addr, "--master_port", str(port)]
-    tail = ["--module", TRAIN_MODULE, *train_args]
+    base = [
+        *_deepspeed_argv(),
+        "--hostfile",
+        str(hostfile),
+        "--master_addr",
+        addr,
+        "--master_port",
+        str(port),
+    ]
+    tail = ["--module", module, *train_args]
     if launcher in ("pdsh", "mvapich"):
         commands = [[*base, "--num_nodes", str(n), "--launcher", launcher, *tail]]
     elif launcher == "openmpi":
@@ -135,19 +147,21 @@ def format_plan(plan: LaunchPlan) -> str:
     """The plan as shell text: files to write, then the exact commands with their environment."""
     out = [f"# hostfile {plan.hostfile}", *plan.hostfile_text.rstrip("\n").splitlines()]
     if plan.env_file:
-        out += [f"# env file {plan.env_file} (DeepSpeed exports each line on every node)",
-                *plan.env_file_text.rstrip("\n").splitlines()]
+        out += [
+            f"# env file {plan.env_file} (DeepSpeed exports each line on every node)",
+            *plan.env_file_text.rstrip("\n").splitlines(),
+        ]
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
-    out.append(f"# {len(plan.commands)} launcher process(es)" + (", run together" if len(plan.commands) > 1 else ""))
+    out.append(
+        f"# {len(plan.commands)} launcher process(es)" + (", run together" if len(plan.commands) > 1 else "")
+    )
     out += [" ".join(filter(None, [prefix, shlex.join(c)])) for c in plan.commands]
     return "\n".join(out)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def run_launch(plan: LaunchPlan, *, timeout: float | None = None) -> int:

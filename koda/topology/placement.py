@@ -58,7 +58,7 @@ def naive_placement(topology: Topology) -> Placement:
 
 
 def snake(shape: tuple[int, ...], priority: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Boustrophedon visit of a grid: ``priority`` lists axes slowest first; consecutive cells differ by 1 in one axis."""
+    """Boustrophedon visit of a grid, ``priority`` slowest axis first: consecutive cells are neighbours."""
     if not priority:
         return [tuple(0 for _ in shape)]
     axis, rest = priority[0], priority[1:]
@@ -99,7 +99,10 @@ def _block_orders(topology: Topology, hosts_per_group: int):
         inner_axes = tuple(k for k in range(len(dims)) if b[k] > 1)
         outer_axes = tuple(k for k in range(len(dims)) if quotient[k] > 1)
         for inner_p, walk, outer_p, mirror in itertools.product(
-            {inner_axes, inner_axes[::-1]}, ("snake", "row-major"), {outer_axes, outer_axes[::-1]}, (False, True)
+            {inner_axes, inner_axes[::-1]},
+            ("snake", "row-major"),
+            {outer_axes, outer_axes[::-1]},
+            (False, True),
         ):
             inner = np.array(snake(b, inner_p) if walk == "snake" else _row_major(b, inner_p))
             order = []
@@ -172,7 +175,9 @@ def place(topology: Topology, *, swap_budget: int = 300, seed: int = 0) -> Place
     if hosts_per_group and n == topology.torus.size:
         host_at = np.empty(topology.torus.size, dtype=np.int64)
         host_at[topology.host_nodes] = np.arange(n)
-        candidates += [(name, host_at[nodes].tolist()) for name, nodes in _block_orders(topology, hosts_per_group)]
+        candidates += [
+            (name, host_at[nodes].tolist()) for name, nodes in _block_orders(topology, hosts_per_group)
+        ]
     candidates += list(_greedy_orders(topology, max(hosts_per_group, 1)))
 
     best, best_t = naive, naive.cost(topology).total_s

@@ -27,10 +27,15 @@ def _queue_figures(topology: Topology) -> dict:
     queue_term, drift_term = path_latency_terms(q, qs.dt, topology.links.bandwidth, qs.sigma)
     window = qs.steps * qs.dt
     return {
-        "scheme": qs.scheme, "seed": qs.seed, "dt_s": qs.dt, "steps": qs.steps, "ports": ports,
-        "mu": qs.mu, "stationary_var": ou.stationary_var,
-        "sample_mean": float(q[:, q.shape[1] // 10:].mean()),
-        "sample_var": float(q[:, q.shape[1] // 10:].var()),
+        "scheme": qs.scheme,
+        "seed": qs.seed,
+        "dt_s": qs.dt,
+        "steps": qs.steps,
+        "ports": ports,
+        "mu": qs.mu,
+        "stationary_var": ou.stationary_var,
+        "sample_mean": float(q[:, q.shape[1] // 10 :].mean()),
+        "sample_var": float(q[:, q.shape[1] // 10 :].var()),
         "q99": ou.quantile(0.99),
         "l_path_queue_term_mean": float(queue_term.mean()),
         "l_path_drift_term_mean": float(drift_term.mean()),
@@ -42,16 +47,20 @@ def _queue_figures(topology: Topology) -> dict:
 
 def _placement_figures(topology: Topology, placement: Placement) -> dict:
     nodes = placement.rank_nodes(topology)
-    groups = deepspeed_groups(topology.world_size, topology.parallel.expert_parallel_size,
-                              topology.parallel.data_before_expert)
+    groups = deepspeed_groups(
+        topology.world_size, topology.parallel.expert_parallel_size, topology.parallel.data_before_expert
+    )
     mean, mx = hop_stats(topology.torus, nodes[groups.ep])
     s = topology.slots_per_host
     return {
         "method": placement.method,
         "hostfile_order": [topology.hosts[h].name for h in placement.order],
         "ranks": [
-            {"rank": r, "host": topology.hosts[placement.order[r // s]].name,
-             "coords": list(topology.hosts[placement.order[r // s]].coords)}
+            {
+                "rank": r,
+                "host": topology.hosts[placement.order[r // s]].name,
+                "coords": list(topology.hosts[placement.order[r // s]].coords),
+            }
             for r in range(topology.world_size)
         ],
         "ep_groups": [
@@ -63,8 +72,14 @@ def _placement_figures(topology: Topology, placement: Placement) -> dict:
     }
 
 
-def describe(topology: Topology, *, workload: WorkloadSpec | None = None, rank: int | None = None,
-             message_bytes: float | None = None, swap_budget: int = 300) -> dict:
+def describe(
+    topology: Topology,
+    *,
+    workload: WorkloadSpec | None = None,
+    rank: int | None = None,
+    message_bytes: float | None = None,
+    swap_budget: int = 300,
+) -> dict:
     """Everything ``koda topology show`` reports, as plain data."""
     if workload is not None:
         topology = dataclasses.replace(topology, workload=workload)
@@ -119,7 +134,9 @@ def _t(seconds: float) -> str:
 def _grid_map(d: dict) -> list[str]:
     """The placement as slices of the torus: a dims[0] x dims[1] grid of ranks per (c3, c4)."""
     dims = d["torus"]
-    where = {tuple(r["coords"]): r["rank"] for r in d["placement"]["ranks"] if r["rank"] % d["slots_per_host"] == 0}
+    where = {
+        tuple(r["coords"]): r["rank"] for r in d["placement"]["ranks"] if r["rank"] % d["slots_per_host"] == 0
+    }
     E, s = d["expert_parallel_size"], d["slots_per_host"]
     width = len(f"{d['world_size'] - 1}/{(d['world_size'] - 1) // E}") + 1
     lines = []
@@ -155,12 +172,14 @@ def format_text(d: dict) -> str:
         f"bandwidth {lk['bandwidth'] / 1e9:.3g} GB/s per link",
         f"  hops between hosts: mean {lat['mean_hops_between_hosts']:.3f}, diameter {lat['diameter_hops']}",
         f"  L_mem(1 hop, q=mu) {_t(lat['l_mem_1hop_mean_queue_s'])}; L_mem(diameter, q=mu) "
-        f"{_t(lat['l_mem_diameter_mean_queue_s'])}; L_mem(diameter, q=p99) {_t(lat['l_mem_diameter_p99_queue_s'])}",
+        f"{_t(lat['l_mem_diameter_mean_queue_s'])}; "
+        f"L_mem(diameter, q=p99) {_t(lat['l_mem_diameter_p99_queue_s'])}",
         f"queue (OU, {q['scheme']} scheme, seed {q['seed']}, {q['ports']} ports x {q['steps']} steps of "
         f"{_t(q['dt_s'])})",
         f"  mean {q['sample_mean']:.4g} B (mu {q['mu']:.4g}), variance {q['sample_var']:.4g} "
         f"(sigma^2/2theta {q['stationary_var']:.4g}), p99 depth {q['q99']:.4g} B",
-        f"  L_path over {_t(q['steps'] * q['dt_s'])}: integral Q/B dt = {q['l_path_queue_term_mean']:.4g} s^2 "
+        f"  L_path over {_t(q['steps'] * q['dt_s'])}: "
+        f"integral Q/B dt = {q['l_path_queue_term_mean']:.4g} s^2 "
         f"(mean queueing delay {_t(q['mean_queue_delay_s'])}, mu/B {_t(q['mu_over_bandwidth_s'])}); "
         f"sigma*dQ term {q['l_path_drift_term_mean']:.4g} (seed units, mean 0)",
         "",
@@ -170,13 +189,17 @@ def format_text(d: dict) -> str:
         f"{'':28}{'file order':>14}{'placed':>14}",
     ]
     rows = [
-        ("EP mean hops", "ep_mean_hops", "{:.3f}"), ("EP max hops", "ep_max_hops", "{}"),
-        ("DP ring mean hops", "dp_ring_mean_hops", "{:.3f}"), ("EDP ring mean hops", "edp_ring_mean_hops", "{:.3f}"),
+        ("EP mean hops", "ep_mean_hops", "{:.3f}"),
+        ("EP max hops", "ep_max_hops", "{}"),
+        ("DP ring mean hops", "dp_ring_mean_hops", "{:.3f}"),
+        ("EDP ring mean hops", "edp_ring_mean_hops", "{:.3f}"),
     ]
     lines += [f"  {label:<26}{fmt.format(nv[k]):>14}{fmt.format(pl[k]):>14}" for label, k, fmt in rows]
     trows = [
-        ("EP all-to-all", "ep_all_to_all_s"), ("dense ZeRO-3 (DP)", "dense_zero_s"),
-        ("expert ZeRO-3 (EDP)", "expert_zero_s"), ("total", "total_s"),
+        ("EP all-to-all", "ep_all_to_all_s"),
+        ("dense ZeRO-3 (DP)", "dense_zero_s"),
+        ("expert ZeRO-3 (EDP)", "expert_zero_s"),
+        ("total", "total_s"),
     ]
     lines += [f"  {label:<26}{_t(nv[k]):>14}{_t(pl[k]):>14}" for label, k in trows]
     lines += [
@@ -192,13 +215,18 @@ def format_text(d: dict) -> str:
             name = ranks[r]["host"]
             if name not in hosts:
                 hosts.append(name)
-        lines.append(f"  {i:>3}: ranks {g['ranks'][0]}-{g['ranks'][-1]}  mean {g['mean_hops']:.2f} max "
-                     f"{g['max_hops']}  {' '.join(hosts)}")
+        lines.append(
+            f"  {i:>3}: ranks {g['ranks'][0]}-{g['ranks'][-1]}  mean {g['mean_hops']:.2f} max "
+            f"{g['max_hops']}  {' '.join(hosts)}"
+        )
     lines += ["", "placement map"] + _grid_map(d)
     if "group_latency" in d:
         gl = d["group_latency"]
-        lines += ["", f"group latency of rank {gl['rank']} ({gl['host']} at {gl['coords']}):",
-                  f"  EP all-to-all {_t(gl['ep_all_to_all_s'])} over ranks {gl['ep_ranks']}",
-                  f"  EDP all-reduce {_t(gl['edp_all_reduce_s'])} over ranks {gl['edp_ranks']}",
-                  f"  DP all-reduce {_t(gl['dp_all_reduce_s'])} over all {d['world_size']} ranks"]
+        lines += [
+            "",
+            f"group latency of rank {gl['rank']} ({gl['host']} at {gl['coords']}):",
+            f"  EP all-to-all {_t(gl['ep_all_to_all_s'])} over ranks {gl['ep_ranks']}",
+            f"  EDP all-reduce {_t(gl['edp_all_reduce_s'])} over ranks {gl['edp_ranks']}",
+            f"  DP all-reduce {_t(gl['dp_all_reduce_s'])} over all {d['world_size']} ranks",
+        ]
     return "\n".join(lines)

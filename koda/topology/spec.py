@@ -244,7 +244,9 @@ def _check(value, t, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             _fail(where, f"{value!r} is not a mapping")
-        return {_check(k, str, where): str(_check(v, str | int | float, f"{where}.{k}")) for k, v in value.items()}
+        return {
+            _check(k, str, where): str(_check(v, str | int | float, f"{where}.{k}")) for k, v in value.items()
+        }
     raise TypeError(f"unsupported field type {_typename(t)}")  # a bug here, not in the file
 
 
@@ -333,11 +335,16 @@ def _hosts(raw, torus: Torus, slots: int) -> tuple[HostSpec, ...]:
     shape = "x".join(map(str, torus.dims))
     if len(raw) > torus.size:
         _fail("hosts", f"{len(raw)} hosts do not fit a {shape} torus of {torus.size} positions")
-    hosts = [_section(HostSpec, {"name": h} if isinstance(h, str) else h, f"hosts[{i}]") for i, h in enumerate(raw)]
+    hosts = [
+        _section(HostSpec, {"name": h} if isinstance(h, str) else h, f"hosts[{i}]") for i, h in enumerate(raw)
+    ]
     with_coords = [h.coords is not None for h in hosts]
     if any(with_coords) and not all(with_coords):
         i = with_coords.index(False)
-        _fail(f"hosts[{i}].coords", "missing: give coords for every host or for none (then they follow file order)")
+        _fail(
+            f"hosts[{i}].coords",
+            "missing: give coords for every host or for none (then they follow file order)",
+        )
     names: dict[str, int] = {}
     seen: dict[tuple[int, ...], int] = {}
     out = []
@@ -356,8 +363,10 @@ def _hosts(raw, torus: Torus, slots: int) -> tuple[HostSpec, ...]:
             _fail(f"hosts[{i}].coords", f"{list(coords)} needs {torus.ndim} coordinates for torus {shape}")
         for k, (c, d) in enumerate(zip(coords, torus.dims, strict=True)):
             if not 0 <= c < d:
-                _fail(f"hosts[{i}].coords", f"{list(coords)} out of range: coordinate {k} must be in 0..{d - 1} "
-                      f"for torus {shape}")
+                _fail(
+                    f"hosts[{i}].coords",
+                    f"{list(coords)} out of range: coordinate {k} must be in 0..{d - 1} for torus {shape}",
+                )
         if coords in seen:
             j = seen[coords]
             _fail(f"hosts[{i}].coords", f"{list(coords)} already used by hosts[{j}] ({hosts[j].name})")

@@ -20,7 +20,9 @@ def test_ring_all_reduce_on_1d_ring_matches_the_textbook_formula(p):
 
 def test_all_gather_is_half_an_all_reduce_and_equals_reduce_scatter():
     torus, group = Torus((8,)), np.arange(8)[None, :]
-    ar, ag, rs = (collective_time(torus, LINK, group, k, 4e7)[0] for k in ("all_reduce", "all_gather", "reduce_scatter"))
+    ar, ag, rs = (
+        collective_time(torus, LINK, group, k, 4e7)[0] for k in ("all_reduce", "all_gather", "reduce_scatter")
+    )
     assert ag == pytest.approx(ar / 2) and rs == pytest.approx(ag)
 
 
@@ -55,7 +57,11 @@ def test_l_mem_is_alpha_plus_beta_d_plus_gamma_q():
 
 def test_hop_stats():
     torus = Torus((4, 4, 2, 2))
-    cube = torus.index(np.array([[0, 0, c, d] for c in range(2) for d in range(2)] +
-                                [[0, 1, c, d] for c in range(2) for d in range(2)]))
+    cube = torus.index(
+        np.array(
+            [[0, 0, c, d] for c in range(2) for d in range(2)]
+            + [[0, 1, c, d] for c in range(2) for d in range(2)]
+        )
+    )
     mean, mx = hop_stats(torus, cube[None, :])
     assert mean[0] == pytest.approx(12 / 7) and mx[0] == 3

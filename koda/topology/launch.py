@@ -15,7 +15,13 @@ prints exactly what a real launch does. Per launcher (``launch.launcher`` in the
   this machine, rendezvousing on 127.0.0.1: a real multi-node launch (one launcher and process
   set per node) on one box, for tests and for trying a topology file out.
 
-Environment. With no GPU, ``DS_ACCELERATOR=cpu`` is set. DeepSpeed forwards to remote nodes only
+Accelerator. ``launch.accelerator: cpu`` or ``cuda`` sets ``DS_ACCELERATOR`` on every node. With
+``auto`` (the default), the local and no_ssh launchers, which start ranks on this machine, set
+``DS_ACCELERATOR=cpu`` when this machine has no GPU; the ssh/MPI launchers set nothing, because a
+login node without a GPU says nothing about the compute nodes, and each node's DeepSpeed detects
+its own accelerator.
+
+Environment. DeepSpeed forwards to remote nodes only
 variables with a few prefixes (NCCL, PYTHON, UCX, ...), so for the ssh/MPI launchers the
 variables go into an env file next to the hostfile, and ``DS_ENV_FILE`` names it: DeepSpeed's
 runner reads that file (its ``.deepspeed_env`` mechanism) and exports each line on every node.
@@ -41,6 +47,7 @@ from koda.topology.placement import Placement
 from koda.topology.spec import Topology
 
 TRAIN_MODULE = "koda.train"
+REMOTE_LAUNCHERS = ("pdsh", "openmpi", "mvapich")
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,14 @@ def _has_gpu() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
+
+
+def _accelerator_env(launcher: str, accelerator: str) -> dict[str, str]:
+    if accelerator != "auto":
+        return {"DS_ACCELERATOR": accelerator}
+    if launcher in REMOTE_LAUNCHERS or os.environ.get("DS_ACCELERATOR") or _has_gpu():
+        return {}
+    return {"DS_ACCELERATOR": "cpu"}
 
 
 def _auto_node_rank(topology: Topology, placement: Placement) -> int:
@@ -102,11 +117,9 @@ def plan_launch(
     first = topology.hosts[placement.order[0]]
     addr = "127.0.0.1" if launcher == "local" else (topology.launch.master_addr or first.addr)
 
-    env = dict(topology.launch.env)
-    if "DS_ACCELERATOR" not in os.environ and "DS_ACCELERATOR" not in env and not _has_gpu():
-        env["DS_ACCELERATOR"] = "cpu"
+    env = {**_accelerator_env(launcher, topology.launch.accelerator), **topology.launch.env}
     env_file, env_text = None, ""
-    if launcher in ("pdsh", "openmpi", "mvapich") and env:
+    if launcher in REMOTE_LAUNCHERS and env:
         env_file = hostfile.with_suffix(".env")
         env_text = "".join(f"{k}={v}\n" for k, v in env.items())
         env = {**env, "DS_ENV_FILE": str(env_file)}

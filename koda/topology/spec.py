@@ -12,7 +12,8 @@ reference and launchers/topologies/ has examples)::
     queue: {theta: 1000.0, mu: 65536.0, sigma: 1.46e6, dt: 1.0e-5, steps: 20000, seed: 0,
             scheme: exact}
     parallel: {expert_parallel_size: 8, data_before_expert: false}
-    launch: {launcher: pdsh, master_port: 29500, master_addr: 10.1.0.1, env: {NCCL_DEBUG: WARN}}
+    launch: {launcher: pdsh, accelerator: auto, master_port: 29500, master_addr: 10.1.0.1,
+             env: {NCCL_DEBUG: WARN}}
     workload: {dense_params: 1.0e9, expert_params: 6.0e9, ...}   # sizes for the cost figures
 
 Every problem is one line naming the file, the field and the value, raised as ``TopologyError``
@@ -36,6 +37,7 @@ from koda.topology.queue import SCHEMES, OUQueue
 from koda.topology.torus import Torus
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+ACCELERATORS = ("auto", "cpu", "cuda")
 LAUNCHERS = ("pdsh", "openmpi", "mvapich", "no_ssh", "local")
 TORUS_NDIM = 4
 
@@ -130,10 +132,12 @@ class LaunchSpec:
     launcher: ``pdsh`` or ``openmpi`` or ``mvapich`` (DeepSpeed's multi-node runners, from one
     login node), ``no_ssh`` (run ``koda launch --node-rank K`` on every node yourself, e.g. from
     srun), ``local`` (every node of the file as a separate launcher on this machine, on loopback:
-    for tests). master_addr defaults to the addr of the host that gets rank 0.
+    for tests). master_addr defaults to the addr of the host that gets rank 0. accelerator:
+    ``auto``, ``cpu`` or ``cuda``, the DS_ACCELERATOR every node gets (koda.topology.launch).
     """
 
     launcher: str = "pdsh"
+    accelerator: str = "auto"
     master_addr: str | None = None
     master_port: int = 29500
     env: dict[str, str] = field(default_factory=dict)
@@ -141,6 +145,8 @@ class LaunchSpec:
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
             _fail("launch.launcher", f"{self.launcher!r} is not one of {', '.join(LAUNCHERS)}")
+        if self.accelerator not in ACCELERATORS:
+            _fail("launch.accelerator", f"{self.accelerator!r} is not one of {', '.join(ACCELERATORS)}")
         if not 1 <= self.master_port <= 65535:
             _fail("launch.master_port", f"{self.master_port} is not a TCP port (1..65535)")
 
@@ -244,9 +250,12 @@ def _check(value, t, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             _fail(where, f"{value!r} is not a mapping")
-        return {
-            _check(k, str, where): str(_check(v, str | int | float, f"{where}.{k}")) for k, v in value.items()
-        }
+        # Environment values: strings, or numbers written bare in YAML (NCCL_NTHREADS: 4).
+        for k, v in value.items():
+            _check(k, str, where)
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                _fail(f"{where}.{k}", f"{v!r} is not a string or number")
+        return {k: str(v) for k, v in value.items()}
     raise TypeError(f"unsupported field type {_typename(t)}")  # a bug here, not in the file
 
 

@@ -1,15 +1,17 @@
 """Hostfiles and launcher commands: DeepSpeed's own runner reads them back in placement order."""
 
+import dataclasses
 import socket
 
 import pytest
-from _topology_files import EXAMPLE_4D, LOOPBACK, small_doc
+from _topology_files import EXAMPLE_4D, LOOPBACK, REPO, small_doc
 from deepspeed.launcher import runner as ds_runner
 
 from koda import cli
 from koda.errors import KodaError
 from koda.topology import load_topology, place
 from koda.topology.hostfile import hostfile_text, read_hostfile, write_hostfile
+from koda.topology import launch as launch_mod
 from koda.topology.launch import format_plan, plan_launch
 
 
@@ -48,14 +50,21 @@ def test_ssh_launchers_give_ranks_in_placement_order(example, tmp_path, monkeypa
     assert args.module and args.user_script == "koda.train" and args.user_args == ["--config", "small"]
     assert args.master_addr == t.hosts[p.order[0]].addr and args.master_port == 29500
     assert args.launcher == launcher and (args.num_nodes == 64) == (launcher != "openmpi")
-    # DS_ACCELERATOR reaches remote nodes through the env file DeepSpeed's runner exports.
-    assert plan.env["DS_ENV_FILE"] == str(plan.env_file) and "DS_ACCELERATOR=cpu\n" in plan.env_file_text
+    # accelerator auto: a login node's lack of GPU says nothing about the compute nodes.
+    assert plan.env == {} and plan.env_file is None
+    # An explicit one reaches remote nodes through the env file DeepSpeed's runner exports.
+    t_cpu = dataclasses.replace(t, launch=dataclasses.replace(t.launch, accelerator="cpu"))
+    plan = plan_launch(t_cpu, p, [], hostfile=tmp_path / "hf", launcher=launcher)
+    assert plan.env["DS_ENV_FILE"] == str(plan.env_file) and plan.env_file_text == "DS_ACCELERATOR=cpu\n"
 
 
-def test_local_mode_is_one_no_ssh_launcher_per_node_on_loopback(tmp_path):
+def test_local_mode_is_one_no_ssh_launcher_per_node_on_loopback(tmp_path, monkeypatch):
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(launch_mod, "_has_gpu", lambda: False)
     t = load_topology(LOOPBACK)
     plan = plan_launch(t, place(t), ["--steps", "2"], hostfile=tmp_path / "hf")
     assert len(plan.commands) == 2 and plan.env_file is None
+    assert plan.env["DS_ACCELERATOR"] == "cpu"  # this CPU machine runs the ranks
     (tmp_path / "hf").write_text(plan.hostfile_text)
     for k, cmd in enumerate(plan.commands):
         hosts, args = _ds_rank_hosts(cmd)
@@ -99,7 +108,6 @@ def test_dry_run_prints_exact_commands_and_writes_nothing(tmp_path, capsys, monk
     rc = cli.main(argv)
     out = capsys.readouterr().out
     assert rc == 0 and not hf.parent.exists()
-    assert "DS_ACCELERATOR=cpu" in out
     assert "--num_nodes 64 --launcher pdsh --module koda.train --config x" in out
     lines = [ln for ln in out.splitlines() if ln.endswith(" slots=1")]
     assert len(lines) == 64 and lines[0].startswith("node-000 ")
@@ -111,6 +119,12 @@ def test_format_plan_and_hostfile_header(example, tmp_path):
     assert text.startswith("# DeepSpeed hostfile written by koda launch") and "global rank k" in text
     plan = plan_launch(t, p, ["--a b"], hostfile=tmp_path / "hf", launcher="openmpi")
     assert "'--a b'" in format_plan(plan)  # shell-quoted, so it can be pasted
+
+
+def test_example_hostfile_is_what_koda_launch_writes():
+    t = load_topology(EXAMPLE_4D)
+    shipped = REPO / "launchers/hostfiles/torus-4x4x2x2.hostfile"
+    assert shipped.read_text() == hostfile_text(t, place(t))
 
 
 def test_read_hostfile_rejects_bad_lines(tmp_path):

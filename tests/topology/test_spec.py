@@ -72,8 +72,10 @@ BAD = [
     ("queue scheme", small_doc(queue={"scheme": "milstein"}), "queue.scheme: 'milstein' is not one of"),
     ("queue theta", small_doc(queue={"theta": 0}), "queue.theta: 0.0 must be > 0"),
     ("launcher", small_doc(launch={"launcher": "ssh"}), "launch.launcher: 'ssh' is not one of"),
+    ("accelerator", small_doc(launch={"accelerator": "gpu"}), "launch.accelerator: 'gpu' is not one of"),
     ("port", small_doc(launch={"master_port": 70000}), "launch.master_port: 70000 is not a TCP port"),
     ("section type", small_doc(parallel=[2]), "parallel: expected a mapping"),
+    ("env value", small_doc(launch={"env": {"A": [1]}}), "launch.env.A: [1] is not a string or number"),
     ("workload negative", small_doc(workload={"hidden": -5}), "workload.hidden: -5 must be >= 0"),
 ]
 

@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "--message-bytes", type=float, default=64e6, help="buffer size for --rank (default 64e6)"
     )
     show.add_argument(
-        "--swap-budget", type=int, default=300, help="placement swap-search evaluations (default 300)"
+        "--swap-budget",
+        type=int,
+        help="placement swap-search evaluations (default: as koda launch, 300 or fewer on big clusters)",
     )
     return p
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from koda.topology.collectives import collective_time
 from koda.topology.cost import StepCost, step_cost
 from koda.topology.spec import Topology
 
@@ -91,17 +92,33 @@ def _divisor_shapes(dims: tuple[int, ...], target: int) -> list[tuple[int, ...]]
     return [b for b in itertools.product(*choices) if int(np.prod(b)) == target]
 
 
-def _block_orders(topology: Topology, hosts_per_group: int):
-    """Node orders that tile a fully populated torus with EP blocks (see module docstring)."""
+def _block_orders(topology: Topology, hosts_per_group: int, max_shapes: int = 4):
+    """Node orders that tile a fully populated torus with EP blocks (see module docstring).
+
+    Large tori admit dozens of block shapes; only the ``max_shapes`` whose lone block has the
+    cheapest modelled all-to-all are expanded into the 16 orders each, which keeps a 4096-host
+    search to about a minute. Everything here is deterministic: every node of a ``no_ssh`` launch
+    computes the placement itself and must get the same answer.
+    """
     dims = topology.torus.dims
-    for b in _divisor_shapes(dims, hosts_per_group):
+    link, q = topology.links.model(), topology.queue.mu
+    shapes = _divisor_shapes(dims, hosts_per_group)
+    if len(shapes) > max_shapes:
+
+        def lone_block(b: tuple[int, ...]) -> float:
+            nodes = topology.torus.index(np.array(_row_major(b, tuple(range(len(b))))))
+            return float(collective_time(topology.torus, link, nodes[None, :], "all_to_all", 1e8, q)[0])
+
+        lone = {b: lone_block(b) for b in shapes}
+        shapes = sorted(shapes, key=lambda b: (lone[b], b))[:max_shapes]
+    for b in shapes:
         quotient = tuple(d // bi for d, bi in zip(dims, b, strict=True))
         inner_axes = tuple(k for k in range(len(dims)) if b[k] > 1)
         outer_axes = tuple(k for k in range(len(dims)) if quotient[k] > 1)
         for inner_p, walk, outer_p, mirror in itertools.product(
-            {inner_axes, inner_axes[::-1]},
+            dict.fromkeys([inner_axes, inner_axes[::-1]]),  # dedupe, keep order
             ("snake", "row-major"),
-            {outer_axes, outer_axes[::-1]},
+            dict.fromkeys([outer_axes, outer_axes[::-1]]),
             (False, True),
         ):
             inner = np.array(snake(b, inner_p) if walk == "snake" else _row_major(b, inner_p))
@@ -114,13 +131,19 @@ def _block_orders(topology: Topology, hosts_per_group: int):
             yield name, topology.torus.index(coords)
 
 
+_FAR = np.int64(np.iinfo(np.int64).max)  # typed: a bare Python int would be cast to the array's dtype
+
+
 def _nearest_chain(dist: np.ndarray, start: int, pool: list[int]) -> list[int]:
     """Greedy nearest-neighbour walk through ``pool`` from ``start`` (ties to the lower index)."""
-    chain, left = [start], [p for p in pool if p != start]
-    while left:
-        nxt = min(left, key=lambda j: (dist[chain[-1], j], j))
-        chain.append(nxt)
-        left.remove(nxt)
+    pool_arr = np.asarray(sorted(pool), dtype=np.int64)
+    free = pool_arr != start
+    chain = [start]
+    for _ in range(len(pool_arr) - 1):
+        d = np.where(free, dist[chain[-1], pool_arr].astype(np.int64), _FAR)
+        k = int(np.argmin(d))  # argmin takes the first minimum: the lowest index on ties
+        free[k] = False
+        chain.append(int(pool_arr[k]))
     return chain
 
 
@@ -132,13 +155,21 @@ def _greedy_orders(topology: Topology, hosts_per_group: int):
     chain = _nearest_chain(dist, start, list(range(n)))
     yield "nearest-neighbour chain", chain
     if hosts_per_group > 1:
-        left, order = list(chain), []
-        while left:
-            group = [left.pop(0)]
-            while len(group) < hosts_per_group and left:
-                nxt = min(left, key=lambda j: (dist[group, j].sum(), chain.index(j)))
-                group.append(nxt)
-                left.remove(nxt)
+        # Seed each group with the first free host along the chain, then add the free host
+        # closest to the group so far (sum of hops), ties to the earlier one along the chain.
+        chain_arr = np.asarray(chain)
+        free = np.ones(n, dtype=bool)  # indexed by position along the chain
+        order: list[int] = []
+        while free.any():
+            first = int(np.argmax(free))
+            free[first] = False
+            group = [int(chain_arr[first])]
+            acc = dist[group[0], chain_arr].astype(np.int64)
+            while len(group) < hosts_per_group and free.any():
+                k = int(np.argmin(np.where(free, acc, _FAR)))
+                free[k] = False
+                group.append(int(chain_arr[k]))
+                acc += dist[group[-1], chain_arr]
             order += _nearest_chain(dist, group[0], group)
         yield "grown clusters", order
 
@@ -165,10 +196,17 @@ def _swap_search(topology: Topology, order: list[int], best: float, budget: int,
     return order, best
 
 
-def place(topology: Topology, *, swap_budget: int = 300, seed: int = 0) -> Placement:
-    """The hostfile order with the lowest modelled step communication (never worse than file order)."""
+def place(topology: Topology, *, swap_budget: int | None = None, seed: int = 0) -> Placement:
+    """The hostfile order with the lowest modelled step communication (never worse than file order).
+
+    ``swap_budget`` caps the swap search's cost evaluations; by default 300, fewer for big
+    clusters where one evaluation is slower (a count, not a time limit, so that every node
+    computes the same placement).
+    """
     naive = naive_placement(topology)
     n = len(topology.hosts)
+    if swap_budget is None:
+        swap_budget = min(300, max(20, 20000 // max(n, 1)))
     s, E = topology.slots_per_host, topology.parallel.expert_parallel_size
     hosts_per_group = E // s if E % s == 0 else (1 if s % E == 0 else 0)
     candidates: list[tuple[str, list[int]]] = []
@@ -182,6 +220,8 @@ def place(topology: Topology, *, swap_budget: int = 300, seed: int = 0) -> Place
 
     best, best_t = naive, naive.cost(topology).total_s
     for name, order in candidates:
+        if sorted(order) != list(range(n)):  # a bug, not a user error: every host exactly once
+            raise AssertionError(f"placement candidate {name!r} is not a permutation of the hosts")
         t = Placement(tuple(order)).cost(topology).total_s
         if t < best_t * (1 - 1e-12):
             best, best_t = Placement(tuple(order), name), t

@@ -78,7 +78,7 @@ def describe(
     workload: WorkloadSpec | None = None,
     rank: int | None = None,
     message_bytes: float | None = None,
-    swap_budget: int = 300,
+    swap_budget: int | None = None,
 ) -> dict:
     """Everything ``koda topology show`` reports, as plain data."""
     if workload is not None:

@@ -27,8 +27,10 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from koda.errors import KodaError
@@ -198,12 +200,12 @@ class Topology:
     def world_size(self) -> int:
         return self.slots_per_host * len(self.hosts)
 
-    @property
-    def host_nodes(self):
-        """Torus node index of every host, in file order, ``[n_hosts]``."""
-        import numpy as np
-
-        return np.array([self.torus.index(h.coords) for h in self.hosts], dtype=np.int64)
+    @cached_property
+    def host_nodes(self) -> np.ndarray:
+        """Torus node index of every host, in file order, ``[n_hosts]`` (cached: placement asks often)."""
+        return np.asarray(self.torus.index(np.array([h.coords for h in self.hosts])), dtype=np.int64).reshape(
+            -1
+        )
 
 
 # --- generic checking ---------------------------------------------------------------------------

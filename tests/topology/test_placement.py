@@ -78,3 +78,23 @@ def test_group_latency_for_a_rank():
     assert bigger.dp_all_reduce_s > gl.dp_all_reduce_s
     with pytest.raises(ValueError, match="outside world size"):
         group_latency(t, p, 64, 1.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_candidate_order_is_a_permutation_of_the_hosts(seed):
+    from koda.topology.placement import _block_orders, _greedy_orders
+
+    t = _random_topology(seed)
+    for _, order in _greedy_orders(t, 2):
+        assert sorted(order) == list(range(len(t.hosts)))
+    full = load_topology(EXAMPLE_4D)
+    for _, nodes in _block_orders(full, 8, max_shapes=20):
+        assert sorted(nodes.tolist()) == list(range(64))
+
+
+def test_show_and_launch_use_the_same_placement():
+    from koda.topology.report import describe
+
+    t = load_topology(EXAMPLE_4D)
+    names = [t.hosts[i].name for i in place(t).order]
+    assert describe(t)["placement"]["hostfile_order"] == names

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -175,6 +176,20 @@ def format_plan(plan: LaunchPlan) -> str:
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
+
+
+# The programs DeepSpeed's runners look for before launching (backend_exists in multinode_runner.py).
+_BACKEND_PROGRAMS = {"pdsh": "pdsh", "openmpi": "ompi_info", "mvapich": "mpirun"}
+
+
+def check_backend(launcher: str) -> None:
+    """Refuse, in one line and before anything is written, a launcher whose program is missing here."""
+    program = _BACKEND_PROGRAMS.get(launcher)
+    if program and shutil.which(program) is None:
+        raise KodaError(
+            f"launcher {launcher} needs {program!r} on this machine, and it is not on PATH "
+            "(install it, or use launcher no_ssh on each node, e.g. launchers/slurm/koda-torus.sbatch)"
+        )
 
 
 def run_launch(plan: LaunchPlan, *, timeout: float | None = None) -> int:

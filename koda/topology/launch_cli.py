@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from koda.topology.launch import TRAIN_MODULE, format_plan, plan_launch, run_launch
+from koda.topology.launch import TRAIN_MODULE, check_backend, format_plan, plan_launch, run_launch
 from koda.topology.placement import naive_placement, place
 from koda.topology.spec import LAUNCHERS, load_topology
 
@@ -69,4 +69,5 @@ def main(argv: list[str]) -> int:
     print(format_plan(plan), flush=True)
     if args.dry_run:
         return 0
+    check_backend(args.launcher or topology.launch.launcher)
     return run_launch(plan)

@@ -2,9 +2,8 @@
 
 import json
 
-from _topology_files import EXAMPLE_4D, LOOPBACK
-
 from koda import cli
+from tests.topology._topology_files import EXAMPLE_4D, LOOPBACK
 
 
 def test_show_text_has_torus_placement_groups_and_model(capsys):

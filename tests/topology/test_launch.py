@@ -4,7 +4,6 @@ import dataclasses
 import socket
 
 import pytest
-from _topology_files import EXAMPLE_4D, LOOPBACK, REPO, small_doc
 from deepspeed.launcher import runner as ds_runner
 
 from koda import cli
@@ -13,6 +12,7 @@ from koda.topology import launch as launch_mod
 from koda.topology import load_topology, place
 from koda.topology.hostfile import hostfile_text, read_hostfile, write_hostfile
 from koda.topology.launch import format_plan, plan_launch
+from tests.topology._topology_files import EXAMPLE_4D, LOOPBACK, REPO, small_doc
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +142,14 @@ def test_slots_per_host_give_consecutive_ranks(write_topology, tmp_path):
     hosts, _ = _ds_rank_hosts(plan.commands[0])
     assert hosts == [t.hosts[i].name for i in p.order for _ in range(2)]
     assert list(p.rank_nodes(t)) == [t.torus.index(t.hosts[i].coords) for i in p.order for _ in range(2)]
+
+
+def test_missing_backend_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(launch_mod.shutil, "which", lambda name: None)
+    started = []
+    monkeypatch.setattr(launch_mod.subprocess, "Popen", lambda *a, **k: started.append(a))
+    hf = tmp_path / "hf"
+    rc = cli.main(["launch", "--topology", str(EXAMPLE_4D), "--hostfile", str(hf), "--", "--config", "x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not hf.exists() and started == []
+    assert "launcher pdsh needs 'pdsh' on this machine" in err and err.count("\n") == 1

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _topology_files import LOOPBACK, REPO
+
+from tests.topology._topology_files import LOOPBACK, REPO
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-from _topology_files import EXAMPLE_4D
 
 from koda.topology import group_latency, load_topology, naive_placement, place
 from koda.topology.placement import snake
 from koda.topology.spec import parse_topology
+from tests.topology._topology_files import EXAMPLE_4D
 
 
 def _random_topology(seed):

@@ -1,11 +1,11 @@
 """Topology files: the examples load; every bad file gets one clear line and launches nothing."""
 
 import pytest
-from _topology_files import EXAMPLE_4D, LOOPBACK, small_doc
 
 from koda import cli
 from koda.topology import launch as launch_mod
 from koda.topology.spec import TopologyError, load_topology
+from tests.topology._topology_files import EXAMPLE_4D, LOOPBACK, small_doc
 
 
 def test_examples_load():

@@ -179,7 +179,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 # The programs DeepSpeed's runners look for before launching (backend_exists in multinode_runner.py).
-_BACKEND_PROGRAMS = {"pdsh": "pdsh", "openmpi": "ompi_info", "mvapich": "mpirun"}
+_BACKEND_PROGRAMS = {"pdsh": "pdsh", "openmpi": "ompi_info", "mvapich": "mpiname"}
 
 
 def check_backend(launcher: str) -> None:

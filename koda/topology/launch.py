@@ -127,7 +127,8 @@ def plan_launch(
     if launcher == "local":
         # Every rank must import this same koda, not another checkout installed in the venv.
         root = str(Path(koda.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+        env["PYTHONPATH"] = os.pathsep.join([root, *rest])
 
     base = [
         *_deepspeed_argv(),

@@ -42,7 +42,8 @@ def test_documented_4x4x2x2_ep8_row_major_is_strictly_improved():
     t = load_topology(EXAMPLE_4D)
     naive, placed = naive_placement(t).cost(t), place(t).cost(t)
     assert placed.total_s < 0.85 * naive.total_s  # 23% less in docs/launching.md
-    assert placed.ep_mean_hops <= naive.ep_mean_hops and placed.ep_all_to_all_s <= naive.ep_all_to_all_s
+    assert placed.ep_mean_hops <= naive.ep_mean_hops
+    assert placed.ep_all_to_all_s == pytest.approx(naive.ep_all_to_all_s)  # the cubes stay cubes
     assert placed.expert_zero_s < naive.expert_zero_s
 
 

@@ -14,6 +14,10 @@ from koda.errors import KodaError
 
 # name -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("koda.train.cli", "train a model (ZeRO-3 + expert parallel) from a run config"),
+    "tokenizer": ("koda.data.tokenizer_cli", "train a sentencepiece tokenizer on a text corpus"),
+    "preprocess": ("koda.data.preprocess_cli", "turn text/jsonl files into token shards (.bin/.idx)"),
+    "init-check": ("koda.model.init_cli", "report the singular-value spectrum of a model's initial weights"),
     "launch": ("koda.topology.launch_cli", "launch a multi-node job from a 4-D torus topology file"),
     "topology": ("koda.topology.cli", "show a topology file, its placement and latency model"),
 }

@@ -1,0 +1,11 @@
+"""Everything that knows about ranks and DeepSpeed lives here, and only here.
+
+- ``accelerator``: pick DeepSpeed's accelerator (CPU when no GPU) before it is imported.
+- ``ds_config``: load a ``ds_configs/*.json``, check it against the model and world, fill
+  the fields KODA derives (AutoEP naming, top-k, bf16 "auto", schedule length).
+- ``engine``: the one place ``deepspeed.initialize`` is called; the ``Engine`` handle the
+  trainer (and later the critic and encoder) use.
+- ``gradients``: read and rewrite ZeRO-3 partitioned gradients between backward and step.
+- ``checkpoint``: crash-safe checkpoints with KODA's own state beside DeepSpeed's.
+- ``comm``: the few collectives the trainer needs for metrics.
+"""

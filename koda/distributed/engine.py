@@ -1,0 +1,95 @@
+"""The one place DeepSpeed engines are built, and the handle KODA drives them through.
+
+``build_engine`` is called once per trained network (today the actor; the critic and the
+discriminator encoder of the hybrid objective will be two more calls with their own
+configs), so engine construction is never copied per network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from koda.distributed.gradients import GradientAccess, GradientTransform
+
+
+class Engine:
+    """A DeepSpeed engine behind the calls a KODA trainer makes.
+
+    The wrapped ``module`` is the model after DeepSpeed's changes: AutoEP has replaced every
+    MoE block by ``AutoEPMoELayer`` and ZeRO-3 has partitioned the parameters.
+    """
+
+    def __init__(self, name: str, ds_engine, config: dict):
+        self.name, self.ds, self.config = name, ds_engine, config
+        self.transforms: list[GradientTransform] = []
+        self._grads: GradientAccess | None = None
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.ds.module
+
+    def __call__(self, *args, **kwargs):
+        return self.ds(*args, **kwargs)
+
+    def train(self) -> None:
+        self.ds.train()
+
+    def eval(self) -> None:
+        self.ds.eval()
+
+    def add_gradient_transform(self, transform: GradientTransform) -> None:
+        self.transforms.append(transform)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of one micro-batch; DeepSpeed scales by 1/gradient_accumulation_steps."""
+        self.ds.backward(loss)
+
+    def step(self) -> bool:
+        """End of a micro-batch: at an accumulation boundary run the gradient transforms,
+        then let DeepSpeed clip and step. Returns True when an optimizer step happened."""
+        boundary = self.ds.is_gradient_accumulation_boundary()
+        if boundary and self.transforms:
+            self._grads = self._grads or GradientAccess(self.module)
+            for transform in self.transforms:
+                transform(self._grads)
+        self.ds.step()
+        return boundary
+
+    def grad_norm(self) -> float:
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def lr(self) -> float:
+        return float(self.ds.get_lr()[0])
+
+    @property
+    def global_steps(self) -> int:
+        return int(self.ds.global_steps)
+
+    def save(self, directory: str, tag: str, client_state: dict) -> None:
+        self.ds.save_checkpoint(directory, tag=tag, client_state=client_state, save_latest=False)
+
+    def load(self, directory: str, tag: str, load_optimizer: bool = True) -> dict:
+        path, client_state = self.ds.load_checkpoint(directory, tag=tag, load_optimizer_states=load_optimizer,
+                                                      load_lr_scheduler_states=load_optimizer)
+        if path is None:
+            from koda.errors import KodaError
+
+            raise KodaError(f"checkpoint {directory}/{tag}: DeepSpeed could not load it")
+        return client_state or {}
+
+
+def build_engine(name: str, model: torch.nn.Module, config: dict,
+                 parameters: Callable[[torch.nn.Module], object] | None = None) -> Engine:
+    """Wrap `model` with DeepSpeed using a resolved config (see ``ds_config.resolve``).
+
+    `parameters` picks what the optimizer trains (default: every parameter); DeepSpeed
+    builds the optimizer and scheduler named in the config.
+    """
+    import deepspeed
+
+    params = parameters(model) if parameters is not None else model.parameters()
+    ds_engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=config)
+    return Engine(name, ds_engine, config)

@@ -1,0 +1,7 @@
+"""The MoE decoder-only transformer: pure PyTorch, no distribution (see koda.distributed)."""
+
+from koda.model.config import PRESETS, ModelConfig, preset
+from koda.model.kv_cache import KVCache
+from koda.model.transformer import KodaForCausalLM
+
+__all__ = ["PRESETS", "KVCache", "KodaForCausalLM", "ModelConfig", "preset"]

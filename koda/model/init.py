@@ -1,0 +1,81 @@
+"""Weight initialisation and the singular-value check of its result.
+
+``normal``: N(0, std²), with the residual-stream output projections (o_proj, down_proj)
+scaled by 1/sqrt(2·n_layers) so the residual variance does not grow with depth (GPT-2).
+
+``orthogonal``: every matrix (each expert's slice separately) gets a flat singular-value
+spectrum, all values equal to the RMS singular value the normal init would have had,
+σ·sqrt(max(m, n)). Same Frobenius norm as ``normal``, but no Marchenko-Pastur spread, so
+the layer's Jacobian starts isometric (Saxe et al. 2014). ``spectrum_report`` shows both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from koda.model.config import ModelConfig
+
+_RESIDUAL_OUTPUTS = ("o_proj.weight", "down_proj.weight", "experts.down_proj")
+
+
+def _matrices(name: str, param: torch.Tensor) -> list[torch.Tensor]:
+    """A parameter's matrices: itself if 2-D, its per-expert slices if 3-D, none if 1-D."""
+    if param.dim() == 2:
+        return [param]
+    if param.dim() == 3:
+        return list(param.unbind(0))
+    return []
+
+
+def _std_for(name: str, cfg: ModelConfig) -> float:
+    if name.endswith(_RESIDUAL_OUTPUTS):
+        return cfg.init_std / math.sqrt(2 * cfg.n_layers)
+    return cfg.init_std
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
+    for name, param in model.named_parameters():
+        if param.dim() == 1:            # RMSNorm scales
+            param.fill_(1.0)
+            continue
+        std = _std_for(name, cfg)
+        for matrix in _matrices(name, param):
+            if cfg.init == "orthogonal":
+                nn.init.orthogonal_(matrix, gain=std * math.sqrt(max(matrix.shape)))
+            else:
+                nn.init.normal_(matrix, mean=0.0, std=std)
+
+
+@dataclass(frozen=True)
+class SpectrumRow:
+    """Singular values of one weight (pooled over experts for 3-D tensors)."""
+
+    name: str
+    shape: tuple[int, ...]
+    smin: float
+    smax: float
+    smean: float
+    condition: float
+    mp_low: float    # Marchenko-Pastur edges for an i.i.d. N(0, std²) matrix of this shape:
+    mp_high: float   # std·(sqrt(max) - sqrt(min)) and std·(sqrt(max) + sqrt(min))
+
+
+@torch.no_grad()
+def spectrum_report(model: nn.Module, cfg: ModelConfig) -> list[SpectrumRow]:
+    rows = []
+    for name, param in model.named_parameters():
+        mats = _matrices(name, param)
+        if not mats:
+            continue
+        values = torch.cat([torch.linalg.svdvals(m.float()) for m in mats])
+        m, n = max(mats[0].shape), min(mats[0].shape)
+        std = _std_for(name, cfg)
+        rows.append(SpectrumRow(name, tuple(param.shape), values.min().item(), values.max().item(),
+                                values.mean().item(), (values.max() / values.min().clamp_min(1e-30)).item(),
+                                std * (math.sqrt(m) - math.sqrt(n)), std * (math.sqrt(m) + math.sqrt(n))))
+    return rows

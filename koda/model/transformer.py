@@ -1,0 +1,91 @@
+"""Decoder-only MoE transformer. Pure PyTorch: DeepSpeed is applied from outside
+(``koda.distributed.engine``), and nothing here knows about ranks or partitions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from koda.model.attention import Attention, build_attention_mask
+from koda.model.config import ModelConfig
+from koda.model.init import init_weights
+from koda.model.kv_cache import KVCache
+from koda.model.moe import DenseMLP, MoEBlock
+from koda.model.norm import RMSNorm
+from koda.model.rope import rope_angles
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, index: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MoEBlock(cfg) if cfg.is_moe_layer(index) else DenseMLP(cfg.d_model, cfg.dense_ffn_hidden)
+        self.index = index
+
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        """x: [B, S, D] -> [B, S, D]."""
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, self.index)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class KodaModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+
+
+class KodaForCausalLM(nn.Module):
+    """Token ids [B, S] -> next-token logits [B, S, V].
+
+    Parameter names mirror Mixtral's (``model.layers.N...``, ``lm_head``) so AutoEP's
+    detector finds the MoE blocks and converted checkpoints need no renaming.
+    The config is stored as ``cfg``, not ``config``: AutoEP treats a ``config`` attribute
+    as a Hugging Face config and would try to match its presets against it.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = KodaModel(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        init_weights(self, cfg)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
+                return_hidden: bool = False):
+        """input_ids: [B, S]; attention_mask: [B, T] bool/int, True for real tokens, covering the
+        cached tokens too (T = cached + S), needed only with left padding; position_ids: [B, S],
+        default counts from the cache length (or from the first real token when padded).
+
+        Returns logits [B, S, V], or (logits, hidden [B, S, D]) with return_hidden, where
+        hidden is the final normalised state (what contrastive search compares).
+        """
+        B, S = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            if attention_mask is not None:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:past + S]
+            else:
+                position_ids = torch.arange(past, past + S, device=input_ids.device).expand(B, S)
+        cos, sin = rope_angles(position_ids, self.cfg.head_dim, self.cfg.rope_theta)
+        mask = build_attention_mask(attention_mask, S, past)
+        x = self.model.embed_tokens(input_ids)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.advance(S)
+        hidden = self.model.norm(x)
+        logits = self.lm_head(hidden)
+        return (logits, hidden) if return_hidden else logits
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        ref = self.lm_head.weight
+        return KVCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads, self.cfg.head_dim, capacity,
+                       ref.dtype, ref.device)
+

@@ -1,0 +1,1 @@
+"""Pre-training: run config, the rank loop, metrics, and the ``koda train`` command."""

@@ -1,0 +1,86 @@
+"""``koda train``: validate and prepare in this process, then start the ranks.
+
+Run by hand (``koda train --config smoke``), it checks the run config and the DeepSpeed
+config against the model and world size, builds the tokenizer and shards if missing, and
+then starts ``world_size`` local ranks through DeepSpeed's launcher, so a bad config fails
+once, here, before any rank starts. Started by a launcher (``deepspeed ... --module
+koda.train``, or ``koda launch``), i.e. with RANK/LOCAL_RANK set, it is one rank and trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+
+from koda.distributed.accelerator import configure_accelerator, supports_bf16
+from koda.train import config as run_config
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="koda train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="smoke", help="preset name (smoke, small, large) or a YAML path")
+    p.add_argument("--run-dir", help="override run_dir")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--world-size", type=int, help="override world_size (local ranks)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set moe.aux_loss_weight=0")
+    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    p.add_argument("--resume-tag", help="continue from this checkpoint tag")
+    p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)   # added by DeepSpeed's launcher
+    return p
+
+
+def load_config(args) -> run_config.RunConfig:
+    overrides = list(args.set)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.world_size is not None:
+        overrides.append(f"world_size={args.world_size}")
+    return run_config.load(args.config, overrides)
+
+
+def under_launcher() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def validate(cfg: run_config.RunConfig, world_size: int) -> dict:
+    """Everything that can be checked before ranks start; returns the resolved DS config."""
+    from koda.distributed import ds_config
+
+    return ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=world_size,
+                             train_steps=cfg.train.steps, bf16_supported=supports_bf16())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    cfg = load_config(args)
+    configure_accelerator()
+    if under_launcher():
+        from koda.train.trainer import Trainer
+
+        Trainer(cfg, resume=args.resume, resume_tag=args.resume_tag).run()
+        return 0
+    validate(cfg, cfg.world_size)
+    from koda.data.prepare import prepare
+
+    prepare(cfg.data, cfg.model.vocab_size)
+    port = free_port()
+    command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", str(cfg.world_size),
+               "--master_port", str(port), "--module", "koda.train", *argv]
+    try:
+        return subprocess.call(command)
+    finally:
+        from koda.distributed.comm import remove_shm_buffers
+
+        remove_shm_buffers("127.0.0.1", port)

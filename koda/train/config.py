@@ -1,0 +1,179 @@
+"""The run config: typed sections loaded from YAML, validated before any rank starts.
+
+A run config names a model (a preset plus overrides), a DeepSpeed JSON, the data and the
+schedule. Each section is a frozen dataclass; unknown keys and impossible values raise one
+``ConfigError`` line naming the field (``train.eval_every must be ...``). ``--set a.b=v``
+overrides from the command line go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from koda.errors import ConfigError
+from koda.model.config import ModelConfig, preset
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    sources: tuple[str, ...] = ("stdlib",)   # "stdlib", files or globs (.py/.txt/.jsonl)
+    max_corpus_mb: float | None = None       # stop reading sources after this much text
+    tokenizer: str = "cache/tokenizer-stdlib-4096.model"   # trained on first use if missing
+    tokenizer_corpus_mb: float = 8.0         # text the tokenizer is trained on (a prefix of the corpus)
+    shards_dir: str = "cache/shards/stdlib-4096"           # built on first use if missing
+    val_fraction: float = 0.02
+    seq_len: int = 256
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.sources, tuple) and len(self.sources) > 0, "data.sources must be a non-empty list")
+        _check(0 < self.val_fraction < 0.5, f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        _check(isinstance(self.seq_len, int) and self.seq_len >= 8, f"data.seq_len must be an integer >= 8, "
+               f"got {self.seq_len!r}")
+        _check(self.max_corpus_mb is None or self.max_corpus_mb > 0, "data.max_corpus_mb must be > 0")
+        _check(self.tokenizer_corpus_mb > 0, "data.tokenizer_corpus_mb must be > 0")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    steps: int = 300                # optimizer steps
+    seed: int = 1234
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batches: int = 8           # validation micro-batches per rank
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                   f"train.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    aux_loss_weight: float = 0.01   # Switch-style balancing loss; 0 turns balancing off
+    z_loss_weight: float = 0.0      # router z-loss (ST-MoE) keeping gate logits small
+
+    def __post_init__(self) -> None:
+        _check(self.aux_loss_weight >= 0, f"moe.aux_loss_weight must be >= 0, got {self.aux_loss_weight}")
+        _check(self.z_loss_weight >= 0, f"moe.z_loss_weight must be >= 0, got {self.z_loss_weight}")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    wandb_project: str = "koda"
+    wandb_entity: str | None = None
+    wandb_mode: str = "auto"        # auto: online when W&B credentials exist, else offline
+    run_name: str | None = None
+    peak_tflops: float | None = None   # per device, for MFU; None: measured at start-up
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.wandb_mode in ("auto", "online", "offline", "disabled"),
+               f"logging.wandb_mode must be auto, online, offline or disabled, got {self.wandb_mode!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig
+    ds_config: str
+    run_dir: str
+    world_size: int = 2             # ranks `koda train` starts on this machine (ignored under a launcher)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: ScheduleConfig = field(default_factory=ScheduleConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.world_size, int) and self.world_size >= 1,
+               f"world_size must be a positive integer, got {self.world_size!r}")
+        _check(self.data.seq_len <= self.model.max_seq_len,
+               f"data.seq_len {self.data.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "train": ScheduleConfig, "moe": MoEConfig, "logging": LoggingConfig}
+
+
+def _section(cls, values, name: str):
+    if values is None:
+        return cls()
+    _check(isinstance(values, dict), f"{name} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"{name}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"{name}: {err}") from None
+
+
+def _model(values) -> ModelConfig:
+    values = dict(values or {})
+    base = preset(values.pop("preset", "smoke"))
+    if not values:
+        return base
+    return ModelConfig.from_dict({**base.to_dict(), **values})
+
+
+def from_dict(raw: dict) -> RunConfig:
+    _check(isinstance(raw, dict), "run config: the top level must be a mapping")
+    known = {"model", "ds_config", "run_dir", "world_size", *_SECTIONS}
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"run config: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    for key in ("ds_config", "run_dir"):
+        _check(isinstance(raw.get(key), str), f"{key} must be given as a string")
+    sections = {name: _section(cls, raw.get(name), name) for name, cls in _SECTIONS.items()}
+    return RunConfig(model=_model(raw.get("model")), ds_config=raw["ds_config"], run_dir=raw["run_dir"],
+                     world_size=raw.get("world_size", 2), **sections)
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    _check(bool(sep) and bool(key), f"--set expects key=value, got {assignment!r}")
+    value = yaml.safe_load(text)
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        _check(isinstance(node, dict), f"--set {key}: {part} is not a section")
+    node[leaf] = value
+
+
+def load(name_or_path: str, overrides: list[str] = ()) -> RunConfig:
+    """A preset name (``smoke``, ``small``, ``large``: koda/configs/*.yaml) or a YAML path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+            raise ConfigError(f"config {name_or_path!r}: no such file and no such preset ({presets})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config {path}: invalid YAML{where}") from None
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    return from_dict(raw)

@@ -1,0 +1,115 @@
+"""The metrics stream: one dict per logged step, to the console, a JSON-lines file and W&B.
+
+``<run>/metrics.jsonl`` holds one JSON object per line: ``{"step": int, "time": unix seconds,
+<name>: value, ...}``. Names are slash-separated groups W&B charts by: ``train/loss``,
+``train/ce``, ``train/aux_loss``, ``train/z_loss``, ``train/lr``, ``train/grad_norm``,
+``perf/tokens_per_s``, ``perf/mfu``, ``perf/step_s``, ``moe/load_max_min`` (worst layer),
+``moe/layer<N>/load_max_min``, ``moe/layer<N>/tokens`` (a list, per expert), ``mem/rss_gb``,
+``mem/peak_rss_gb`` (``mem/gpu_peak_gb`` on GPUs), ``val/loss``, ``val/ppl``. Later stages add
+their own groups (``rl/``, ``gan/``) through the same ``log`` call. ``koda report`` reads
+this file. On resume the lines after the resumed step are dropped, so the file always
+describes the trajectory the model actually took.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from koda.train.config import LoggingConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def wandb_mode(configured: str) -> str:
+    """``auto`` means online only when credentials exist: a fresh machine never blocks on a login."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if configured != "auto":
+        return configured
+    netrc = Path.home() / ".netrc"
+    has_login = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    return "online" if os.environ.get("WANDB_API_KEY") or has_login else "offline"
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Drop metric lines with step > `step` (atomically), for a resumed run."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsLogger:
+    """Rank 0's sink for the metrics stream (other ranks construct it with enabled=False)."""
+
+    def __init__(self, run_dir: str | Path, cfg: LoggingConfig, run_config: dict, total_steps: int,
+                 enabled: bool, resume_step: int | None = None):
+        self.enabled = enabled
+        self.path = Path(run_dir) / METRICS_FILE
+        self._wandb = None
+        self._bar = None
+        if not enabled:
+            return
+        if resume_step is not None:
+            truncate_after(self.path, resume_step)
+        self._file = self.path.open("a", buffering=1)
+        mode = wandb_mode(cfg.wandb_mode)
+        if mode != "disabled":
+            self._wandb = _start_wandb(Path(run_dir), cfg, run_config, mode)
+        if cfg.progress_bar and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=resume_step or 0, unit="step", dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in metrics.items() if not isinstance(v, list)}, step=step)
+
+    def advance(self, steps: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def print(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        if self._bar is not None:
+            self._bar.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _start_wandb(run_dir: Path, cfg: LoggingConfig, run_config: dict, mode: str):
+    import wandb
+
+    id_file = run_dir / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+    id_file.write_text(run_id)
+    return wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, name=cfg.run_name or run_dir.name,
+                      id=run_id, resume="allow", dir=str(run_dir), config=run_config, mode=mode)

@@ -1,0 +1,238 @@
+"""The pre-training loop of one rank: ZeRO-3 + AutoEP actor, cross-entropy + MoE balancing.
+
+Per optimizer step: ``grad_accum`` micro-batches of forward, loss, backward, ``Engine.step``
+(DeepSpeed steps at the accumulation boundary, after any gradient transforms); then
+logging, validation and checkpoints on their own periods. Every rank runs the same number
+of forwards: ZeRO-3 gathers parameters with collectives, so a rank that skipped one would
+hang the others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from koda.data.loader import BatchLayout, TokenStream, TrainLoader, eval_batches
+from koda.data.prepare import prepare
+from koda.data.shards import open_split
+from koda.distributed import checkpoint, comm, ds_config
+from koda.distributed.accelerator import (
+    configure_accelerator,
+    configure_cpu_threads,
+    local_world_size,
+    on_cpu,
+    supports_bf16,
+)
+from koda.distributed.engine import build_engine
+from koda.errors import KodaError
+from koda.model import KodaForCausalLM
+from koda.objectives import next_token_loss
+from koda.train.config import RunConfig
+from koda.train.flops import measure_matmul_peak, train_flops_per_token
+from koda.train.metrics import MetricsLogger
+from koda.train.router_probe import RouterProbe
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, resume: bool = False, resume_tag: str | None = None):
+        configure_accelerator()
+        comm.init()
+        configure_cpu_threads()
+        import deepspeed.utils.logging as ds_logging
+
+        ds_logging.logger.setLevel("WARNING")
+        self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        log = print if self.rank == 0 else (lambda *_: None)
+
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            prepare(cfg.data, cfg.model.vocab_size, log=log)
+        comm.barrier()
+        tokenizer = prepare(cfg.data, cfg.model.vocab_size, build_missing=False, log=lambda *_: None)
+
+        self.ds_cfg = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=self.world,
+                                        train_steps=cfg.train.steps, bf16_supported=supports_bf16())
+        torch.manual_seed(cfg.train.seed)          # the same initial weights on every rank
+        self.engine = build_engine("actor", KodaForCausalLM(cfg.model), self.ds_cfg)
+        self.probe = RouterProbe(self.engine.module, cfg.model.top_k)
+        self.dtype = torch.bfloat16 if self.ds_cfg.get("bf16", {}).get("enabled") else torch.float32
+
+        layout = BatchLayout(cfg.data.seq_len, self.ds_cfg["train_micro_batch_size_per_gpu"],
+                             self.ds_cfg["gradient_accumulation_steps"], self.rank, self.world)
+        shards = Path(cfg.data.shards_dir)
+        self.loader = TrainLoader(TokenStream(open_split(shards, "train", tokenizer.fingerprint)), layout,
+                                  cfg.train.seed)
+        self.val_batches = eval_batches(TokenStream(open_split(shards, "val", tokenizer.fingerprint)), layout,
+                                        cfg.train.eval_batches)
+        self.tokens_per_step = layout.global_batch * cfg.data.seq_len
+        self.flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len)
+        # Per-rank RNG streams for anything stochastic later (sampling); the data order
+        # does not use them (it is a function of the seed and the step).
+        torch.manual_seed(cfg.train.seed + 1000 * (self.rank + 1))
+        np.random.seed(cfg.train.seed + self.rank)
+        random.seed(cfg.train.seed + self.rank)
+
+        self.step = 0
+        resumed = self._resume(resume_tag) if (resume or resume_tag) else None
+        self.peak_flops = self._peak_flops()
+        if self.rank == 0:
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+            (self.run_dir / "ds_config.json").write_text(json.dumps(self.ds_cfg, indent=1))
+        self.metrics = MetricsLogger(self.run_dir, cfg.logging, cfg.to_dict(), cfg.train.steps,
+                                     enabled=self.rank == 0, resume_step=resumed)
+        ep = self.ds_cfg.get("expert_parallel", {})
+        ep_size = ep.get("autoep_size", 1) if ep.get("enabled") else 1
+        self.metrics.print(f"world {self.world}, expert-parallel {ep_size}"
+                           f", {self.dtype}, global batch {layout.global_batch} x {cfg.data.seq_len} tokens"
+                           + (f", resumed at step {resumed}" if resumed is not None else ""))
+
+    # ----------------------------------------------------------------- checkpoints
+    def _resume(self, tag: str | None) -> int | None:
+        found = checkpoint.resolve_tag(self.ckpt_dir, tag)
+        if found is None:
+            if self.rank == 0:
+                print(f"no complete checkpoint in {self.ckpt_dir}: starting from step 0")
+            return None
+        client, rank_state = checkpoint.load(self.engine, self.ckpt_dir, found)
+        state = client.get("koda")
+        if state is None:
+            raise KodaError(f"checkpoint {self.ckpt_dir / found}: not written by KODA (no 'koda' state)")
+        if state["model"] != self.cfg.model.to_dict():
+            raise KodaError(f"checkpoint {self.ckpt_dir / found}: written for another model configuration")
+        self.step = state["step"]
+        self.loader.load_state_dict(state["loader"])
+        if rank_state is not None and state["world_size"] == self.world:
+            checkpoint.set_rng_state(rank_state["rng"])
+        return self.step
+
+    def _save(self) -> None:
+        state = {"koda": {"step": self.step, "loader": self.loader.state_dict(), "world_size": self.world,
+                          "model": self.cfg.model.to_dict(), "tokens": self.step * self.tokens_per_step}}
+        tag = checkpoint.save(self.engine, self.ckpt_dir, self.step, state, {"rng": checkpoint.rng_state()},
+                              self.cfg.train.keep_checkpoints)
+        self.metrics.print(f"saved checkpoint {self.ckpt_dir / tag}")
+
+    # --------------------------------------------------------------------- metrics
+    def _peak_flops(self) -> float:
+        """Per-device matmul peak in the training dtype: the configured figure, else measured
+        by local rank 0 with every core while the other ranks wait (CPU ranks share cores)."""
+        if self.cfg.logging.peak_tflops:
+            return self.cfg.logging.peak_tflops * 1e12
+        if not on_cpu():
+            return measure_matmul_peak(self.dtype, torch.device("cuda", torch.cuda.current_device()), 4096, 0.5)
+        peak = torch.zeros(1)
+        if self.rank == 0:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(max(1, torch.get_num_threads() * local_world_size()))
+            peak[0] = measure_matmul_peak(self.dtype, "cpu", 1024, 1.0)
+            torch.set_num_threads(threads)
+        return float(comm.all_reduce_sum(peak)[0])
+
+    def _devices(self) -> int:
+        """Devices MFU is taken over: GPUs, or machines when ranks share a CPU."""
+        return self.world if not on_cpu() else max(1, self.world // local_world_size())
+
+    def _memory(self) -> dict:
+        if not on_cpu():
+            return {"mem/gpu_peak_gb": torch.cuda.max_memory_allocated() / 2**30}
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * resource.getpagesize()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024     # ru_maxrss is in KiB
+        return {"mem/rss_gb": rss / 2**30, "mem/peak_rss_gb": peak / 2**30}
+
+    # ------------------------------------------------------------------- the loop
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step; returns this rank's [ce, aux, z] means over its micro-batches."""
+        self.engine.train()
+        sums = torch.zeros(3)
+        batches = self.loader.next_batches()
+        for batch in batches:
+            logits = self.engine(batch[:, :-1])
+            ce = next_token_loss(logits, batch[:, 1:])
+            aux, z = self.probe.losses()
+            loss = ce + self.cfg.moe.aux_loss_weight * aux + self.cfg.moe.z_loss_weight * z
+            self.engine.backward(loss)
+            self.engine.step()
+            sums += torch.stack([ce.detach(), aux.detach(), z.detach()]).float()
+        self.step += 1
+        return sums / len(batches)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.engine.eval()
+        self.probe.enabled = False
+        total = torch.zeros(2)
+        for batch in self.val_batches:
+            logits = self.engine(batch[:, :-1])
+            total += torch.stack([next_token_loss(logits, batch[:, 1:]) * batch[:, 1:].numel(),
+                                  torch.tensor(float(batch[:, 1:].numel()))])
+        self.probe.enabled = True
+        loss_sum, count = comm.all_reduce_sum(total).tolist()
+        loss = loss_sum / count
+        return {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}
+
+    def _load_metrics(self) -> dict:
+        counts = self.probe.take_counts()
+        if not counts:
+            return {}
+        layers = sorted(counts)
+        table = comm.all_reduce_sum(torch.stack([counts[i].double() for i in layers]))   # [L, E]
+        out = {}
+        for layer, row in zip(layers, table, strict=True):
+            out[f"moe/layer{layer}/tokens"] = [int(v) for v in row.tolist()]
+            out[f"moe/layer{layer}/load_max_min"] = float(row.max() / row.min().clamp_min(1.0))
+        out["moe/load_max_min"] = max(v for k, v in out.items() if k.endswith("load_max_min"))
+        return out
+
+    def run(self) -> dict:
+        cfg = self.cfg.train
+        window, window_time, window_steps, last_val = torch.zeros(3), 0.0, 0, {}
+        try:
+            while self.step < cfg.steps:
+                start = time.perf_counter()        # logging, eval and saving are not training time
+                window += self.train_step()
+                window_time += time.perf_counter() - start
+                window_steps += 1
+                self.metrics.advance()
+                metrics = {}
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    ce, aux, z = (comm.all_reduce_sum(window / window_steps) / self.world).tolist()
+                    tokens_per_s = self.tokens_per_step * window_steps / window_time
+                    moe = self.cfg.moe
+                    mfu = tokens_per_s * self.flops_per_token / (self.peak_flops * self._devices())
+                    metrics = {"train/loss": ce + moe.aux_loss_weight * aux + moe.z_loss_weight * z,
+                               "train/ce": ce, "train/aux_loss": aux, "train/z_loss": z,
+                               "train/lr": self.engine.lr(), "train/grad_norm": self.engine.grad_norm(),
+                               "perf/tokens_per_s": tokens_per_s, "perf/step_s": window_time / window_steps,
+                               "perf/mfu": mfu, **self._load_metrics(), **self._memory()}
+                    window, window_time, window_steps = torch.zeros(3), 0.0, 0
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    last_val = self.evaluate()
+                    metrics.update(last_val)
+                if metrics:
+                    self.metrics.log(self.step, metrics)
+                    self.metrics.print(_console_line(self.step, cfg.steps, metrics))
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self._save()
+        finally:
+            self.metrics.close()
+        return last_val
+
+
+def _console_line(step: int, total: int, m: dict) -> str:
+    parts = [f"step {step}/{total}"]
+    for key, label, fmt in (("train/ce", "loss", ".4f"), ("val/loss", "val", ".4f"), ("train/lr", "lr", ".2e"),
+                            ("train/grad_norm", "gnorm", ".3f"), ("perf/tokens_per_s", "tok/s", ",.0f"),
+                            ("perf/mfu", "mfu", ".1%"), ("moe/load_max_min", "load max/min", ".2f")):
+        if key in m and m[key] is not None:
+            parts.append(f"{label} {m[key]:{fmt}}")
+    return "  ".join(parts)

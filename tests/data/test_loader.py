@@ -1,0 +1,71 @@
+import numpy as np
+import torch
+
+from koda.data.loader import BatchLayout, TokenStream, TrainLoader, eval_batches
+from koda.data.shards import open_split
+
+
+def _stream(tiny_data):
+    return TokenStream(open_split(tiny_data.shards_dir, "train"))
+
+
+def _loader(tiny_data, rank, world=2, seed=3, micro=2, accum=2):
+    return TrainLoader(_stream(tiny_data), BatchLayout(64, micro, accum, rank, world), seed)
+
+
+def test_windows_cross_shard_boundaries(tmp_path):
+    from koda.data.shards import Shard, write_shard
+
+    for i in range(2):
+        write_shard(tmp_path / f"train_0000{i}", np.arange(10) + 100 * i, np.array([10]), "t", 512)
+    stream = TokenStream([Shard(p) for p in sorted(tmp_path.glob("*.idx"))])
+    assert stream.window(7, 6).tolist() == [7, 8, 9, 100, 101, 102]
+
+
+def test_same_seed_same_batches_and_shapes(tiny_data):
+    a, b = _loader(tiny_data, 0), _loader(tiny_data, 0)
+    for _ in range(3):
+        xs, ys = a.next_batches(), b.next_batches()
+        assert len(xs) == 2 and xs[0].shape == (2, 65)
+        assert all(torch.equal(x, y) for x, y in zip(xs, ys, strict=True))
+    assert not torch.equal(_loader(tiny_data, 0, seed=4).next_batches()[0], _loader(tiny_data, 0).next_batches()[0])
+
+
+def test_ranks_are_disjoint_and_cover_the_global_batch(tiny_data):
+    seen = []
+    for rank in range(2):
+        loader = _loader(tiny_data, rank)
+        perm = loader._permutation()
+        seen.append(set(perm[loader.layout.dp_rank * 4:(loader.layout.dp_rank + 1) * 4].tolist()))
+        loader.next_batches()
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 8
+
+
+def test_resume_continues_the_exact_sequence(tiny_data):
+    straight = _loader(tiny_data, 1)
+    for _ in range(5):
+        straight.next_batches()
+    expected = straight.next_batches()
+    first = _loader(tiny_data, 1)
+    for _ in range(5):
+        first.next_batches()
+    resumed = _loader(tiny_data, 1)
+    resumed.load_state_dict(first.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(resumed.next_batches(), expected, strict=True))
+
+
+def test_epoch_rolls_over_with_a_new_permutation(tiny_data):
+    loader = _loader(tiny_data, 0)
+    loader.step = loader.steps_per_epoch - 1
+    first_perm = loader._permutation().copy()
+    loader.next_batches()
+    assert loader.epoch == 1 and loader.step == 0
+    assert not np.array_equal(first_perm, loader._permutation())
+
+
+def test_eval_batches_are_fixed_and_rank_disjoint(tiny_data):
+    stream = TokenStream(open_split(tiny_data.shards_dir, "val"))
+    r0 = eval_batches(stream, BatchLayout(64, 2, 1, 0, 2), 2)
+    r1 = eval_batches(stream, BatchLayout(64, 2, 1, 1, 2), 2)
+    assert torch.equal(r0[0][0], torch.from_numpy(stream.window(0, 65)))
+    assert torch.equal(r1[0][0], torch.from_numpy(stream.window(64, 65)))

@@ -1,0 +1,67 @@
+import copy
+
+import pytest
+
+from koda.distributed import ds_config
+from koda.errors import ConfigError
+from tests.helpers.tiny import TINY
+
+BASE = ds_config.load("zero3_ep_smoke.json")
+
+
+def _resolve(change=None, world=2, model=TINY, steps=100):
+    cfg = copy.deepcopy(BASE)
+    for key, value in (change or {}).items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return ds_config.resolve(cfg, model=model, world_size=world, train_steps=steps, bf16_supported=False)
+
+
+def test_fills_autoep_contract_and_schedule():
+    cfg = _resolve()
+    ep = cfg["expert_parallel"]
+    assert ep["autoep_size"] == 2 and ep["top_k"] == 2 and ep["expert_w1"] == "gate_up_proj"
+    assert cfg["scheduler"]["params"]["total_num_steps"] == 100
+    assert cfg["train_batch_size"] == 4 * 1 * 2
+    assert cfg["bf16"]["enabled"] is False
+
+
+def test_auto_ep_size_follows_the_world():
+    assert _resolve(world=1)["expert_parallel"]["autoep_size"] == 1
+    assert _resolve(world=4)["expert_parallel"]["autoep_size"] == 4
+    assert _resolve(world=6)["expert_parallel"]["autoep_size"] == 2
+
+
+BAD = [
+    ({"zero_optimisation": {}}, {}, r"unknown key 'zero_optimisation' \(did you mean 'zero_optimization'\?\)"),
+    ({"expert_parallel.autoep_size": 3}, {"world": 3}, r"autoep_size 3 does not divide model.n_experts 4"),
+    ({"expert_parallel.autoep_size": 4}, {"world": 2}, r"autoep_size 4 does not divide world size 2"),
+    ({"expert_parallel.load_balance_coeff": 0.01}, {}, r"load_balance_coeff is refused .* moe.aux_loss_weight"),
+    ({"expert_parallel.top_k": 1}, {}, r"expert_parallel.top_k is 1, but KODA's model needs 2"),
+    ({"expert_parallel.expert_w1": "w1"}, {}, r"expert_w1 is 'w1'"),
+    ({"train_batch_size": 5}, {}, r"train_batch_size 5 != train_micro_batch_size_per_gpu 4 x "
+                                  r"gradient_accumulation_steps 1 x world size 2"),
+    ({"train_micro_batch_size_per_gpu": 0}, {}, r"train_micro_batch_size_per_gpu must be a positive integer"),
+    ({"scheduler.params.total_num_steps": 50}, {}, r"total_num_steps 50 != train.steps 100"),
+    ({"scheduler.params.warmup_num_steps": 100}, {}, r"warmup_num_steps 100 >= train.steps 100"),
+    ({"zero_optimization.stage": 3, "zero_optimization.bogus": 1}, {}, r"rejected by DeepSpeed: .*bogus"),
+]
+
+
+@pytest.mark.parametrize(("change", "kwargs", "message"), BAD)
+def test_bad_ds_config(change, kwargs, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        _resolve(change, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_unreadable_json_names_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"train_micro_batch_size_per_gpu": 2,\n "x": }')
+    with pytest.raises(ConfigError, match=r"invalid JSON at line 2 column"):
+        ds_config.load(str(path))
+    with pytest.raises(ConfigError, match="neither a file nor a config"):
+        ds_config.load("no_such.json")

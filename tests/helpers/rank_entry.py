@@ -1,0 +1,18 @@
+"""Entry point of one rank for tests.helpers.ranks.run_ranks."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]
+    target, job_args, out_dir = args[0], json.loads(args[1]), Path(args[2])
+    module, func = target.split(":")
+    from koda.distributed import comm
+    from koda.distributed.accelerator import configure_accelerator
+
+    configure_accelerator()
+    comm.init()
+    result = getattr(importlib.import_module(module), func)(**job_args)
+    (out_dir / f"rank{comm.rank()}.json").write_text(json.dumps(result))

@@ -1,0 +1,31 @@
+"""Functions run inside real DeepSpeed ranks by tests (see tests.helpers.ranks)."""
+
+from __future__ import annotations
+
+
+def autoep_structure(config_path: str) -> dict:
+    """Build the actor engine exactly as the trainer does and describe what DeepSpeed made."""
+    import torch
+
+    from koda.distributed import comm, ds_config
+    from koda.distributed.engine import build_engine
+    from koda.model import KodaForCausalLM
+    from koda.train import config as run_config
+
+    cfg = run_config.load(config_path)
+    resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=comm.world_size(),
+                                 train_steps=cfg.train.steps, bf16_supported=False)
+    torch.manual_seed(0)
+    reference = KodaForCausalLM(cfg.model)
+    torch.manual_seed(0)
+    engine = build_engine("actor", KodaForCausalLM(cfg.model), resolved)
+    layer = engine.module.model.layers[0].mlp
+    # which experts this rank holds: match its local w1 slices against the full model's gate halves
+    full_gate = reference.model.layers[0].mlp.experts.gate_up_proj[:, : cfg.model.ffn_hidden]   # [E, F, D]
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    local_w1 = safe_get_full_fp32_param(layer.experts.w1)                                         # [E/ep, F, D]
+    held = [e for e in range(cfg.model.n_experts)
+            if any(torch.allclose(full_gate[e], w, atol=1e-6) for w in local_w1)]
+    return {"layer_type": type(layer).__name__, "local_experts": int(local_w1.shape[0]), "held": held,
+            "ep_size": int(layer.ep_size), "rank": comm.rank()}

@@ -1,0 +1,69 @@
+"""Every config validation error is one line naming the field, raised before any rank starts."""
+
+import json
+
+import pytest
+import yaml
+
+from koda.errors import ConfigError
+from koda.train import config as run_config
+
+BASE = {"model": {"preset": "smoke"}, "ds_config": "zero3_ep_smoke.json", "run_dir": "runs/x"}
+
+BAD_RUN_CONFIGS = [
+    ({"modle": {}}, r"run config: unknown key 'modle' \(did you mean 'model'\?\)"),
+    ({"train": {"stpes": 3}}, r"train: unknown key 'stpes' \(did you mean 'steps'\?\)"),
+    ({"train": {"steps": 0}}, r"train.steps must be a positive integer, got 0"),
+    ({"model": {"preset": "huge"}}, r"model.preset 'huge' is not one of smoke, small, large"),
+    ({"model": {"preset": "smoke", "n_heads": 3}}, r"model.n_heads 3 does not divide model.d_model 128"),
+    ({"model": {"preset": "smoke", "n_kv_heads": 3}}, r"model.n_kv_heads 3 does not divide model.n_heads 4"),
+    ({"model": {"preset": "smoke", "top_k": 5}}, r"model.top_k 5 exceeds model.n_experts 4"),
+    ({"model": {"preset": "smoke", "colour": 1}}, r"model: unknown key 'colour'"),
+    ({"data": {"seq_len": 4096}}, r"data.seq_len 4096 exceeds model.max_seq_len 256"),
+    ({"data": {"val_fraction": 0.9}}, r"data.val_fraction must be in \(0, 0.5\)"),
+    ({"moe": {"aux_loss_weight": -1}}, r"moe.aux_loss_weight must be >= 0"),
+    ({"logging": {"wandb_mode": "loud"}}, r"logging.wandb_mode must be auto, online, offline or disabled"),
+    ({"world_size": 0}, r"world_size must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_RUN_CONFIGS)
+def test_bad_run_config(tmp_path, change, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **change}))
+    with pytest.raises(ConfigError, match=message) as err:
+        run_config.load(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_presets_load_and_overrides_apply():
+    cfg = run_config.load("smoke", ["train.steps=7", "moe.aux_loss_weight=0", "model.n_experts=8"])
+    assert cfg.train.steps == 7 and cfg.moe.aux_loss_weight == 0 and cfg.model.n_experts == 8
+    assert run_config.load("small").model.d_model == 512
+    assert run_config.load("large").model.n_layers == 32
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  preset: smoke\n bad indent: [\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML at line \d"):
+        run_config.load(str(path))
+
+
+def test_cli_reports_config_errors_as_one_line(capsys):
+    from koda.cli import main
+
+    assert main(["train", "--config", "smoke", "--set", "model.n_heads=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "koda train: error: model.n_heads 5 does not divide model.d_model 128"
+
+
+def test_presets_match_their_ds_configs():
+    """Every shipped run config resolves against its ds_config at its own world size."""
+    from koda.distributed import ds_config
+
+    for name in ("smoke", "small", "large"):
+        cfg = run_config.load(name)
+        resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
+                                     train_steps=cfg.train.steps, bf16_supported=True)
+        assert json.dumps(resolved)

@@ -29,9 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--dense-params", type=float, help="override workload.dense_params")
     show.add_argument("--expert-params", type=float, help="override workload.expert_params")
     show.add_argument("--rank", type=int, help="also print the modelled group latency of this global rank")
-    show.add_argument(
-        "--message-bytes", type=float, default=64e6, help="buffer size for --rank (default 64e6)"
-    )
+    show.add_argument("--message-bytes", type=float, default=64e6, help="buffer size for --rank (default 64e6)")
     show.add_argument(
         "--swap-budget",
         type=int,

@@ -61,6 +61,7 @@ class LaunchPlan:
     env_file_text: str
     env: dict[str, str]
     commands: list[list[str]] = field(default_factory=list)
+    master: tuple[str, int] | None = None  # ranks run on this machine: clean up after them here
 
 
 def _deepspeed_argv() -> list[str]:
@@ -94,9 +95,7 @@ def _auto_node_rank(topology: Topology, placement: Placement) -> int:
         host = topology.hosts[h]
         if host.name in names or host.addr in names:
             return k
-    raise KodaError(
-        f"this machine ({socket.gethostname()}) is not a host of {topology.path}; pass --node-rank K"
-    )
+    raise KodaError(f"this machine ({socket.gethostname()}) is not a host of {topology.path}; pass --node-rank K")
 
 
 def plan_launch(
@@ -129,6 +128,9 @@ def plan_launch(
         root = str(Path(koda.__file__).resolve().parent.parent)
         rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
         env["PYTHONPATH"] = os.pathsep.join([root, *rest])
+        # All "nodes" share this machine's cores: DeepSpeed sets LOCAL_SIZE to one node's ranks,
+        # and KODA sizes its CPU thread pools by LOCAL_WORLD_SIZE when set (koda.distributed).
+        env["LOCAL_WORLD_SIZE"] = str(topology.world_size)
 
     base = [
         *_deepspeed_argv(),
@@ -155,7 +157,15 @@ def plan_launch(
         commands = [[*base, "--no_ssh", "--node_rank", str(k), *tail] for k in range(n)]
     else:
         raise KodaError(f"unknown launcher {launcher!r}")
-    return LaunchPlan(hostfile, hostfile_text(topology, placement), env_file, env_text, env, commands)
+    return LaunchPlan(
+        hostfile,
+        hostfile_text(topology, placement),
+        env_file,
+        env_text,
+        env,
+        commands,
+        master=(addr, port) if launcher in ("local", "no_ssh") else None,
+    )
 
 
 def format_plan(plan: LaunchPlan) -> str:
@@ -167,9 +177,7 @@ def format_plan(plan: LaunchPlan) -> str:
             *plan.env_file_text.rstrip("\n").splitlines(),
         ]
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
-    out.append(
-        f"# {len(plan.commands)} launcher process(es)" + (", run together" if len(plan.commands) > 1 else "")
-    )
+    out.append(f"# {len(plan.commands)} launcher process(es)" + (", run together" if len(plan.commands) > 1 else ""))
     out += [" ".join(filter(None, [prefix, shlex.join(c)])) for c in plan.commands]
     return "\n".join(out)
 
@@ -222,4 +230,9 @@ def run_launch(plan: LaunchPlan, *, timeout: float | None = None) -> int:
             except subprocess.TimeoutExpired:
                 _signal_group(p, signal.SIGKILL)
                 p.wait()
+        if plan.master:
+            # DeepSpeed's CPU backend leaves shared-memory buffers named after the rendezvous.
+            from koda.distributed.comm import remove_shm_buffers
+
+            remove_shm_buffers(*plan.master)
     return rc or next((p.returncode for p in procs if p.returncode), 0)

@@ -4,7 +4,7 @@ Usage:
     koda launch --topology launchers/topologies/torus-4x4x2x2.yaml -- --config small
     koda launch --topology FILE --dry-run -- --config smoke      # print files and commands only
     koda launch --topology FILE --launcher no_ssh --node-rank auto -- --config small   # per node (SLURM)
-    koda launch --topology launchers/topologies/loopback-2node.yaml -- --config smoke --steps 3
+    koda launch --topology launchers/topologies/loopback-2node.yaml -- --config smoke --steps 40
 
 Everything after ``--`` goes to ``python -m koda.train`` on every rank. Nothing is written or
 started unless the topology file is valid.
@@ -30,17 +30,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the hostfile and the exact commands; write and run nothing",
     )
-    p.add_argument(
-        "--hostfile", help="where to write the DeepSpeed hostfile (default runs/launch/<topology>.hostfile)"
-    )
+    p.add_argument("--hostfile", help="where to write the DeepSpeed hostfile (default runs/launch/<topology>.hostfile)")
     p.add_argument("--launcher", choices=LAUNCHERS, help="override launch.launcher from the file")
     p.add_argument(
         "--node-rank", help="with launcher no_ssh: this node's line in the hostfile, or 'auto' (by hostname)"
     )
     p.add_argument("--master-port", type=int, help="override launch.master_port")
-    p.add_argument(
-        "--no-placement", action="store_true", help="keep the file's host order (skip the placement search)"
-    )
+    p.add_argument("--no-placement", action="store_true", help="keep the file's host order (skip the placement search)")
     p.add_argument(
         "--probe",
         action="store_true",

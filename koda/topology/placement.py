@@ -233,9 +233,7 @@ def place(topology: Topology, *, swap_budget: int | None = None, seed: int = 0) 
     if hosts_per_group and n == topology.torus.size:
         host_at = np.empty(topology.torus.size, dtype=np.int64)
         host_at[topology.host_nodes] = np.arange(n)
-        candidates += [
-            (name, host_at[nodes].tolist()) for name, nodes in _block_orders(topology, hosts_per_group)
-        ]
+        candidates += [(name, host_at[nodes].tolist()) for name, nodes in _block_orders(topology, hosts_per_group)]
     candidates += list(_greedy_orders(topology, max(hosts_per_group, 1)))
 
     best, best_cost = naive, naive.cost(topology)

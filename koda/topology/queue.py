@@ -88,9 +88,7 @@ class OUQueue:
         return q
 
 
-def path_latency_terms(
-    q: np.ndarray, dt: float, bandwidth: float, sigma: float
-) -> tuple[np.ndarray, np.ndarray]:
+def path_latency_terms(q: np.ndarray, dt: float, bandwidth: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """The two terms of the seeds' L_path = integral over [t0, tf] of (Q_p(t)/B + sigma dQ_p/dt) dt.
 
     ``q`` is ``[paths, steps + 1]`` from :meth:`OUQueue.simulate`. Returns ``(queue_term,

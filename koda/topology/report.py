@@ -134,9 +134,7 @@ def _t(seconds: float) -> str:
 def _grid_map(d: dict) -> list[str]:
     """The placement as slices of the torus: a dims[0] x dims[1] grid of ranks per (c3, c4)."""
     dims = d["torus"]
-    where = {
-        tuple(r["coords"]): r["rank"] for r in d["placement"]["ranks"] if r["rank"] % d["slots_per_host"] == 0
-    }
+    where = {tuple(r["coords"]): r["rank"] for r in d["placement"]["ranks"] if r["rank"] % d["slots_per_host"] == 0}
     E, s = d["expert_parallel_size"], d["slots_per_host"]
     width = len(f"{d['world_size'] - 1}/{(d['world_size'] - 1) // E}") + 1
     lines = []

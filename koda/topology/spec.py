@@ -203,9 +203,7 @@ class Topology:
     @cached_property
     def host_nodes(self) -> np.ndarray:
         """Torus node index of every host, in file order, ``[n_hosts]`` (cached: placement asks often)."""
-        return np.asarray(self.torus.index(np.array([h.coords for h in self.hosts])), dtype=np.int64).reshape(
-            -1
-        )
+        return np.asarray(self.torus.index(np.array([h.coords for h in self.hosts])), dtype=np.int64).reshape(-1)
 
 
 # --- generic checking ---------------------------------------------------------------------------
@@ -324,8 +322,7 @@ def parse_topology(raw, path: str = "<topology>") -> Topology:
     if world % parallel.expert_parallel_size:
         _fail(
             "parallel.expert_parallel_size",
-            f"{parallel.expert_parallel_size} does not divide world size {world} "
-            f"({len(hosts)} hosts x {slots} slots)",
+            f"{parallel.expert_parallel_size} does not divide world size {world} ({len(hosts)} hosts x {slots} slots)",
         )
     return Topology(
         path=path,
@@ -346,9 +343,7 @@ def _hosts(raw, torus: Torus, slots: int) -> tuple[HostSpec, ...]:
     shape = "x".join(map(str, torus.dims))
     if len(raw) > torus.size:
         _fail("hosts", f"{len(raw)} hosts do not fit a {shape} torus of {torus.size} positions")
-    hosts = [
-        _section(HostSpec, {"name": h} if isinstance(h, str) else h, f"hosts[{i}]") for i, h in enumerate(raw)
-    ]
+    hosts = [_section(HostSpec, {"name": h} if isinstance(h, str) else h, f"hosts[{i}]") for i, h in enumerate(raw)]
     with_coords = [h.coords is not None for h in hosts]
     if any(with_coords) and not all(with_coords):
         i = with_coords.index(False)

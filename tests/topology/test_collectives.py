@@ -59,8 +59,7 @@ def test_hop_stats():
     torus = Torus((4, 4, 2, 2))
     cube = torus.index(
         np.array(
-            [[0, 0, c, d] for c in range(2) for d in range(2)]
-            + [[0, 1, c, d] for c in range(2) for d in range(2)]
+            [[0, 0, c, d] for c in range(2) for d in range(2)] + [[0, 1, c, d] for c in range(2) for d in range(2)]
         )
     )
     mean, mx = hop_stats(torus, cube[None, :])

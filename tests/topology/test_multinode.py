@@ -7,6 +7,8 @@ expert parallelism 2 across the two nodes.
 """
 
 import importlib.util
+import json
+import math
 import socket
 import subprocess
 import sys
@@ -66,9 +68,20 @@ def _has_trainer() -> bool:
 
 
 @pytest.mark.skipif(not _has_trainer(), reason="koda.train (the trainer) is not on this branch yet")
-def test_two_node_zero3_expert_parallel_training(tmp_path):
+def test_two_node_zero3_expert_parallel_training(tiny_data, tmp_path):
+    from tests.helpers.tiny import write_run_config
+
     run_dir = tmp_path / "run"
-    args = ["--", "--config", "smoke", "--steps", "3", "--run-dir", str(run_dir)]
-    res = _koda_launch(tmp_path, *args, timeout=900)
+    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=4)
+    res = _koda_launch(tmp_path, "--", "--config", str(config), timeout=600)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
+    # Two launchers, one per node, each with one local rank.
+    for k in (0, 1):
+        assert f"nnodes=2, num_local_procs=1, node_rank={k}" in out
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    ce = [r["train/ce"] for r in records if "train/ce" in r]
+    assert len(ce) == 4 and all(math.isfinite(x) for x in ce)
+    # Tokens routed per step: 2 ranks x micro-batch 4 x seq 64 x top-2, through AutoEP over both nodes.
+    assert sum(records[-1]["moe/layer0/tokens"]) == 2 * 4 * 64 * 2
+    assert (run_dir / "checkpoints" / "step00000004" / "COMPLETE").is_file()

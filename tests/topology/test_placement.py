@@ -61,9 +61,7 @@ def test_documented_4x4x2x2_ep8_shuffled_hosts_get_compact_ep_groups():
 def test_snake_visits_every_cell_once_through_neighbours():
     cells = snake((3, 2, 4), (0, 1, 2))
     assert len(set(cells)) == 24
-    steps = [
-        sum(abs(a - b) for a, b in zip(c, d, strict=True)) for c, d in zip(cells, cells[1:], strict=False)
-    ]
+    steps = [sum(abs(a - b) for a, b in zip(c, d, strict=True)) for c, d in zip(cells, cells[1:], strict=False)]
     assert steps == [1] * 23
 
 

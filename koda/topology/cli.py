@@ -41,14 +41,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     topology = load_topology(args.file)
-    workload = topology.workload
-    try:
-        if args.dense_params is not None:
-            workload = dataclasses.replace(workload, dense_params=args.dense_params)
-        if args.expert_params is not None:
-            workload = dataclasses.replace(workload, expert_params=args.expert_params)
-    except KodaError as err:
-        raise KodaError(f"--{str(err).split('.', 1)[-1]}") from None
+    for flag, value in (("--dense-params", args.dense_params), ("--expert-params", args.expert_params)):
+        if value is not None and not value >= 0:
+            raise KodaError(f"{flag} {value} must be >= 0")
+    workload = dataclasses.replace(
+        topology.workload,
+        **{
+            k: v
+            for k, v in (("dense_params", args.dense_params), ("expert_params", args.expert_params))
+            if v is not None
+        },
+    )
     if args.rank is not None and not 0 <= args.rank < topology.world_size:
         raise KodaError(f"--rank {args.rank} outside 0..{topology.world_size - 1}")
     d = describe(

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init-check": ("koda.model.init_cli", "report the singular-value spectrum of a model's initial weights"),
     "exec": ("koda.sandbox.cli", "run a solution against tests in the sandbox"),
     "verify": ("koda.analysis.cli", "derive and measure the complexity of a recursive function"),
+    "launch": ("koda.topology.launch_cli", "launch a multi-node job from a 4-D torus topology file"),
+    "topology": ("koda.topology.cli", "show a topology file, its placement and latency model"),
 }
 
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("koda.analysis.cli", "derive and measure the complexity of a recursive function"),
     "launch": ("koda.topology.launch_cli", "launch a multi-node job from a 4-D torus topology file"),
     "topology": ("koda.topology.cli", "show a topology file, its placement and latency model"),
+    "report": ("koda.report.cli", "write plots and an HTML summary of one or more runs"),
 }
 
 

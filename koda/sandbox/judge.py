@@ -195,10 +195,8 @@ def _assert_line(err: AssertionError) -> str:
 def _failure_text(item: TestItem, detail: str, source: str) -> str:
     """The failing assert as written (and its message): what a person needs to see first."""
     line, _, message = detail.partition("|")
-    if item.name.startswith("assert@"):
-        text = item.source
-    else:
-        text = f"line {line}: {source_line(source, int(line))}"
+    is_assert = item.name.startswith("assert@")
+    text = item.source if is_assert else f"line {line}: {source_line(source, int(line))}"
     return f"{text}  ({message})" if message else text
 
 

@@ -197,6 +197,10 @@ class Trainer:
         cfg = self.cfg.train
         window, window_time, window_steps, last_val = torch.zeros(3), 0.0, 0, {}
         try:
+            if self.step == 0:              # the untrained baseline the validation curve starts from
+                last_val = self.evaluate()
+                self.metrics.log(0, last_val)
+                self.metrics.print(_console_line(0, cfg.steps, last_val))
             while self.step < cfg.steps:
                 start = time.perf_counter()        # logging, eval and saving are not training time
                 window += self.train_step()

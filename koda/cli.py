@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("koda.data.tokenizer_cli", "train a sentencepiece tokenizer on a text corpus"),
     "preprocess": ("koda.data.preprocess_cli", "turn text/jsonl files into token shards (.bin/.idx)"),
     "init-check": ("koda.model.init_cli", "report the singular-value spectrum of a model's initial weights"),
+    "convert": ("koda.checkpoint.convert_cli", "convert a ZeRO-3/AutoEP checkpoint to a standalone model"),
 }
 
 

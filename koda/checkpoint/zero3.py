@@ -104,7 +104,7 @@ class Zero3Checkpoint:
                 except RuntimeError as err:
                     raise KodaError(f"checkpoint {self.dir}: rank {rank} AutoEP metadata: {err}") from None
             layers.append(entries)
-        if state.get("frozen_param_shapes"):
+        if self._model[0].get("frozen_param_shapes"):
             raise KodaError(f"checkpoint {self.dir}: frozen parameters are not supported by koda convert")
         return layers
 

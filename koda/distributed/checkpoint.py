@@ -149,12 +149,14 @@ def load(engine, directory: str | Path, tag: str, load_optimizer: bool = True,
     size; see ``koda.distributed.universal``); the engine must have been built with it.
     """
     verify(directory, tag)
-    ds_dir, ds_tag = Path(directory), tag
     if universal:
         from koda.distributed import universal as universal_format
 
         ds_dir, ds_tag = universal_format.prepare(directory, tag)
-    client_state = engine.load(str(ds_dir), ds_tag, load_optimizer=load_optimizer)
+        with universal_format.repaired_load(engine.ds):
+            client_state = engine.load(str(ds_dir), ds_tag, load_optimizer=load_optimizer)
+    else:
+        client_state = engine.load(str(directory), tag, load_optimizer=load_optimizer)
     path = Path(directory) / tag / f"koda_rank{comm.rank()}.pt"
     rank_state = torch.load(path, weights_only=False) if path.is_file() else None
     return client_state, rank_state

@@ -12,7 +12,15 @@ expert-parallel size) differs from the checkpoint's:
    into ``<tag>/universal/`` (a temporary sibling renamed when done, so a crash never
    leaves a half-converted directory that a later resume would trust; a finished one is
    reused), while the other ranks wait;
-2. every rank builds its engine with ``load_universal`` and loads from there.
+2. every rank builds its engine with ``load_universal`` and loads from there, then
+   ``repaired_load`` undoes two side effects of DeepSpeed 0.19.8's ZeRO-3 universal
+   loader (``stage3.load_hp_checkpoint_state_from_checkpoint_dir_stage3``) that a plain
+   load does not have: it hands *one* ``step`` tensor to the optimizer state of every
+   sub-group, and torch's Adam advances ``step`` in place once per sub-group, so with
+   the dense and the expert sub-groups the shared count moves twice per optimizer step and
+   Adam's bias correction is wrong from the first step after the resume (the 2 -> 1 test
+   sees the loss drift by ~7e-4 one step later without the repair, < 1e-9 with it); and it
+   copies the first param group's fields, its ``name`` included, onto every group.
 
 The universal directory sits inside the tag directory so pruning old checkpoints removes
 it too. KODA's own state travels in DeepSpeed's client state (step, data position, model
@@ -68,6 +76,22 @@ def needed(directory: str | Path, tag: str, world: int, ds_cfg: dict) -> str | N
 def enable(ds_cfg: dict) -> dict:
     """`ds_cfg` with DeepSpeed's universal loading switched on (it only changes loading)."""
     return {**ds_cfg, "checkpoint": {**ds_cfg.get("checkpoint", {}), "load_universal": True}}
+
+
+@contextlib.contextmanager
+def repaired_load(ds_engine):
+    """Wrap a universal ``load_checkpoint``: afterwards every optimizer sub-group owns its
+    ``step`` counter and every param group has its own name back (see the module notes)."""
+    zero = ds_engine.optimizer
+    names = [group.get("name") for group in zero.optimizer.param_groups]
+    yield
+    for group, name in zip(zero.optimizer.param_groups, names, strict=True):
+        if name is not None:
+            group["name"] = name
+    for flat in getattr(zero, "fp32_partitioned_groups_flat", []):
+        state = zero.optimizer.state.get(flat, {})
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
 
 
 def _convert(source: Path, root: Path) -> None:

@@ -13,10 +13,13 @@ full, optimizer states memory-mapped read-only), and the output appears atomical
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from koda.checkpoint import hf_mixtral
 from koda.checkpoint.export import ExportSummary, write_model_dir
 from koda.checkpoint.names import assemble, autoep_to_koda_plan
 from koda.checkpoint.standalone import check_state
@@ -113,6 +116,52 @@ def _tokenizer(explicit: str | None, run: dict | None, directory: Path, model: M
     return path
 
 
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """One verified KODA checkpoint, opened for reading (tensors are built on demand)."""
+
+    directory: Path            # the checkpoints/ dir
+    tag: str
+    model: ModelConfig
+    koda_state: dict           # client_state["koda"]: step, world_size, model, ...
+    run: dict | None           # the run config beside it, if any
+    shapes: dict[str, tuple]   # KODA name -> shape, in the model's own order
+    tensor: Callable[[str], torch.Tensor]   # KODA name -> full fp32 tensor
+    ds_version: str | None     # the DeepSpeed that wrote it
+
+    @property
+    def source(self) -> dict:
+        """Provenance recorded in the standalone config.json."""
+        return {"checkpoint": str(self.directory.resolve()), "tag": self.tag, "step": self.koda_state["step"],
+                "tokens": self.koda_state.get("tokens"), "world_size": self.koda_state["world_size"],
+                "deepspeed": self.ds_version}
+
+
+def open_checkpoint(checkpoint: str | Path, tag: str | None = None) -> TrainingCheckpoint:
+    """Locate, verify and check a checkpoint (every refusal in the module notes)."""
+    directory, tag = locate(checkpoint, tag)
+    tag = choose_tag(directory, tag)
+    where = f"checkpoint {directory / tag}"
+
+    from koda.checkpoint.zero3 import Zero3Checkpoint
+
+    reader = Zero3Checkpoint(directory / tag)
+    state = reader.client_state.get("koda")
+    if not isinstance(state, dict):
+        raise KodaError(f"{where}: not written by KODA (no 'koda' client state)")
+    model = _model_config(state, where)
+    run = _run_config(directory)
+    _check_against_run(model, run, where, directory.parent / "config.json")
+    plan = autoep_to_koda_plan(reader.shapes, reader.blocks)
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in KodaForCausalLM(model).state_dict().items()}
+    check_state({name: torch.empty(shape, device="meta") for name, (shape, _) in plan.items()}, expected,
+                f"{where} (a checkpoint of another model than its KODA record describes)")
+    order = {name: plan[name][0] for name in expected}        # the model's own order
+    build = lambda name: assemble(plan[name][1], reader.tensor)   # one KODA tensor, on demand
+    return TrainingCheckpoint(directory, tag, model, state, run, order, build, reader.client_state.get("ds_version"))
+
+
 def convert_checkpoint(checkpoint: str | Path, output: str | Path, *, tag: str | None = None, dtype: str = "fp32",
                        fmt: str = "koda", max_shard_size: str | int = "2GB",
                        tokenizer: str | None = None) -> ExportSummary:
@@ -121,30 +170,21 @@ def convert_checkpoint(checkpoint: str | Path, output: str | Path, *, tag: str |
         raise KodaError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if Path(output).exists():
         raise KodaError(f"output {output} already exists (remove it or choose another --output)")
-    directory, tag = locate(checkpoint, tag)
-    tag = choose_tag(directory, tag)
-    where = f"checkpoint {directory / tag}"
-
-    from koda.checkpoint.zero3 import Zero3Checkpoint
-
-    source = Zero3Checkpoint(directory / tag)
-    state = source.client_state.get("koda")
-    if not isinstance(state, dict):
-        raise KodaError(f"{where}: not written by KODA (no 'koda' client state)")
-    model = _model_config(state, where)
-    run = _run_config(directory)
-    _check_against_run(model, run, where, directory.parent / "config.json")
-    tokenizer_path = _tokenizer(tokenizer, run, directory, model)
-
-    plan = autoep_to_koda_plan(source.shapes, source.blocks)
-    with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in KodaForCausalLM(model).state_dict().items()}
-    check_state({name: torch.empty(shape, device="meta") for name, (shape, _) in plan.items()}, expected,
-                f"{where} (a checkpoint of another model than its KODA record describes)")
-    order = {name: plan[name][0] for name in expected}        # the model's own order
-    origin = {"checkpoint": str(directory.resolve()), "tag": tag, "step": state["step"],
-              "tokens": state.get("tokens"), "world_size": state["world_size"],
-              "deepspeed": source.client_state.get("ds_version")}
-    return write_model_dir(output, model, order, lambda name: assemble(plan[name][1], source.tensor),
-                           dtype=DTYPES[dtype], fmt=fmt, tokenizer=tokenizer_path, source=origin,
+    source = open_checkpoint(checkpoint, tag)
+    if fmt == "hf-mixtral":
+        hf_mixtral.check_exportable(source.model)
+    tokenizer_path = _tokenizer(tokenizer, source.run, source.directory, source.model)
+    return write_model_dir(output, source.model, source.shapes, source.tensor, dtype=DTYPES[dtype], fmt=fmt,
+                           tokenizer=tokenizer_path, source=source.source,
                            max_shard_size=max_shard_size)
+
+
+def load_from_checkpoint(checkpoint: str | Path, tag: str | None = None,
+                         dtype: torch.dtype = torch.float32) -> KodaForCausalLM:
+    """The model of a training checkpoint, in this process, without writing anything
+    (``koda generate --checkpoint``): the same reading and checks as ``koda convert``."""
+    source = open_checkpoint(checkpoint, tag)
+    with torch.device("meta"):
+        model = KodaForCausalLM(source.model)
+    model.load_state_dict({name: source.tensor(name).to(dtype) for name in source.shapes}, assign=True)
+    return model.eval()

@@ -14,7 +14,8 @@ import os
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="koda convert", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="koda convert",
+                                description="Convert a ZeRO-3/AutoEP checkpoint to a standalone model directory.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help="a run dir, its checkpoints/ dir, or one tag dir")

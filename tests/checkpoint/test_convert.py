@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from koda.checkpoint import convert_checkpoint, load_standalone, read_config
+from koda.checkpoint import convert_checkpoint, load_from_checkpoint, load_standalone, read_config
 from koda.cli import main as koda
 from tests.helpers.ranks import REPO, run_ranks
 
@@ -54,6 +54,8 @@ def test_converted_model_gives_the_engines_logits(trained_run, engine_logits, tm
     plain = load_file(tmp_path / "m" / "model.safetensors")               # no KODA code involved
     assert set(plain) == set(model.state_dict())
     assert all(torch.equal(plain[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():                                              # the same, read in place
+        assert torch.equal(load_from_checkpoint(trained_run.run_dir, TAG)(INPUTS), logits)
     info = read_config(tmp_path / "m")
     assert info.source["step"] == 6 and info.source["world_size"] == 2
     assert info.tokenizer.read_bytes() == Path(trained_run.data.tokenizer).read_bytes()

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("koda.topology.launch_cli", "launch a multi-node job from a 4-D torus topology file"),
     "topology": ("koda.topology.cli", "show a topology file, its placement and latency model"),
     "report": ("koda.report.cli", "write plots and an HTML summary of one or more runs"),
+    "convert": ("koda.checkpoint.convert_cli", "convert a ZeRO-3/AutoEP checkpoint to a standalone model"),
 }
 
 

@@ -18,6 +18,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("koda.data.tokenizer_cli", "train a sentencepiece tokenizer on a text corpus"),
     "preprocess": ("koda.data.preprocess_cli", "turn text/jsonl files into token shards (.bin/.idx)"),
     "init-check": ("koda.model.init_cli", "report the singular-value spectrum of a model's initial weights"),
+    "exec": ("koda.sandbox.cli", "run a solution against tests in the sandbox"),
+    "verify": ("koda.analysis.cli", "derive and measure the complexity of a recursive function"),
+    "launch": ("koda.topology.launch_cli", "launch a multi-node job from a 4-D torus topology file"),
+    "topology": ("koda.topology.cli", "show a topology file, its placement and latency model"),
+    "report": ("koda.report.cli", "write plots and an HTML summary of one or more runs"),
+    "convert": ("koda.checkpoint.convert_cli", "convert a ZeRO-3/AutoEP checkpoint to a standalone model"),
     "generate": ("koda.infer.cli", "sample from a standalone model or a checkpoint"),
 }
 

@@ -30,6 +30,14 @@ from koda.errors import KodaError
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
+# Layout of KODA's part of a checkpoint (client_state["koda"], koda_rank<R>.pt, COMPLETE).
+# Bumped on an incompatible change, so tools refuse what they cannot read instead of
+# misreading it. Checkpoints written before the field existed are format 1.
+FORMAT = 1
+
+
+def checkpoint_format(koda_state: dict) -> int:
+    return int(koda_state.get("format", 1))
 
 
 def tag_for(step: int) -> str:
@@ -132,11 +140,23 @@ def resolve_tag(directory: str | Path, tag: str | None = None) -> str | None:
     return None
 
 
-def load(engine, directory: str | Path, tag: str, load_optimizer: bool = True) -> tuple[dict, dict | None]:
+def load(engine, directory: str | Path, tag: str, load_optimizer: bool = True,
+         universal: bool = False) -> tuple[dict, dict | None]:
     """Collective. Returns (client_state, this rank's KODA state or None when the checkpoint
-    was written by a different world size and has no file for this rank)."""
+    was written by a smaller world and has no file for this rank).
+
+    universal: load through DeepSpeed's universal format (another world or expert-parallel
+    size; see ``koda.distributed.universal``); the engine must have been built with it.
+    """
     verify(directory, tag)
-    client_state = engine.load(str(directory), tag, load_optimizer=load_optimizer)
+    if universal:
+        from koda.distributed import universal as universal_format
+
+        ds_dir, ds_tag = universal_format.prepare(directory, tag)
+        with universal_format.repaired_load(engine.ds):
+            client_state = engine.load(str(ds_dir), ds_tag, load_optimizer=load_optimizer)
+    else:
+        client_state = engine.load(str(directory), tag, load_optimizer=load_optimizer)
     path = Path(directory) / tag / f"koda_rank{comm.rank()}.pt"
     rank_state = torch.load(path, weights_only=False) if path.is_file() else None
     return client_state, rank_state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 
 import torch
 
@@ -11,6 +12,11 @@ import torch
 def init() -> None:
     """Join the process group the launcher described (env:// rendezvous)."""
     import deepspeed
+
+    # DeepSpeed 0.19.8 calls torch's deprecated *_into_tensor/*_tensor collectives on every
+    # ZeRO-3 gather; torch warns each time, which buries the training log.
+    warnings.filterwarnings("ignore", message=r".*(all_gather_into_tensor|reduce_scatter_tensor).*deprecated",
+                            category=FutureWarning)
 
     from koda.distributed.accelerator import on_cpu
 

@@ -47,12 +47,15 @@ class SwiGLUExperts(nn.Module):
         counts = torch.bincount(flat, minlength=self.n_experts).tolist()
         token = order // top_k                                       # [T*k] source token of each copy
         routed = x.index_select(0, token)                            # [T*k, D]
+        # unbind once: indexing [e] per expert would make backward build a full-size zero
+        # gradient for every expert (SelectBackward), one unbind stacks them in one go.
+        gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
         outputs = []
         start = 0
         for e, n in enumerate(counts):
             if n:
-                gate, up = (routed[start:start + n] @ self.gate_up_proj[e].t()).chunk(2, dim=-1)
-                outputs.append((F.silu(gate) * up) @ self.down_proj[e].t())   # [n, D]
+                gate, up = (routed[start:start + n] @ gate_up[e].t()).chunk(2, dim=-1)
+                outputs.append((F.silu(gate) * up) @ down[e].t())   # [n, D]
             start += n
         out = torch.cat(outputs) if outputs else routed[:0]
         scale = weights.reshape(-1).index_select(0, order)[:, None]  # [T*k, 1] fp32

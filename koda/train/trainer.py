@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from koda import __version__
 from koda.data.loader import BatchLayout, TokenStream, TrainLoader, eval_batches
 from koda.data.prepare import prepare
 from koda.data.shards import open_split
-from koda.distributed import checkpoint, comm, ds_config
+from koda.distributed import checkpoint, comm, ds_config, universal
 from koda.distributed.accelerator import (
     configure_accelerator,
     configure_cpu_threads,
@@ -61,6 +62,12 @@ class Trainer:
 
         self.ds_cfg = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=self.world,
                                         train_steps=cfg.train.steps, bf16_supported=supports_bf16())
+        # The checkpoint to resume is chosen before the engine exists: one written by another
+        # world or expert-parallel size needs an engine that loads DeepSpeed's universal format.
+        found = checkpoint.resolve_tag(self.ckpt_dir, resume_tag) if (resume or resume_tag) else None
+        self.universal = universal.needed(self.ckpt_dir, found, self.world, self.ds_cfg) if found else None
+        if self.universal:
+            self.ds_cfg = universal.enable(self.ds_cfg)
         torch.manual_seed(cfg.train.seed)          # the same initial weights on every rank
         self.engine = build_engine("actor", KodaForCausalLM(cfg.model), self.ds_cfg)
         self.probe = RouterProbe(self.engine.module, cfg.model.top_k)
@@ -82,7 +89,7 @@ class Trainer:
         random.seed(cfg.train.seed + self.rank)
 
         self.step = 0
-        resumed = self._resume(resume_tag) if (resume or resume_tag) else None
+        resumed = self._resume(found) if (resume or resume_tag) else None
         self.peak_flops = self._peak_flops()
         if self.rank == 0:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -93,16 +100,16 @@ class Trainer:
         ep_size = ep.get("autoep_size", 1) if ep.get("enabled") else 1
         self.metrics.print(f"world {self.world}, expert-parallel {ep_size}"
                            f", {self.dtype}, global batch {layout.global_batch} x {cfg.data.seq_len} tokens"
-                           + (f", resumed at step {resumed}" if resumed is not None else ""))
+                           + (f", resumed at step {resumed}" if resumed is not None else "")
+                           + (f" ({self.universal}, via DeepSpeed's universal checkpoint)" if self.universal else ""))
 
     # ----------------------------------------------------------------- checkpoints
-    def _resume(self, tag: str | None) -> int | None:
-        found = checkpoint.resolve_tag(self.ckpt_dir, tag)
+    def _resume(self, found: str | None) -> int | None:
         if found is None:
             if self.rank == 0:
                 print(f"no complete checkpoint in {self.ckpt_dir}: starting from step 0")
             return None
-        client, rank_state = checkpoint.load(self.engine, self.ckpt_dir, found)
+        client, rank_state = checkpoint.load(self.engine, self.ckpt_dir, found, universal=bool(self.universal))
         state = client.get("koda")
         if state is None:
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: not written by KODA (no 'koda' state)")
@@ -110,13 +117,19 @@ class Trainer:
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: written for another model configuration")
         self.step = state["step"]
         self.loader.load_state_dict(state["loader"])
-        if rank_state is not None and state["world_size"] == self.world:
+        if rank_state is not None:
             checkpoint.set_rng_state(rank_state["rng"])
+        else:   # a rank the saving world did not have: a fresh stream, a function of (seed, step, rank)
+            seed = int(np.random.default_rng([self.cfg.train.seed, self.step, self.rank]).integers(2**31))
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
         return self.step
 
     def _save(self) -> None:
         state = {"koda": {"step": self.step, "loader": self.loader.state_dict(), "world_size": self.world,
-                          "model": self.cfg.model.to_dict(), "tokens": self.step * self.tokens_per_step}}
+                          "model": self.cfg.model.to_dict(), "tokens": self.step * self.tokens_per_step,
+                          "format": checkpoint.FORMAT, "koda_version": __version__}}
         tag = checkpoint.save(self.engine, self.ckpt_dir, self.step, state, {"rng": checkpoint.rng_state()},
                               self.cfg.train.keep_checkpoints)
         self.metrics.print(f"saved checkpoint {self.ckpt_dir / tag}")
@@ -197,6 +210,10 @@ class Trainer:
         cfg = self.cfg.train
         window, window_time, window_steps, last_val = torch.zeros(3), 0.0, 0, {}
         try:
+            if self.step == 0:              # the untrained baseline the validation curve starts from
+                last_val = self.evaluate()
+                self.metrics.log(0, last_val)
+                self.metrics.print(_console_line(0, cfg.steps, last_val))
             while self.step < cfg.steps:
                 start = time.perf_counter()        # logging, eval and saving are not training time
                 window += self.train_step()

@@ -1,0 +1,55 @@
+"""`koda train` refuses broken inputs in the launching process, before any rank starts."""
+
+import shutil
+
+import pytest
+
+from koda.cli import main
+from tests.helpers.tiny import write_run_config
+
+
+@pytest.fixture
+def data_copy(tiny_data, tmp_path):
+    """A private copy of the tiny data that a test may damage."""
+    tok = tmp_path / "tok.model"
+    shutil.copy(tiny_data.tokenizer, tok)
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_data.shards_dir, shards)
+    return tiny_data.__class__(**{**tiny_data.__dict__, "tokenizer": str(tok), "shards_dir": str(shards)})
+
+
+def _train(config, capsys):
+    code = main(["train", "--config", str(config)])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_truncated_shard_is_named_and_nothing_starts(data_copy, tmp_path, capsys):
+    shard = sorted((tmp_path / "shards").glob("train_*.bin"))[0]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    config = write_run_config(tmp_path / "run.yaml", data_copy, tmp_path / "run", steps=10)
+    code, err = _train(config, capsys)
+    assert code == 2 and err.startswith("koda train: error: shard ") and "truncated or corrupt" in err
+    assert "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_shard_is_named(data_copy, tmp_path, capsys):
+    for path in (tmp_path / "shards").glob("val_*"):
+        path.unlink()
+    config = write_run_config(tmp_path / "run.yaml", data_copy, tmp_path / "run", steps=10)
+    code, err = _train(config, capsys)
+    assert code == 2 and "val_00000 is missing" in err
+
+
+def test_corrupt_tokenizer_is_named(data_copy, tmp_path, capsys):
+    (tmp_path / "tok.model").write_bytes(b"\x00garbage")
+    config = write_run_config(tmp_path / "run.yaml", data_copy, tmp_path / "run", steps=10)
+    code, err = _train(config, capsys)
+    assert code == 2 and "not a valid sentencepiece model" in err
+
+
+def test_tokenizer_of_another_size_is_named(data_copy, tmp_path, capsys):
+    config = write_run_config(tmp_path / "run.yaml", data_copy, tmp_path / "run", steps=10,
+                              model={"vocab_size": 1024})
+    code, err = _train(config, capsys)
+    assert code == 2 and "vocabulary 512 != model.vocab_size 1024" in err

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from koda.data.tokenizer import Tokenizer
 from koda.errors import KodaError
 from koda.infer.complete import complete
 from koda.infer.config import CONTRASTIVE_SCORES, STRATEGIES, GenerationConfig
@@ -155,7 +154,7 @@ def main(argv: list[str]) -> int:
     if args.nondeterministic and args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(args.model, args.dtype, _device(args.device), args.tag, args.tokenizer)
-    tokenizer = Tokenizer(args.tokenizer) if args.tokenizer else loaded.tokenizer
+    tokenizer = loaded.tokenizer
     if tokenizer is None:
         raise KodaError(f"--model {args.model}: no tokenizer beside the weights; pass --tokenizer")
     if tokenizer.vocab_size != loaded.model.cfg.vocab_size:

@@ -1,16 +1,11 @@
 """``koda generate`` on a training run: the in-memory conversion gives the converted model's tokens.
 
-Uses the shared 2-rank run of this directory's conftest (``trained_run``); skipped where
-the checkpoint package is not part of the build.
+Uses the shared 2-rank run of this directory's conftest (``trained_run``).
 """
 
 import json
 
-import pytest
-
-pytest.importorskip("koda.checkpoint")
-
-from koda import cli  # noqa: E402
+from koda import cli
 
 
 def _tokens(capsys, model_dir, *extra) -> list[list[int]]:

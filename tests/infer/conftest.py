@@ -1,9 +1,8 @@
-import shutil
-
 import pytest
 import torch
 
-from tests.helpers.infer import tiny_model, write_standalone
+from koda.checkpoint import save_standalone
+from tests.helpers.infer import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +13,8 @@ def model():
 @pytest.fixture(scope="session")
 def standalone_dir(tmp_path_factory, tiny_data):
     """A standalone directory of the TINY model with the tiny tokenizer beside it."""
-    directory = tmp_path_factory.mktemp("standalone")
-    write_standalone(tiny_model(), directory)
-    shutil.copy(tiny_data.tokenizer, directory / "tokenizer.model")
+    directory = tmp_path_factory.mktemp("standalone") / "model"
+    save_standalone(tiny_model(), directory, tokenizer=tiny_data.tokenizer)
     return directory
 
 

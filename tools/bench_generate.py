@@ -79,10 +79,11 @@ def main(argv: list[str]) -> int:
         context = (args.prompt_lengths[0] + args.prompt_lengths[1]) // 2 + args.new_tokens // 2
         floor = benchmark.forward_floor(model, args.batch or len(prompts), args.k, context)
         print(f"floor: a decode forward over k={args.k} candidates per row costs {floor:.2f}x one over a single "
-              f"token (batch {args.batch or len(prompts)}, {context} cached tokens, CPU time)")
-        goal = ratios["cpu"]["contrastive"]["median"]
+              f"token (batch {args.batch or len(prompts)}, {context} cached tokens)")
+        clock = "cpu" if torch.get_num_threads() == 1 else "wall"   # spinning threads inflate CPU time
+        goal = ratios[clock]["contrastive"]["median"]
         verdict = "met" if goal <= 1.5 else "NOT met"
-        print(f"contrastive / greedy-with-cache cost (CPU time, median): {goal:.2f}x (goal <= 1.5x: {verdict})")
+        print(f"contrastive / greedy-with-cache cost ({clock} time, median): {goal:.2f}x (goal <= 1.5x: {verdict})")
     if args.profile:
         for name, cfg in modes.items():
             print(f"\n=== torch.profiler, {name} ===")

@@ -148,6 +148,8 @@ def main(argv: list[str]) -> int:
             except (OSError, UnicodeDecodeError) as err:
                 raise KodaError(f"--verify {args.verify}: cannot read "
                                 f"({getattr(err, 'strerror', None) or err})") from None
+    if not 0 < args.verify_budget <= 60:
+        raise KodaError(f"--verify-budget {args.verify_budget} must be in (0, 60] seconds")
     if args.threads is not None and args.threads < 1:
         raise KodaError(f"--threads must be >= 1, got {args.threads}")
     determinism = None if args.nondeterministic else enable_determinism(args.threads)

@@ -45,6 +45,7 @@ def test_user_errors_are_one_line_and_exit_2(capsys, standalone_dir, tmp_path):
         (["--model", str(standalone_dir), "--prompt", "x", "--top-p", "0"], "top_p must be in (0, 1]"),
         (["--model", str(standalone_dir), "--prompt", "x", "--stop", ""], "empty stop string"),
         (["--model", str(standalone_dir), "--prompt", "x", "--max-new-tokens", "500"], "max_seq_len 64"),
+        (["--model", str(standalone_dir), "--prompt", "x", "--verify-budget", "0"], "--verify-budget 0.0 must be"),
     ]
     for argv, message in cases:
         code, _, err = _run(capsys, *argv)

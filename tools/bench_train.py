@@ -59,7 +59,7 @@ def plain_pytorch(args, autocast: bool) -> dict:
     cfg = preset(args.model)
     model = KodaForCausalLM(cfg)
     probe = RouterProbe(model, cfg.top_k)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     data = batches(cfg.vocab_size, 2 * args.micro_batch, args.seq_len, args.warmup + args.steps, seed=1)
     times = []
     for i, batch in enumerate(data):
@@ -135,8 +135,11 @@ def profile_step(step, batch, record: bool) -> dict:
     if not record:
         step(batch)
         return {}
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step(batch)
+    if os.environ.get("KODA_BENCH_SHAPES"):
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25),
+              file=sys.stderr)
     kinds = {"matmul": ("mm", "matmul", "addmm", "bmm", "linear"), "attention": ("attention", "flash"),
              "communication": ("all_gather", "reduce_scatter", "all_to_all", "all_reduce", "broadcast", "wait",
                                "c10d", "gloo", "shm", "barrier"),

@@ -97,6 +97,12 @@ def _check_against_run(model: ModelConfig, run: dict | None, where: str, run_pat
                             f"(model.{key} {ours[key]!r} in the checkpoint, {recorded[key]!r} in the run config)")
 
 
+def run_relative(given: str, run_dir: Path) -> list[Path]:
+    """Where a path named in a run config may be, in order: absolute as written, else relative
+    to the working directory the run was started from, else to the run directory."""
+    return [Path(given)] if Path(given).is_absolute() else [Path.cwd() / given, run_dir / given]
+
+
 def _tokenizer(explicit: str | None, run: dict | None, directory: Path, model: ModelConfig) -> Path:
     from koda.data.tokenizer import Tokenizer
 
@@ -106,7 +112,7 @@ def _tokenizer(explicit: str | None, run: dict | None, directory: Path, model: M
         given = ((run or {}).get("data") or {}).get("tokenizer")
         if not given:
             raise KodaError(f"no run config beside {directory} names a tokenizer: pass --tokenizer PATH")
-        candidates = [Path(given)] if Path(given).is_absolute() else [Path.cwd() / given, directory.parent / given]
+        candidates = run_relative(given, directory.parent)
         path = next((c for c in candidates if c.is_file()), candidates[0])
     if not path.is_file():
         raise KodaError(f"tokenizer {path}: not found (pass --tokenizer PATH)")

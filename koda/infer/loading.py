@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from koda.checkpoint import load_from_checkpoint, load_standalone, read_config
+from koda.checkpoint.convert import run_relative
 from koda.data.tokenizer import Tokenizer
 from koda.distributed.checkpoint import COMPLETE, LATEST
 from koda.errors import KodaError
@@ -56,8 +57,7 @@ def _run_tokenizer(path: Path) -> Path | None:
         given = json.loads((run_dir / "config.json").read_text())["data"]["tokenizer"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    candidates = [Path(given)] if Path(given).is_absolute() else [Path.cwd() / given, run_dir / given]
-    return next((c for c in candidates if c.is_file()), None)
+    return next((c for c in run_relative(given, run_dir) if c.is_file()), None)
 
 
 def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu", tag: str | None = None,

@@ -209,10 +209,16 @@ def main() -> None:
     print(f"(a) matmul peak ({dtype}, 2048^2, all cores): {peak / 1e9:.0f} GFLOP/s")
     # The baseline is the faster of the two plain mixed-precision choices: on CPUs without AMX,
     # autocast's per-op casts can cost more than bf16 saves.
-    plains = {"fp32": plain_pytorch(args, autocast=False)}
-    if dtype == torch.bfloat16:
-        plains["bf16 autocast"] = plain_pytorch(args, autocast=True)
+    # The machine's speed drifts (shared hosts, frequency): the plain loops run before and after
+    # (c), and the baseline is their mean.
+    variants = {"fp32": False, **({"bf16 autocast": True} if dtype == torch.bfloat16 else {})}
+    before = {name: plain_pytorch(args, autocast=flag) for name, flag in variants.items()}
     koda = run_koda(args)
+    after = {name: plain_pytorch(args, autocast=flag) for name, flag in variants.items()}
+    plains = {name: {k: (before[name][k] + after[name][k]) / 2 for k in before[name]} for name in variants}
+    for name in variants:
+        print(f"    plain {name}: {before[name]['tokens_per_s']:,.0f} tokens/s before (c), "
+              f"{after[name]['tokens_per_s']:,.0f} after")
     best = max(plains, key=lambda k: plains[k]["tokens_per_s"])
     rows = [(f"(b) plain PyTorch, 1 process, {k}", r) for k, r in plains.items()]
     rows.append((f"(c) KODA ZeRO-3 + AutoEP, 2 ranks, {'bf16' if koda['bf16'] else 'fp32'}", koda))

@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (README):
 #   make smoke   - create .venv, install KODA, train the smoke model on 2 CPU ranks
+#                  (again: continues runs/smoke where it stopped; rm -r runs/smoke to start over)
 #   make test    - create .venv, install KODA, run the test suite
 # TORCH_SPEC picks the torch build; the default takes the CPU wheel on machines that ship
 # it (find-links) and is what CI uses. GPU users: see README "Installing on a GPU machine".
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 smoke: setup
-	$(BIN)/koda train --config smoke
+	$(BIN)/koda train --config smoke --resume
 
 test: setup
 	$(BIN)/python -m pytest

@@ -120,6 +120,14 @@ def complete_tags(directory: str | Path) -> list[str]:
     return sorted(p.parent.name for p in directory.glob(f"*/{COMPLETE}"))
 
 
+def refuse_overwrite(directory: str | Path, resuming: bool) -> None:
+    """A fresh start must not write over another run's checkpoints (and its metrics)."""
+    tags = complete_tags(directory)
+    if tags and not resuming:
+        raise KodaError(f"{Path(directory).parent} already holds checkpoints (latest {tags[-1]}): pass --resume "
+                        "to continue that run, or another --run-dir")
+
+
 def resolve_tag(directory: str | Path, tag: str | None = None) -> str | None:
     """`tag` if given (verified), else the tag in ``latest`` if it verifies, else the newest
     complete one; None when there is nothing to resume."""

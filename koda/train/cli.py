@@ -48,10 +48,14 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def validate(cfg: run_config.RunConfig, world_size: int) -> dict:
+def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool) -> dict:
     """Everything that can be checked before ranks start; returns the resolved DS config."""
-    from koda.distributed import ds_config
+    from pathlib import Path
 
+    from koda.distributed import ds_config
+    from koda.distributed.checkpoint import refuse_overwrite
+
+    refuse_overwrite(Path(cfg.run_dir) / "checkpoints", resuming)
     return ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=world_size,
                              train_steps=cfg.train.steps, bf16_supported=supports_bf16())
 
@@ -71,7 +75,7 @@ def main(argv: list[str]) -> int:
 
         Trainer(cfg, resume=args.resume, resume_tag=args.resume_tag).run()
         return 0
-    validate(cfg, cfg.world_size)
+    validate(cfg, cfg.world_size, resuming=bool(args.resume or args.resume_tag))
     from koda.data.prepare import prepare
 
     prepare(cfg.data, cfg.model.vocab_size)

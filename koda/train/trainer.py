@@ -55,6 +55,8 @@ class Trainer:
         log = print if self.rank == 0 else (lambda *_: None)
 
         if self.rank == 0:
+            # checked again here: a launcher (deepspeed --module koda.train) skips koda train's checks
+            checkpoint.refuse_overwrite(self.ckpt_dir, resuming=bool(resume or resume_tag))
             self.run_dir.mkdir(parents=True, exist_ok=True)
             prepare(cfg.data, cfg.model.vocab_size, log=log)
         comm.barrier()

@@ -53,3 +53,14 @@ def test_tokenizer_of_another_size_is_named(data_copy, tmp_path, capsys):
                               model={"vocab_size": 1024})
     code, err = _train(config, capsys)
     assert code == 2 and "vocabulary 512 != model.vocab_size 1024" in err
+
+
+def test_fresh_start_does_not_overwrite_an_existing_run(data_copy, tmp_path, capsys):
+    tag = tmp_path / "run" / "checkpoints" / "step00000005"
+    tag.mkdir(parents=True)
+    (tag / "COMPLETE").write_text('{"step": 5, "world_size": 2, "files": {}}')
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 5}\n')
+    config = write_run_config(tmp_path / "run.yaml", data_copy, tmp_path / "run", steps=10)
+    code, err = _train(config, capsys)
+    assert code == 2 and "run already holds checkpoints (latest step00000005): pass --resume" in err
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == '{"step": 5}\n'

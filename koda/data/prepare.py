@@ -14,7 +14,7 @@ from pathlib import Path
 
 from koda.data.corpus import iter_documents, resolve_sources
 from koda.data.preprocess import preprocess, read_manifest
-from koda.data.shards import open_split
+from koda.data.shards import open_split, split_paths
 from koda.data.tokenizer import Tokenizer, train_tokenizer
 from koda.errors import KodaError
 
@@ -66,12 +66,9 @@ def prepare(data, vocab_size: int, build_missing: bool = True, log=print) -> Tok
             log(f"wrote {tokens:,} tokens of shards to {shards_dir} in {time.perf_counter() - start:.1f}s")
         for split in ("train", "val"):
             listed = {s["name"] for s in manifest["splits"][split]}
-            present = {p.stem for p in open_split_paths(shards_dir, split)}
+            present = {p.stem for p in split_paths(shards_dir, split)}
             if listed - present:
                 raise KodaError(f"data.shards_dir {shards_dir}: shard {sorted(listed - present)[0]} is missing")
             open_split(shards_dir, split, tokenizer.fingerprint, vocab_size)
     return tokenizer
 
-
-def open_split_paths(directory: Path, split: str) -> list[Path]:
-    return sorted(directory.glob(f"{split}_*.idx"))

@@ -109,10 +109,15 @@ def _read_idx(path: Path) -> tuple[ShardHeader, np.ndarray]:
     return header, ends
 
 
+def split_paths(directory: str | Path, split: str) -> list[Path]:
+    """The ``.idx`` files of one split (``train_00000.idx``, ...), in shard order."""
+    return sorted(Path(directory).glob(f"{split}_*.idx"))
+
+
 def open_split(directory: Path, split: str, tokenizer: str | None = None, vocab_size: int | None = None,
                verify_hash: bool = False) -> list[Shard]:
     """All shards of `split` in `directory`, checked to come from the expected tokenizer."""
-    paths = sorted(Path(directory).glob(f"{split}_*.idx"))
+    paths = split_paths(directory, split)
     if not paths:
         raise KodaError(f"data: no {split} shards in {directory} (run 'koda preprocess' or delete it to rebuild)")
     shards = [Shard(p, verify_hash) for p in paths]

@@ -21,11 +21,11 @@ import torch
 
 from koda.checkpoint import hf_mixtral
 from koda.checkpoint.export import ExportSummary, write_model_dir
-from koda.checkpoint.names import assemble, autoep_to_koda_plan
 from koda.checkpoint.standalone import check_state
 from koda.distributed import checkpoint as ckpt
 from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM, ModelConfig
+from koda.naming import assemble, autoep_to_koda_plan
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

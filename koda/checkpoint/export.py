@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from koda import naming
 from koda.checkpoint import hf_mixtral
 from koda.checkpoint.safetensors_io import parse_size, write_sharded
 from koda.checkpoint.standalone import TOKENIZER, config_json
@@ -85,9 +86,9 @@ def write_model_dir(out: str | Path, cfg: ModelConfig, shapes: dict[str, tuple],
             files = write_sharded(tmp, plan, cast, max_bytes)
             config = config_json(cfg, dtype, TOKENIZER if tokenizer else None, source or {})
         else:
-            hf = hf_mixtral.hf_plan(shapes, cfg)
+            hf = naming.hf_plan(shapes)
             plan = {name: (entry[0], dtype) for name, entry in hf.items()}
-            files = write_sharded(tmp, plan, lambda name: hf_mixtral.produce_hf(hf[name], cast), max_bytes)
+            files = write_sharded(tmp, plan, lambda name: naming.produce_hf(hf[name], cast), max_bytes)
             config = hf_mixtral.hf_config(cfg, dtype)
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         if tokenizer is not None:

@@ -1,4 +1,4 @@
-"""KODA <-> Hugging Face ``MixtralForCausalLM``: config fields and tensor names.
+"""KODA <-> Hugging Face ``MixtralForCausalLM``: config fields (tensor names: ``koda.naming``).
 
 The export uses the Mixtral checkpoint layout that the Hub's Mixtral repositories, vLLM and
 SGLang read, and that ``transformers`` 5.x itself writes from ``save_pretrained`` (its
@@ -16,17 +16,11 @@ can be written: Mixtral has no dense layers and a fixed ``num_experts_per_tok``.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-
 import torch
 
 from koda.data.tokenizer import BOS, EOS, PAD
 from koda.errors import KodaError
 from koda.model.config import ModelConfig
-
-_MLP = re.compile(r"model\.layers\.(\d+)\.mlp\.(gate\.weight|experts\.gate_up_proj|experts\.down_proj)")
-_HF_MOE = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.(gate\.weight|experts\.(\d+)\.(w[123])\.weight)")
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -71,66 +65,3 @@ def model_config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("head_dim") not in (None, cfg.head_dim):
         raise KodaError(f"Mixtral config.json: head_dim {hf['head_dim']} != hidden_size / num_attention_heads")
     return cfg
-
-
-def hf_plan(koda_shapes: dict[str, tuple[int, ...]], cfg: ModelConfig) -> dict[str, tuple]:
-    """HF name -> (shape, KODA source name, slicer), grouped by source so a producer that
-    caches its last KODA tensor builds each one once."""
-    check_exportable(cfg)
-    F = cfg.ffn_hidden
-    plan: dict[str, tuple] = {}
-    for name, shape in koda_shapes.items():
-        match = _MLP.fullmatch(name)
-        if match is None:
-            plan[name] = (tuple(shape), name, None)
-            continue
-        prefix = f"model.layers.{match.group(1)}.block_sparse_moe"
-        if match.group(2) == "gate.weight":
-            plan[f"{prefix}.gate.weight"] = (tuple(shape), name, None)
-        elif match.group(2) == "experts.gate_up_proj":
-            E, _, D = shape
-            for e in range(E):
-                plan[f"{prefix}.experts.{e}.w1.weight"] = ((F, D), name, (e, 0, F))
-                plan[f"{prefix}.experts.{e}.w3.weight"] = ((F, D), name, (e, F, 2 * F))
-        else:
-            E, D, _ = shape
-            for e in range(E):
-                plan[f"{prefix}.experts.{e}.w2.weight"] = ((D, F), name, (e, None, None))
-    return plan
-
-
-def produce_hf(entry: tuple, get_koda: Callable[[str], torch.Tensor]) -> torch.Tensor:
-    _, source, slicer = entry
-    tensor = get_koda(source)
-    if slicer is None:
-        return tensor
-    expert, start, stop = slicer
-    return tensor[expert] if start is None else tensor[expert, start:stop]
-
-
-def koda_state_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Fuse per-expert Mixtral tensors back into KODA's [E, 2F, D] / [E, D, F] layout."""
-    out: dict[str, torch.Tensor] = {}
-    experts: dict[tuple[int, str], dict[int, torch.Tensor]] = {}
-    for name, tensor in hf_state.items():
-        match = _HF_MOE.fullmatch(name)
-        if match is None:
-            out[name] = tensor
-        elif match.group(3) is None:
-            out[f"model.layers.{match.group(1)}.mlp.gate.weight"] = tensor
-        else:
-            experts.setdefault((int(match.group(1)), match.group(4)), {})[int(match.group(3))] = tensor
-    for layer in range(cfg.n_layers):
-        parts = {w: experts.pop((layer, w), {}) for w in ("w1", "w2", "w3")}
-        if not any(parts.values()):
-            continue
-        for w, found in parts.items():
-            if sorted(found) != list(range(cfg.n_experts)):
-                raise KodaError(f"Mixtral weights: layer {layer} has {w} for experts {sorted(found)}, "
-                                f"expected 0..{cfg.n_experts - 1}")
-        stack = {w: torch.stack([parts[w][e] for e in range(cfg.n_experts)]) for w in parts}
-        out[f"model.layers.{layer}.mlp.experts.gate_up_proj"] = torch.cat([stack["w1"], stack["w3"]], dim=1)
-        out[f"model.layers.{layer}.mlp.experts.down_proj"] = stack["w2"]
-    if experts:
-        raise KodaError(f"Mixtral weights: experts for layer {min(experts)[0]} beyond num_hidden_layers")
-    return out

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from koda import naming
 from koda.checkpoint import hf_mixtral
 from koda.checkpoint.safetensors_io import read_sharded
 from koda.errors import ConfigError, KodaError
@@ -91,7 +92,7 @@ def load_standalone(path: str | Path, dtype: torch.dtype | None = None) -> KodaF
     info = read_config(path)
     state = read_sharded(path)
     if info.layout == "hf-mixtral":
-        state = hf_mixtral.koda_state_from_hf(state, info.model)
+        state = naming.koda_state_from_hf(state, info.model.n_experts, info.model.n_layers)
     with torch.device("meta"):
         model = KodaForCausalLM(info.model)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}

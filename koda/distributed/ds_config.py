@@ -18,17 +18,9 @@ from pathlib import Path
 
 from koda.errors import ConfigError
 from koda.model.config import ModelConfig
+from koda.naming import AUTOEP_NAMING
 
 REPO_DS_CONFIGS = Path(__file__).resolve().parents[2] / "ds_configs"
-
-# The contract of koda.model.moe.MoEBlock, in AutoEP's terms.
-AUTOEP_NAMING = {
-    "moe_layer_pattern": r"model\.layers\.\d+\.mlp",
-    "router_pattern": "gate",
-    "expert_pattern": "experts",
-    "expert_w1": "gate_up_proj",
-    "expert_w2": "down_proj",
-}
 
 # DeepSpeed ignores top-level keys it does not know, so a typo ("zero_optimisation") would
 # silently train without ZeRO. These are the top-level sections this DeepSpeed reads.

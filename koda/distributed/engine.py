@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from koda.distributed.gradients import GradientAccess, GradientTransform
+from koda.errors import KodaError
 
 
 class Engine:
@@ -25,6 +26,7 @@ class Engine:
         self.name, self.ds, self.config = name, ds_engine, config
         self.transforms: list[GradientTransform] = []
         self._grads: GradientAccess | None = None
+        self._since_boundary = 0          # micro-batches stepped since the last boundary
 
     @property
     def module(self) -> torch.nn.Module:
@@ -40,6 +42,12 @@ class Engine:
         self.ds.eval()
 
     def add_gradient_transform(self, transform: GradientTransform) -> None:
+        """Run `transform` at every accumulation boundary. Refused where DeepSpeed reports no
+        boundary before ``step()`` (``managed_gradient_accumulation: false`` makes ``step()``
+        itself the boundary), since the transform would then never run."""
+        if not self.ds.managed_gradient_accumulation():
+            raise KodaError(f"engine {self.name}: gradient transforms need managed_gradient_accumulation "
+                            "(with it false DeepSpeed reports no accumulation boundary before step())")
         self.transforms.append(transform)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -50,8 +58,17 @@ class Engine:
         """End of a micro-batch: at an accumulation boundary run the gradient transforms,
         then let DeepSpeed clip and step. Returns True when an optimizer step happened."""
         boundary = self.ds.is_gradient_accumulation_boundary()
+        self._since_boundary = 0 if boundary else self._since_boundary + 1
+        accumulation = self.ds.gradient_accumulation_steps()
+        if self.transforms and self._since_boundary >= accumulation:
+            # e.g. set_gradient_accumulation_boundary(False) left on: the step would go on
+            # accumulating and the transforms would be skipped without a word.
+            raise KodaError(f"engine {self.name}: {self._since_boundary} micro-batches without a gradient "
+                            f"accumulation boundary (gradient_accumulation_steps {accumulation}); "
+                            "its gradient transforms would never run")
         if boundary and self.transforms:
-            self._grads = self._grads or GradientAccess(self.module)
+            if self._grads is None:
+                self._grads = GradientAccess(self.module)
             for transform in self.transforms:
                 transform(self._grads)
         self.ds.step()

@@ -8,14 +8,11 @@ counts are the same code whether AutoEP is on or off.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
+from koda.naming import ROUTER_MODULE
 from koda.objectives.balance import router_z_loss, switch_balance_loss
-
-_GATE = re.compile(r"layers\.(\d+)\.mlp(?:\.router)?\.gate$")
 
 
 class RouterProbe:
@@ -28,7 +25,7 @@ class RouterProbe:
         self.layers: list[int] = []
         self._handles = []
         for name, child in module.named_modules():
-            match = _GATE.search(name)
+            match = ROUTER_MODULE.search(name)
             if match and isinstance(child, nn.Linear):
                 layer = int(match.group(1))
                 self.layers.append(layer)

@@ -7,11 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from koda.checkpoint import load_standalone, read_config, save_standalone
-from koda.checkpoint.hf_mixtral import hf_plan, koda_state_from_hf, produce_hf
-from koda.checkpoint.names import assemble, autoep_to_koda_plan, koda_to_autoep
 from koda.checkpoint.safetensors_io import parse_size, plan_shards
 from koda.errors import KodaError
 from koda.model import KodaForCausalLM
+from koda.naming import assemble, autoep_to_koda_plan, hf_plan, koda_state_from_hf, koda_to_autoep, produce_hf
 from tests.helpers.tiny import TINY
 
 INPUTS = torch.randint(0, TINY.vocab_size, (2, 16), generator=torch.Generator().manual_seed(3))
@@ -108,10 +107,10 @@ def test_autoep_names_round_trip():
 
 def test_hf_mixtral_names_round_trip_and_layout_check(tmp_path):
     state = _model().state_dict()
-    plan = hf_plan({k: tuple(v.shape) for k, v in state.items()}, TINY)
+    plan = hf_plan({k: tuple(v.shape) for k, v in state.items()})
     hf = {name: produce_hf(entry, state.__getitem__) for name, entry in plan.items()}
     assert hf["model.layers.0.block_sparse_moe.experts.3.w2.weight"].shape == (TINY.d_model, TINY.ffn_hidden)
-    back = koda_state_from_hf(hf, TINY)
+    back = koda_state_from_hf(hf, TINY.n_experts, TINY.n_layers)
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
     with pytest.raises(KodaError, match="use --format koda"):
         save_standalone(_model(TINY.replace(moe_every=2)), tmp_path / "hf", fmt="hf-mixtral")

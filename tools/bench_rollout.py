@@ -42,16 +42,18 @@ def sampling(new_tokens: int) -> GenerationConfig:
     return GenerationConfig(strategy="sample", top_k=50, max_new_tokens=new_tokens, seed=1)
 
 
-def standalone(args, prompts: list[list[int]]) -> list[float]:
-    """(a): seconds per repeat."""
+def standalone(args, prompts: list[list[int]]) -> dict[str, list[float]]:
+    """(a): wall and CPU seconds per repeat."""
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = KodaForCausalLM(preset(args.model)).eval()
-    times = []
+    times: dict[str, list[float]] = {"wall": [], "cpu": []}
     for i in range(args.warmup + args.repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         generate(model, prompts, sampling(args.new_tokens), eos_id=None)
         if i >= args.warmup:
-            times.append(time.perf_counter() - start)
+            times["wall"].append(time.perf_counter() - wall)
+            times["cpu"].append(time.process_time() - cpu)
     return times
 
 
@@ -96,12 +98,15 @@ def worker(args) -> None:
     prompts = json.loads(Path(args.prompts_file).read_text())[rank::world]
     sample = sampling(args.new_tokens)
 
-    def timed(run) -> float:
+    def timed(run) -> tuple[float, float]:
+        """-> (wall seconds, CPU seconds summed over the ranks)."""
         comm.barrier()
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
+        cpu = time.process_time() - cpu
         comm.barrier()
-        return time.perf_counter() - start
+        wall = time.perf_counter() - wall
+        return wall, float(comm.all_reduce_sum(torch.tensor([cpu]))[0])
 
     def phase(gather_only: bool = False):
         with rollout_phase(engine) as p:
@@ -111,7 +116,7 @@ def worker(args) -> None:
     def old():
         generate(engine.module, prompts, sample, eos_id=None)
 
-    result: dict = {"rollout": [], "gather": [], "per_token_gather": []}
+    result: dict = {"rollout": [], "gather": [], "per_token_gather": []}   # [(wall, cpu)] per repeat
     for i in range(args.warmup + args.repeats):
         row = (timed(phase), timed(lambda: phase(gather_only=True)), timed(old))
         if i >= args.warmup:
@@ -123,7 +128,7 @@ def worker(args) -> None:
     profiled = timed(phase)
     if profiler:
         profiler.disable()
-        result["profile_s"] = profiled
+        result["profile_s"] = profiled[0]
         result["parts_s"] = _parts(profiler)
         result["steps"] = args.new_tokens
         Path(args.worker_out).write_text(json.dumps(result))
@@ -138,7 +143,7 @@ def run_ranks(args, prompts_file: Path) -> dict:
     command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
                str(port), __file__, "--worker-out", str(out), "--prompts-file", str(prompts_file),
                "--model", args.model, "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
-               "--warmup", str(args.warmup)]
+               "--warmup", str(args.warmup), "--threads", str(args.threads)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True)
     finally:
@@ -156,6 +161,8 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads of the standalone process (ranks get cores / 2 each, i.e. 1 here)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)
@@ -173,33 +180,35 @@ def main() -> None:
     ranks = run_ranks(args, prompts_file)
     after = standalone(args, prompts)
     tokens = len(prompts) * args.new_tokens
-    base = statistics.mean(statistics.median(t) for t in (before, after))
-    median = {key: statistics.median(ranks[key]) for key in ("rollout", "gather", "per_token_gather")}
-    rows = {
-        "standalone (1 process)": base,
-        "rollout, gather included": median["rollout"],
-        "rollout, decode only": median["rollout"] - median["gather"],
-        "per-token re-gather (old)": median["per_token_gather"],
-    }
     report = {"model": args.model, "prompts": len(prompts), "new_tokens": args.new_tokens,
-              "standalone_s": {"before": before, "after": after}, "ranks": ranks,
-              "tokens_per_s": {name: tokens / s for name, s in rows.items()},
-              "cost_per_token_vs_standalone": {name: s / base for name, s in rows.items()}}
+              "standalone": {"before": before, "after": after}, "ranks": ranks}
+    for clock, index in (("wall", 0), ("cpu", 1)):
+        base = statistics.mean(statistics.median(t[clock]) for t in (before, after))
+        median = {key: statistics.median(r[index] for r in ranks[key])
+                  for key in ("rollout", "gather", "per_token_gather")}
+        seconds = {"standalone (1 process)": base, "rollout, gather included": median["rollout"],
+                   "rollout, decode only": median["rollout"] - median["gather"],
+                   "per-token re-gather (old)": median["per_token_gather"]}
+        report[clock] = {name: {"tokens_per_s": tokens / s, "cost_vs_standalone": s / base}
+                         for name, s in seconds.items()}
     if args.json:
         print(json.dumps(report, indent=1))
         return
     print(f"{args.model}: {sum(t.numel() for t in KodaForCausalLM(cfg).parameters()) / 1e6:.1f}M parameters, fp32; "
           f"{len(prompts)} prompts of {args.prompt_lengths[0]}-{args.prompt_lengths[1]} tokens, "
-          f"{args.new_tokens} sampled tokens each; 2 ranks x 1 thread vs 1 process x all cores")
-    print(f"{'':<30}{'tokens/s':>10}{'cost/token vs standalone':>27}")
-    for name, seconds in rows.items():
-        print(f"{name:<30}{tokens / seconds:>10.1f}{seconds / base:>26.2f}x")
-    parts = ranks["parts_s"]
-    total = ranks["profile_s"]
+          f"{args.new_tokens} sampled tokens each; 2 ranks x 1 thread vs 1 process x {args.threads} thread(s)")
+    print("CPU: process CPU seconds (both ranks summed) per token, the work done; wall: elapsed")
+    print(f"{'':<30}{'tokens/s CPU':>14}{'cost vs standalone':>20}{'tokens/s wall':>15}{'cost':>8}")
+    for name in report["cpu"]:
+        c, w = report["cpu"][name], report["wall"][name]
+        print(f"{name:<30}{c['tokens_per_s']:>14.1f}{c['cost_vs_standalone']:>19.2f}x"
+              f"{w['tokens_per_s']:>15.1f}{w['cost_vs_standalone']:>7.2f}x")
+    parts, total = ranks["parts_s"], ranks["profile_s"]
     rest = total - sum(parts.values())
-    print(f"where one rollout phase's {total:.3f} s go (rank 0, cProfile, {args.new_tokens} steps): "
+    print(f"where one rollout phase's {total:.3f} s (wall) go on rank 0 (cProfile, {args.new_tokens} steps): "
           + ", ".join(f"{k} {v:.3f} s" for k, v in {**parts, "model compute + sampling": rest}.items()))
-    print(f"standalone before/after the ranks: {statistics.median(before):.3f} / {statistics.median(after):.3f} s")
+    print("standalone before/after the ranks (wall): "
+          f"{statistics.median(before['wall']):.3f} / {statistics.median(after['wall']):.3f} s")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ group, expert parameters over the expert-data-parallel group, so each rank holds
 own E/ep experts and AutoEP's all-to-all still runs per step, inside AutoEP's own forward.
 Memory: the dense weights in full plus this rank's experts, for the length of the phase.
 The copy is a snapshot: enter a new phase after every optimizer step.
+
+ZeRO-3 also replaces ``torch.nn.functional.linear`` for the whole process by an autograd
+Function that can re-gather a weight in backward (``deepspeed/runtime/zero/linear.py``);
+each call binds its arguments through ``inspect``, a large share of a small model's decode
+step. Rollouts need no backward, so the phase puts torch's own ``linear`` back while it
+runs and restores DeepSpeed's on exit (measured by ``tools/bench_rollout.py``).
 """
 
 from __future__ import annotations
@@ -72,13 +78,31 @@ def _gather_all(module: nn.Module) -> dict[int, torch.Tensor]:
 
 
 @contextlib.contextmanager
+def torch_linear() -> Iterator[None]:
+    """torch's own ``F.linear`` for the block, if ZeRO-3 replaced it (see above)."""
+    from deepspeed.runtime.zero.linear import zero3_linear_wrap
+    from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses as patcher
+
+    original = getattr(patcher, "linear_bk", None)
+    if original is None or torch.nn.functional.linear is not zero3_linear_wrap:
+        yield
+        return
+    torch.nn.functional.linear = original
+    try:
+        yield
+    finally:
+        torch.nn.functional.linear = zero3_linear_wrap
+
+
+@contextlib.contextmanager
 def gathered_actor(module: nn.Module) -> Iterator[nn.Module]:
     """Collective: a hook-free replica of an engine's module for one rollout phase (see above)."""
     tensors = _gather_all(module)
     replica = _plain(module, tensors, {})
     replica.eval()
     try:
-        yield replica
+        with torch_linear():
+            yield replica
     finally:
         del replica
         tensors.clear()

@@ -8,4 +8,6 @@
 - ``gradients``: read and rewrite ZeRO-3 partitioned gradients between backward and step.
 - ``checkpoint``: crash-safe checkpoints with KODA's own state beside DeepSpeed's.
 - ``comm``: the few collectives the trainer needs for metrics.
+- ``rollout``: generation from the live actor for RL: gather once per phase into a
+  hook-free replica, decode all ranks in lockstep (``koda.infer.lockstep``).
 """

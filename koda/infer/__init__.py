@@ -8,6 +8,8 @@
 - ``loading``: a standalone model directory or a training run.
 - ``determinism``: the switches behind bit-identical reruns.
 - ``verify``: judge samples with ``koda.sandbox`` and ``koda.analysis`` when installed.
+- ``lockstep``: the decoding loop of rollouts, in step with the other ranks, returning ids,
+  log-probabilities and masks (driven by ``koda.distributed.rollout``).
 - ``benchmark``: tokens/s of the strategies on one model (``tools/bench_generate.py``).
 """
 

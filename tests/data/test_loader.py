@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import torch
 
@@ -31,14 +33,28 @@ def test_same_seed_same_batches_and_shapes(tiny_data):
     assert not torch.equal(_loader(tiny_data, 0, seed=4).next_batches()[0], _loader(tiny_data, 0).next_batches()[0])
 
 
-def test_ranks_are_disjoint_and_cover_the_global_batch(tiny_data):
-    seen = []
-    for rank in range(2):
-        loader = _loader(tiny_data, rank)
-        perm = loader._permutation()
-        seen.append(set(perm[loader.layout.dp_rank * 4:(loader.layout.dp_rank + 1) * 4].tolist()))
-        loader.next_batches()
-    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 8
+def _rows(batches) -> Counter:
+    """The rows (token windows) of one step's micro-batches, as a multiset."""
+    return Counter(tuple(row.tolist()) for batch in batches for row in batch)
+
+
+def test_ranks_get_disjoint_halves_of_the_one_rank_global_batch(tiny_data):
+    """What next_batches() returns: per step, the two ranks' rows together are exactly the
+    rows one rank gets with the same global batch (2 ranks x 2 x 2 = 1 rank x 4 x 2), and no
+    row is given to both ranks or repeated within the epoch."""
+    ranks = [_loader(tiny_data, rank) for rank in range(2)]
+    whole = TrainLoader(_stream(tiny_data), BatchLayout(64, 4, 2, 0, 1), seed=3)
+    stream, seen = _stream(tiny_data), Counter()
+    for _ in range(4):
+        parts = [_rows(loader.next_batches()) for loader in ranks]
+        assert sum(parts[0].values()) == sum(parts[1].values()) == 4
+        assert not parts[0] & parts[1]
+        assert parts[0] + parts[1] == _rows(whole.next_batches())
+        seen += parts[0] + parts[1]
+    assert max(seen.values()) == 1 and len(seen) == 4 * 8
+    # every row is a window of the stream at a multiple of seq_len
+    starts = {tuple(stream.window(64 * w, 65).tolist()) for w in range((len(stream) - 1) // 64)}
+    assert set(seen) <= starts
 
 
 def test_resume_continues_the_exact_sequence(tiny_data):

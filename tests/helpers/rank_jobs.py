@@ -27,5 +27,20 @@ def autoep_structure(config_path: str) -> dict:
     local_w1 = safe_get_full_fp32_param(layer.experts.w1)                                         # [E/ep, F, D]
     held = [e for e in range(cfg.model.n_experts)
             if any(torch.allclose(full_gate[e], w, atol=1e-6) for w in local_w1)]
+    # KODA's load counts (RouterProbe, from the gate logits) against what AutoEP routed
+    # (its own tokens_per_expert buffer), on a batch that differs per rank.
+    from koda.train.router_probe import RouterProbe
+
+    probe = RouterProbe(engine.module, cfg.model.top_k)
+    layers = [engine.module.model.layers[i].mlp for i in probe.layers]
+    for moe in layers:
+        moe.tokens_per_expert.zero_()
+    batch = torch.randint(0, cfg.model.vocab_size, (2, 64), generator=torch.Generator().manual_seed(comm.rank()))
+    with torch.no_grad():
+        engine(batch)                                                     # [2, 64] -> [2, 64, V]
+    probe.losses()
+    counts = probe.take_counts()
     return {"layer_type": type(layer).__name__, "local_experts": int(local_w1.shape[0]), "held": held,
-            "ep_size": int(layer.ep_size), "rank": comm.rank()}
+            "ep_size": int(layer.ep_size), "rank": comm.rank(),
+            "probe_counts": [counts[i].tolist() for i in probe.layers],
+            "autoep_counts": [[int(v) for v in moe.tokens_per_expert.tolist()] for moe in layers]}

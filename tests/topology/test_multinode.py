@@ -82,6 +82,4 @@ def test_two_node_zero3_expert_parallel_training(tiny_data, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     ce = [r["train/ce"] for r in records if "train/ce" in r]
     assert len(ce) == 4 and all(math.isfinite(x) for x in ce)
-    # Tokens routed per step: 2 ranks x micro-batch 4 x seq 64 x top-2, through AutoEP over both nodes.
-    assert sum(records[-1]["moe/layer0/tokens"]) == 2 * 4 * 64 * 2
     assert (run_dir / "checkpoints" / "step00000004" / "COMPLETE").is_file()

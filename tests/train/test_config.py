@@ -1,6 +1,5 @@
 """Every config validation error is one line naming the field, raised before any rank starts."""
 
-import json
 
 import pytest
 import yaml
@@ -66,4 +65,9 @@ def test_presets_match_their_ds_configs():
         cfg = run_config.load(name)
         resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
                                      train_steps=cfg.train.steps, bf16_supported=True)
-        assert json.dumps(resolved)
+        ep = resolved["expert_parallel"]
+        assert resolved["train_batch_size"] == (resolved["train_micro_batch_size_per_gpu"]
+                                                * resolved["gradient_accumulation_steps"] * cfg.world_size), name
+        assert cfg.world_size % ep["autoep_size"] == 0 and cfg.model.n_experts % ep["autoep_size"] == 0, name
+        assert ep["top_k"] == cfg.model.top_k, name
+        assert resolved["scheduler"]["params"]["total_num_steps"] == cfg.train.steps, name

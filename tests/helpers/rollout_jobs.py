@@ -32,8 +32,8 @@ def converted(engine):
     mapped with KODA's own AutoEP -> KODA names (experts from every rank, in rank order)."""
     from deepspeed.utils import safe_get_full_fp32_param
 
-    from koda.checkpoint.names import assemble, autoep_to_koda_plan
     from koda.model import KodaForCausalLM
+    from koda.naming import assemble, autoep_to_koda_plan
 
     state = {}
     for name, param in engine.module.named_parameters():

@@ -21,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from koda.run_layout import METRICS as METRICS_FILE
 from koda.train.config import LoggingConfig
-
-METRICS_FILE = "metrics.jsonl"
 
 
 def wandb_mode(configured: str) -> str:

@@ -18,7 +18,7 @@ def engine_logits(config_path: str, tag: str, inputs_path: str, out_path: str) -
                                  train_steps=cfg.train.steps, bf16_supported=False)
     torch.manual_seed(cfg.train.seed)
     engine = build_engine("actor", KodaForCausalLM(cfg.model), resolved)
-    client, _ = checkpoint.load(engine, f"{cfg.run_dir}/checkpoints", tag)
+    client = checkpoint.load({"actor": engine}, f"{cfg.run_dir}/checkpoints", tag).client_state
     engine.eval()
     with torch.no_grad():
         logits = engine(torch.load(inputs_path))                  # [B, S, V], every rank runs it (ZeRO-3)

@@ -4,12 +4,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.helpers.ranks import REPO, free_port, launch, run_ranks
+from koda.distributed.local_launch import command, free_port
+from tests.helpers.ranks import REPO, launch, rank_env, run_ranks
 from tests.helpers.tiny import TINY, write_run_config
 
 pytestmark = pytest.mark.slow
@@ -53,10 +53,8 @@ def test_two_rank_training_loss_falls_and_writes_everything(tiny_data, tmp_path)
 
 
 def _start(config, extra=()):
-    command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", "2",
-               "--master_port", str(free_port()), "--module", "koda.train", "--config", str(config), *extra]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    cmd = command(2, free_port(), "koda.train", ["--config", str(config), *extra])
+    return subprocess.Popen(cmd, cwd=REPO, env=rank_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True, text=True)
 
 

@@ -63,12 +63,13 @@ def rank_processes(launcher_pid: int) -> list:
     return ranks
 
 
-class _Forwarder:
-    """The front process's SIGTERM/SIGUSR1 handler: the first signal goes to the ranks (as
-    soon as they exist), a second one stops the launcher's whole process group."""
+class StopForwarder:
+    """A launching process's SIGTERM/SIGUSR1 handler for launchers it started in their own
+    sessions: the first signal goes to the ranks under them on this machine (as soon as they
+    exist: call ``forward`` while waiting), a second one stops the launchers' process groups."""
 
-    def __init__(self, proc: subprocess.Popen, world: int):
-        self.proc, self.world = proc, world
+    def __init__(self, procs: list[subprocess.Popen]):
+        self.procs = procs
         self.pending: int | None = None
         self.forwarded: set[int] = set()
         self.hard = False
@@ -76,43 +77,51 @@ class _Forwarder:
     def __call__(self, signum, frame) -> None:
         if self.pending is not None:
             self.hard = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+            for proc in self.procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
             return
         self.pending = signum
         self.forward()
 
     def forward(self) -> None:
         """Send the pending signal to every rank not yet sent it (ranks start one by one)."""
-        if self.pending is None or self.hard or len(self.forwarded) >= self.world:
+        if self.pending is None or self.hard:
             return
         import psutil
 
-        for rank in rank_processes(self.proc.pid):
-            if rank.pid not in self.forwarded:
-                with contextlib.suppress(psutil.Error):
-                    rank.send_signal(self.pending)
-                    self.forwarded.add(rank.pid)
+        for proc in self.procs:
+            for rank in rank_processes(proc.pid):
+                if rank.pid not in self.forwarded:
+                    with contextlib.suppress(psutil.Error):
+                        rank.send_signal(self.pending)
+                        self.forwarded.add(rank.pid)
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {sig: signal.signal(sig, self) for sig in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
-def run(cmd: list[str], world: int, env: dict | None = None) -> int:
+def run(cmd: list[str], env: dict | None = None) -> int:
     """Run a launcher command to its end, forwarding stop signals; returns its exit code
     (0 when the ranks stopped cleanly on a forwarded signal)."""
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    forwarder = _Forwarder(proc, world)
-    previous = {sig: signal.signal(sig, forwarder) for sig in STOP_SIGNALS}
+    forwarder = StopForwarder([proc])
     try:
-        while proc.poll() is None:
-            forwarder.forward()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.5)
+        with forwarder.installed():
+            while proc.poll() is None:
+                forwarder.forward()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.5)
     except BaseException:           # Ctrl-C or an error here: leave no orphans behind
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
         raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return proc.returncode
 

@@ -38,10 +38,6 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal is not None
 
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signal).name if self.signal else "a peer's stop request"
-
 
 _REQUEST = StopRequest()
 

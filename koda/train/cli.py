@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
 
     port = local_launch.free_port()
     try:
-        return local_launch.run(local_launch.command(cfg.world_size, port, "koda.train", argv), cfg.world_size)
+        return local_launch.run(local_launch.command(cfg.world_size, port, "koda.train", argv))
     finally:
         from koda.distributed.comm import remove_shm_buffers
 

@@ -145,12 +145,14 @@ class Trainer:
                            f"{saved.seconds:.2f} s, hashing {saved.hash_seconds:.2f} s)")
 
     # ------------------------------------------------------------- step boundary
-    def _boundary(self, losses: torch.Tensor, discarded_before: int) -> bool:
+    def _boundary(self, losses: torch.Tensor, discarded_before: int) -> str | None:
         """Collective, after every optimizer step. `losses`: this rank's [ce, aux, z].
-        Raises on a non-finite step under ``on_nonfinite: stop``; returns whether to stop."""
-        flags = comm.all_reduce_sum(torch.tensor([float(self.stop.requested),
-                                                  float(not bool(torch.isfinite(losses).all()))]))
-        stop, bad_loss = (bool(v) for v in flags.tolist())
+        Raises on a non-finite step under ``on_nonfinite: stop``; returns the name of the
+        stop signal any rank received, or None to go on."""
+        received = [float(self.stop.signal == sig) for sig in preemption.STOP_SIGNALS]
+        flags = comm.all_reduce_sum(torch.tensor([*received, float(not bool(torch.isfinite(losses).all()))]))
+        *counts, bad_loss = (bool(v) for v in flags.tolist())
+        stop = next((sig.name for sig, seen in zip(preemption.STOP_SIGNALS, counts, strict=True) if seen), None)
         discarded = self.engine.skipped_steps > discarded_before     # the gradient norm was not finite
         if bad_loss or discarded:
             what = "loss" if bad_loss else f"gradient norm ({self.engine.grad_norm()})"
@@ -276,7 +278,7 @@ class Trainer:
                 if saving or stop:
                     self._save()
                 if stop:
-                    self.metrics.print(f"stopped at step {self.step}/{cfg.steps} on {self.stop.name}: "
+                    self.metrics.print(f"stopped at step {self.step}/{cfg.steps} on {stop}: "
                                        "checkpoint saved; continue with --resume")
                     break
         finally:

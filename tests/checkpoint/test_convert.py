@@ -156,7 +156,8 @@ def _one_weight_changed(run):
     path = run / "checkpoints" / TAG / "actor" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     size = path.stat().st_size
     state = torch.load(path, weights_only=False)
-    state["optimizer_state_dict"]["fp32_flat_groups"][0][0] += 1.0
+    with torch.no_grad():
+        state["optimizer_state_dict"]["fp32_flat_groups"][0][0] += 1.0
     torch.save(state, path)
     assert path.stat().st_size == size
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from koda.distributed import checkpoint
 from koda.errors import KodaError
@@ -107,3 +108,15 @@ def test_pruning_keeps_the_newest_of_either_layout(tmp_path):
     checkpoint._prune(tmp_path, keep=2)
     assert checkpoint.complete_tags(tmp_path) == ["step00000200", "step00000300"]
     assert not (tmp_path / "step00000100").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rng_stream_is_saved_and_restored():
+    torch.cuda.init()
+    torch.cuda.manual_seed(1)
+    state = checkpoint.rng_state()
+    assert "cuda" in state
+    expected = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed(2)
+    checkpoint.set_rng_state(state)
+    assert torch.equal(torch.rand(4, device="cuda"), expected)

@@ -14,6 +14,7 @@ or kill the ranks on SIGTERM before they save.
 
 from __future__ import annotations
 
+import os
 import signal
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -21,7 +22,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 class StopRequest:
     """The signal handler's flag. Installed by each rank as early as possible: until then
-    SIGUSR1 (default action: terminate) kills the rank."""
+    SIGUSR1 (default action: terminate) kills the rank. A second signal kills it at once."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -32,6 +33,12 @@ class StopRequest:
         return self
 
     def _record(self, signum, frame) -> None:
+        if self.signal is not None:
+            # A second signal means "now" (DeepSpeed's launch.py sends SIGTERM to the ranks
+            # when one of them failed): take the default action, as without the handler.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.signal = signum
 
     @property

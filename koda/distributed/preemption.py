@@ -22,7 +22,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 class StopRequest:
     """The signal handler's flag. Installed by each rank as early as possible: until then
-    SIGUSR1 (default action: terminate) kills the rank. A second signal kills it at once."""
+    SIGUSR1 (default action: terminate) kills the rank. SIGTERM after a request kills it at once."""
 
     def __init__(self):
         self.signal: int | None = None
@@ -34,11 +34,12 @@ class StopRequest:
 
     def _record(self, signum, frame) -> None:
         if self.signal is not None:
-            # A second signal means "now" (DeepSpeed's launch.py sends SIGTERM to the ranks
-            # when one of them failed): take the default action, as without the handler.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+            if signum == signal.SIGTERM:
+                # SIGTERM after a stop request means "now": the front's second signal, or
+                # DeepSpeed's launch.py after a rank failed. Take the default action.
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return                      # a repeated SIGUSR1 (sent to the rank and forwarded) is the same request
         self.signal = signum
 
     @property

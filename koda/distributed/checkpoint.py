@@ -8,7 +8,7 @@ Layout of ``<run>/checkpoints`` (format 2)::
       reward_tracker/state.pt   replicated non-engine state, written by rank 0 (``extra_state``)
       koda_rank<R>.pt       per rank: RNG state (CPU, numpy, Python; CUDA where present)
       COMPLETE              written last: format, step, world size, engines, every file's
-                            size and blake2b digest
+                            size and sha256 digest
 
 Each engine's directory is what DeepSpeed's ``save_checkpoint(<tag dir>, tag=<engine>)``
 writes, so DeepSpeed's own tools (``ds_to_universal``) take ``<tag>/<engine>`` as their
@@ -54,7 +54,7 @@ ACTOR = "actor"
 # misreading it. Checkpoints written before the field existed are format 1.
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
-DIGEST = "blake2b"
+DIGEST = "sha256"     # faster than blake2b where CPUs have SHA instructions (tools/bench_checkpoint_digest.py)
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _RESERVED = {"universal"}
 

@@ -122,7 +122,7 @@ def _record(tag_dir, path):
     from koda.distributed.checkpoint import file_digest
 
     record = json.loads((tag_dir / "COMPLETE").read_text())
-    record["files"][str(path.relative_to(tag_dir))] = {"size": path.stat().st_size, "blake2b": file_digest(path)}
+    record["files"][str(path.relative_to(tag_dir))] = {"size": path.stat().st_size, "sha256": file_digest(path)}
     (tag_dir / "COMPLETE").write_text(json.dumps(record))
 
 
@@ -193,7 +193,7 @@ CASES = {
     "missing tag": (None, ["--tag", "step00000099"], r"no tag 'step00000099' \(complete: step00000006\)"),
     "truncated shard": (_truncate, [], r"actor/zero_pp_rank_1_mp_rank_00_optim_states.pt is \d+ bytes, \d+ when saved"),
     "corrupt shard": (_scribble, [], r"file actor/zero_pp_rank_1_mp_rank_00_optim_states.pt differs from the one "
-                                     r"saved \(blake2b digest mismatch: corrupt\)$"),
+                                     r"saved \(sha256 digest mismatch: corrupt\)$"),
     "same-size change that loads": (_one_weight_changed, [], r"file actor/zero_pp_rank_1_mp_rank_00_optim_states.pt "
                                                              r"differs from the one saved"),
     "corrupt shard with a matching record": (lambda run: _scribble(run, record=True), [],

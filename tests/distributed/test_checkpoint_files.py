@@ -59,7 +59,7 @@ def _fake_v2(root, step, payload=b"weights" * 20):
     for name, data in files.items():
         (root / tag / name).parent.mkdir(parents=True, exist_ok=True)
         (root / tag / name).write_bytes(data)
-    entries = {name: {"size": len(data), "blake2b": checkpoint.file_digest(root / tag / name)}
+    entries = {name: {"size": len(data), "sha256": checkpoint.file_digest(root / tag / name)}
                for name, data in files.items()}
     record = {"format": 2, "step": step, "world_size": 1, "engines": ["actor"], "extra": [], "files": entries}
     (root / tag / checkpoint.COMPLETE).write_text(json.dumps(record))
@@ -76,7 +76,7 @@ def test_a_same_size_corruption_is_named_by_its_digest(tmp_path):
     with pytest.raises(KodaError) as err:
         checkpoint.verify(tmp_path, tag)
     assert str(err.value) == (f"checkpoint {tmp_path / tag}: file actor/zero_pp_rank_0_mp_rank_00_model_states.pt "
-                              "differs from the one saved (blake2b digest mismatch: corrupt)")
+                              "differs from the one saved (sha256 digest mismatch: corrupt)")
     with pytest.raises(KodaError, match="differs from the one saved"):
         checkpoint.verify_collective(tmp_path, tag)     # what a load runs (one process: all files here)
     assert checkpoint.verify(tmp_path, tag, content=False)["step"] == 100    # sizes alone cannot see it

@@ -21,7 +21,7 @@ def test_actor_critic_and_tracker_save_and_load_together(tiny_data, tmp_path):
         for rank in (0, 1):
             for kind in ("model", "optim"):
                 name = f"{engine}/zero_pp_rank_{rank}_mp_rank_00_{kind}_states.pt"
-                assert len(record["files"][name]["blake2b"]) == 128, name
+                assert len(record["files"][name]["sha256"]) == 64, name
     assert {"koda_rank0.pt", "koda_rank1.pt", "reward_tracker/state.pt"} <= set(record["files"])
     assert (tmp_path / "out" / "checkpoints" / "latest").read_text() == "step00000001"
     for rank, result in enumerate(results):
@@ -31,4 +31,4 @@ def test_actor_critic_and_tracker_save_and_load_together(tiny_data, tmp_path):
         assert result["tracker"] == {"mean": 1.5, "count": 7}
         # rank 1 hashes this file during the load; both ranks raise the same one-line error
         assert result["error"] == (f"checkpoint {tag_dir}: file critic/zero_pp_rank_1_mp_rank_00_optim_states.pt "
-                                   "differs from the one saved (blake2b digest mismatch: corrupt)")
+                                   "differs from the one saved (sha256 digest mismatch: corrupt)")

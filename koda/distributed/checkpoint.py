@@ -156,8 +156,9 @@ def save(engines: dict, directory: str | Path, step: int, client_state: dict, ra
                                   if comm.rank() == 0 else None)
     mine = {name: {"size": (target / name).stat().st_size, DIGEST: file_digest(target / name)}
             for name in files[comm.rank()::comm.world_size()]}
-    hash_seconds = max(comm.all_gather_object(time.perf_counter() - hash_start))
-    entries = {name: entry for part in comm.all_gather_object(mine) for name, entry in part.items()}
+    parts = comm.all_gather_object((time.perf_counter() - hash_start, mine))
+    hash_seconds = max(seconds for seconds, _ in parts)
+    entries = {name: entry for _, part in parts for name, entry in part.items()}
     if comm.rank() == 0:
         record = {"format": FORMAT, "step": step, "world_size": comm.world_size(), "engines": list(engines),
                   "extra": list(extra_state), "files": dict(sorted(entries.items()))}

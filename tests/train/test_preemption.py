@@ -94,3 +94,27 @@ def test_sigterm_then_sigusr1_to_one_rank_stop_cleanly_and_resume(tiny_data, tmp
     assert second >= first + 2 and checkpoint.resolve_tag(checkpoints) == checkpoint.tag_for(second)
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(0, second + 1))    # one line per step, none lost or repeated across the stop
+
+
+def test_sigusr1_to_koda_launch_stops_a_two_node_run_cleanly(tiny_data, tmp_path):
+    """The multi-node path (one DeepSpeed launcher per node, here two on loopback) forwards
+    the notice the same way: SLURM's USR1 to `koda launch` ends in a checkpoint and exit 0."""
+    from koda.distributed.local_launch import free_port
+    from tests.topology._topology_files import LOOPBACK
+
+    run_dir = tmp_path / "run"
+    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=2000,
+                              train={"checkpoint_every": 5000, "eval_every": 5000})
+    log = tmp_path / "launch.log"
+    proc = subprocess.Popen([sys.executable, "-m", "koda", "launch", "--topology", str(LOOPBACK), "--hostfile",
+                             str(tmp_path / "hostfile"), "--master-port", str(free_port()), "--", "--config",
+                             str(config)], cwd=tmp_path, env=rank_env(), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_for_step(run_dir, 3, proc)
+    tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(rank_processes(proc.pid)) == 2
+    os.kill(proc.pid, signal.SIGUSR1)
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert _alive(tree) == []
+    stopped = _stopped_at(log)
+    assert checkpoint.resolve_tag(run_dir / "checkpoints") == checkpoint.tag_for(stopped)

@@ -158,13 +158,13 @@ def profile_step(step, batch, record: bool) -> dict:
 def run_koda(args) -> dict:
     out = Path(tempfile.mkdtemp()) / "koda.json"
     from koda.distributed.comm import remove_shm_buffers
-    from koda.train.cli import free_port
+    from koda.distributed.local_launch import command as launch_command
+    from koda.distributed.local_launch import free_port
 
     port = free_port()
-    command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
-               str(port), __file__, "--worker-out", str(out), "--model", args.model, "--seq-len", str(args.seq_len),
-               "--micro-batch", str(args.micro_batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command += ["--fp32"] if args.fp32 else []
+    worker = ["--worker-out", str(out), "--model", args.model, "--seq-len", str(args.seq_len),
+              "--micro-batch", str(args.micro_batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command = launch_command(2, port, __file__, worker + (["--fp32"] if args.fp32 else []), module=False)
     try:
         proc = subprocess.run(command, capture_output=True, text=True)
     finally:

@@ -1,8 +1,10 @@
 """``koda convert``: a ZeRO-3/AutoEP training checkpoint -> a standalone model directory.
 
 Order of checks, each a one-line ``KodaError`` before anything is written: the tag exists
-and its ``COMPLETE`` record verifies (every file present at its saved size: a truncated
-shard is caught here, before DeepSpeed's unpickler sees it); every DeepSpeed file opens
+and its ``COMPLETE`` record verifies (every file present at its saved size and, from
+format 2 on, with its saved digest: a truncated or scribbled shard is caught here, before
+DeepSpeed's unpickler sees it); the actor is found in either layout (``<tag>/actor/``, or
+the tag directory itself in format 1); every DeepSpeed file opens
 (a corrupt zip or pickle of the right size is caught here); the client state is KODA's, in
 a format this KODA reads; the model it records is the one the run config describes and
 matches every stored shape. The source is only ever opened for reading (model states in
@@ -26,6 +28,7 @@ from koda.distributed import checkpoint as ckpt
 from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM, ModelConfig
 from koda.naming import assemble, autoep_to_koda_plan
+from koda.run_layout import CHECKPOINTS, RunLayout
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -37,8 +40,8 @@ def locate(path: str | Path, tag: str | None) -> tuple[Path, str | None]:
         raise KodaError(f"checkpoint directory {path}: not found")
     if (path / ckpt.COMPLETE).is_file() and tag is None:
         return path.parent, path.name
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
+    if (path / CHECKPOINTS).is_dir():
+        path = path / CHECKPOINTS
     return path, tag
 
 
@@ -58,15 +61,15 @@ def choose_tag(directory: Path, tag: str | None) -> str:
             raise KodaError(f"checkpoint directory {directory}: no checkpoint to convert ({available})")
     if not (directory / tag).is_dir():
         raise KodaError(f"checkpoint directory {directory}: no tag {tag!r} ({available})")
-    ckpt.verify(directory, tag)
+    ckpt.verify(directory, tag)         # sizes and content digests
     return tag
 
 
 def _model_config(state: dict, where: str) -> ModelConfig:
     fmt = ckpt.checkpoint_format(state)
-    if fmt != ckpt.FORMAT:
+    if fmt not in ckpt.READABLE_FORMATS:
         raise KodaError(f"{where}: written by KODA {state.get('koda_version', '?')} in checkpoint format {fmt}; "
-                        f"this KODA reads format {ckpt.FORMAT}")
+                        f"this KODA reads formats {' and '.join(map(str, ckpt.READABLE_FORMATS))}")
     missing = [key for key in ("step", "model", "world_size") if key not in state]
     if missing:
         raise KodaError(f"{where}: KODA state lacks {missing[0]!r} (written by another KODA version)")
@@ -77,7 +80,7 @@ def _model_config(state: dict, where: str) -> ModelConfig:
 
 
 def _run_config(directory: Path) -> dict | None:
-    path = directory.parent / "config.json"
+    path = RunLayout.of_checkpoints(directory).config
     if not path.is_file():
         return None
     try:
@@ -97,12 +100,6 @@ def _check_against_run(model: ModelConfig, run: dict | None, where: str, run_pat
                             f"(model.{key} {ours[key]!r} in the checkpoint, {recorded[key]!r} in the run config)")
 
 
-def run_relative(given: str, run_dir: Path) -> list[Path]:
-    """Where a path named in a run config may be, in order: absolute as written, else relative
-    to the working directory the run was started from, else to the run directory."""
-    return [Path(given)] if Path(given).is_absolute() else [Path.cwd() / given, run_dir / given]
-
-
 def _tokenizer(explicit: str | None, run: dict | None, directory: Path, model: ModelConfig) -> Path:
     from koda.data.tokenizer import Tokenizer
 
@@ -112,7 +109,7 @@ def _tokenizer(explicit: str | None, run: dict | None, directory: Path, model: M
         given = ((run or {}).get("data") or {}).get("tokenizer")
         if not given:
             raise KodaError(f"no run config beside {directory} names a tokenizer: pass --tokenizer PATH")
-        candidates = run_relative(given, directory.parent)
+        candidates = RunLayout.of_checkpoints(directory).tokenizer_candidates(given)
         path = next((c for c in candidates if c.is_file()), candidates[0])
     if not path.is_file():
         raise KodaError(f"tokenizer {path}: not found (pass --tokenizer PATH)")
@@ -151,13 +148,14 @@ def open_checkpoint(checkpoint: str | Path, tag: str | None = None) -> TrainingC
 
     from koda.checkpoint.zero3 import Zero3Checkpoint
 
-    reader = Zero3Checkpoint(directory / tag)
+    ds_dir, ds_tag = ckpt.engine_dir(directory, tag, ckpt.ACTOR)     # format 1 or 2
+    reader = Zero3Checkpoint(ds_dir / ds_tag)
     state = reader.client_state.get("koda")
     if not isinstance(state, dict):
         raise KodaError(f"{where}: not written by KODA (no 'koda' client state)")
     model = _model_config(state, where)
     run = _run_config(directory)
-    _check_against_run(model, run, where, directory.parent / "config.json")
+    _check_against_run(model, run, where, RunLayout.of_checkpoints(directory).config)
     plan = autoep_to_koda_plan(reader.shapes, reader.blocks)
     with torch.device("meta"):
         expected = {name: tuple(t.shape) for name, t in KodaForCausalLM(model).state_dict().items()}

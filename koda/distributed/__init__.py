@@ -6,8 +6,11 @@
 - ``engine``: the one place ``deepspeed.initialize`` is called; the ``Engine`` handle the
   trainer (and later the critic and encoder) use.
 - ``gradients``: read and rewrite ZeRO-3 partitioned gradients between backward and step.
-- ``checkpoint``: crash-safe checkpoints with KODA's own state beside DeepSpeed's.
+- ``checkpoint``: crash-safe checkpoints of several engines with KODA's own state beside
+  DeepSpeed's; ``universal``: resuming one on another world size.
 - ``comm``: the few collectives the trainer needs for metrics.
 - ``rollout``: generation from the live actor for RL: gather once per phase into a
   hook-free replica, decode all ranks in lockstep (``koda.infer.lockstep``).
+- ``local_launch``: the one builder of local DeepSpeed launcher commands, and the front
+  process that forwards stop signals to the ranks; ``preemption``: the ranks' side.
 """

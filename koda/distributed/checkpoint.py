@@ -1,25 +1,43 @@
-"""Crash-safe checkpoints: DeepSpeed's ZeRO-3/AutoEP state plus KODA's own per-rank state.
+"""Crash-safe checkpoints of several DeepSpeed engines plus KODA's own state.
 
-Layout of ``<run>/checkpoints``::
+Layout of ``<run>/checkpoints`` (format 2)::
 
     latest                  the tag of the newest complete checkpoint (DeepSpeed's format)
-    step00000200/           DeepSpeed's files, koda_rank<R>.pt per rank, then COMPLETE
+    step00000200/
+      actor/                DeepSpeed's files of the engine named "actor" (critic/, encoder/, ...)
+      reward_tracker/state.pt   replicated non-engine state, written by rank 0 (``extra_state``)
+      koda_rank<R>.pt       per rank: RNG state (CPU, numpy, Python; CUDA where present)
+      COMPLETE              written last: format, step, world size, engines, every file's
+                            size and sha256 digest
 
-Order of a save: every rank writes its DeepSpeed shards and its ``koda_rank<R>.pt``; after
-a barrier rank 0 records every file's size in ``COMPLETE`` and only then repoints ``latest``
-(write to a temporary file, fsync, rename). A crash at any moment leaves ``latest`` naming
-the previous complete checkpoint, and a tag directory without a valid ``COMPLETE`` is never
-loaded. Older complete checkpoints beyond ``keep`` are deleted only after the new one is
-complete. DeepSpeed's ``latest`` convention is kept so its tools (``ds_to_universal``)
-find the checkpoint.
+Each engine's directory is what DeepSpeed's ``save_checkpoint(<tag dir>, tag=<engine>)``
+writes, so DeepSpeed's own tools (``ds_to_universal``) take ``<tag>/<engine>`` as their
+input unchanged.
+
+Order of a save: every rank writes every engine's shards and its ``koda_rank<R>.pt``; after
+a barrier the files are hashed, split over the ranks (each reads back about 1/world of the
+bytes, in parallel), rank 0 writes ``COMPLETE`` and only then repoints ``latest`` (write to
+a temporary file, fsync, rename). A crash at any moment leaves ``latest`` naming the
+previous complete checkpoint, and a tag directory without a valid ``COMPLETE`` is never
+loaded. A load checks every file's digest (again split over the ranks), so a corrupted file
+of the right size is named before DeepSpeed unpickles it. Older complete checkpoints
+beyond ``keep`` are deleted only after the new one is complete.
+
+Format 1 (before several engines): DeepSpeed's files of the one engine, the actor, directly
+in the tag directory, and ``COMPLETE`` with sizes only. It still loads (as the actor),
+converts and prunes; only its content cannot be checked beyond the sizes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +48,15 @@ from koda.errors import KodaError
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
-# Layout of KODA's part of a checkpoint (client_state["koda"], koda_rank<R>.pt, COMPLETE).
+ACTOR = "actor"
+# Layout of KODA's part of a checkpoint (client_state["koda"], the tag directory, COMPLETE).
 # Bumped on an incompatible change, so tools refuse what they cannot read instead of
 # misreading it. Checkpoints written before the field existed are format 1.
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
+DIGEST = "sha256"     # faster than blake2b where CPUs have SHA instructions (tools/bench_checkpoint_digest.py)
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_RESERVED = {"universal"}
 
 
 def checkpoint_format(koda_state: dict) -> int:
@@ -59,17 +82,55 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This rank's RNG streams; the CUDA one is the current device's (one device per rank)."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(engine, directory: str | Path, step: int, client_state: dict, rank_state: dict, keep: int) -> str:
-    """Collective: every rank calls it. Returns the tag written."""
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, DIGEST).hexdigest()
+
+
+def _check_names(engines: dict, extra: dict) -> None:
+    for name in [*engines, *extra]:
+        if not _NAME.fullmatch(name) or name in _RESERVED:
+            raise KodaError(f"checkpoint part name {name!r}: use lower-case letters, digits and _ "
+                            f"(and not {', '.join(sorted(_RESERVED))})")
+    both = set(engines) & set(extra)
+    if both:
+        raise KodaError(f"checkpoint part {sorted(both)[0]!r} is both an engine and extra state")
+    if not engines:
+        raise KodaError("a checkpoint needs at least one engine")
+
+
+@dataclass(frozen=True)
+class Saved:
+    tag: str
+    bytes: int
+    seconds: float          # the whole save, barriers included
+    hash_seconds: float     # of which hashing (the slowest rank)
+
+
+def save(engines: dict, directory: str | Path, step: int, client_state: dict, rank_state: dict, keep: int,
+         extra_state: dict[str, object] | None = None) -> Saved:
+    """Collective: every rank calls it with the same engines (name -> Engine, e.g. actor,
+    critic, encoder) and the same extra state (name -> picklable, the same on every rank).
+    `client_state` goes with every engine (DeepSpeed stores it per engine); `rank_state` is
+    this rank's own."""
+    start = time.perf_counter()
+    extra_state = extra_state or {}
+    _check_names(engines, extra_state)
     directory = Path(directory)
     tag = tag_for(step)
     target = directory / tag
@@ -77,39 +138,114 @@ def save(engine, directory: str | Path, step: int, client_state: dict, rank_stat
         directory.mkdir(parents=True, exist_ok=True)
         if target.exists():          # a crashed save of this step, or a re-save after resume
             shutil.rmtree(target)
+        target.mkdir()
     comm.barrier()
-    engine.save(str(directory), tag, client_state)
+    for name, engine in engines.items():
+        engine.save(str(target), name, client_state)
     state_path = target / f"koda_rank{comm.rank()}.pt"
     torch.save(rank_state, state_path.with_name(state_path.name + ".tmp"))
     os.replace(state_path.with_name(state_path.name + ".tmp"), state_path)
-    comm.barrier()
     if comm.rank() == 0:
-        files = {str(p.relative_to(target)): p.stat().st_size for p in sorted(target.rglob("*")) if p.is_file()}
-        record = {"step": step, "world_size": comm.world_size(), "files": files}
+        for name, value in extra_state.items():
+            (target / name).mkdir()
+            torch.save(value, target / name / "state.pt")
+    comm.barrier()
+
+    hash_start = time.perf_counter()
+    files = comm.broadcast_object(sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+                                  if comm.rank() == 0 else None)
+    mine = {name: {"size": (target / name).stat().st_size, DIGEST: file_digest(target / name)}
+            for name in files[comm.rank()::comm.world_size()]}
+    parts = comm.all_gather_object((time.perf_counter() - hash_start, mine))
+    hash_seconds = max(seconds for seconds, _ in parts)
+    entries = {name: entry for _, part in parts for name, entry in part.items()}
+    if comm.rank() == 0:
+        record = {"format": FORMAT, "step": step, "world_size": comm.world_size(), "engines": list(engines),
+                  "extra": list(extra_state), "files": dict(sorted(entries.items()))}
         _atomic_write_text(target / COMPLETE, json.dumps(record, indent=1))
         _atomic_write_text(directory / LATEST, tag)
         _prune(directory, keep)
     comm.barrier()
-    return tag
+    size = sum(entry["size"] for entry in entries.values())
+    return Saved(tag, size, time.perf_counter() - start, hash_seconds)
 
 
-def verify(directory: str | Path, tag: str) -> dict:
-    """The COMPLETE record of `tag`, after checking every recorded file is present and whole."""
-    target = Path(directory) / tag
+def record_format(record: dict) -> int:
+    return int(record.get("format", 1))
+
+
+def _read_record(target: Path) -> dict:
     try:
         record = json.loads((target / COMPLETE).read_text())
     except FileNotFoundError:
         raise KodaError(f"checkpoint {target}: incomplete (no {COMPLETE} marker; the save was interrupted)") from None
     except ValueError:
         raise KodaError(f"checkpoint {target}: corrupt {COMPLETE} marker") from None
-    for name, size in record["files"].items():
-        path = target / name
-        if not path.is_file():
-            raise KodaError(f"checkpoint {target}: file {name} is missing")
-        if path.stat().st_size != size:
-            raise KodaError(f"checkpoint {target}: file {name} is {path.stat().st_size} bytes, "
-                            f"{size} when saved (truncated or corrupt)")
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        raise KodaError(f"checkpoint {target}: corrupt {COMPLETE} marker")
+    fmt = record_format(record)
+    if fmt not in READABLE_FORMATS:
+        raise KodaError(f"checkpoint {target}: layout format {fmt}; this KODA reads formats "
+                        f"{' and '.join(map(str, READABLE_FORMATS))}")
     return record
+
+
+def _check_file(target: Path, name: str, entry, content: bool) -> None:
+    path = target / name
+    size = entry if isinstance(entry, int) else entry["size"]      # format 1 records sizes only
+    if not path.is_file():
+        raise KodaError(f"checkpoint {target}: file {name} is missing")
+    if path.stat().st_size != size:
+        raise KodaError(f"checkpoint {target}: file {name} is {path.stat().st_size} bytes, "
+                        f"{size} when saved (truncated or corrupt)")
+    if content and isinstance(entry, dict) and file_digest(path) != entry[DIGEST]:
+        raise KodaError(f"checkpoint {target}: file {name} differs from the one saved ({DIGEST} digest "
+                        "mismatch: corrupt)")
+
+
+def verify(directory: str | Path, tag: str, content: bool = True) -> dict:
+    """The COMPLETE record of `tag`, after checking every recorded file is present, of its
+    saved size and (content=True, format 2) of its saved digest."""
+    target = Path(directory) / tag
+    record = _read_record(target)
+    for name, entry in record["files"].items():
+        _check_file(target, name, entry, content=False)
+    if content:
+        for name, entry in record["files"].items():
+            _check_file(target, name, entry, content=True)
+    return record
+
+
+def verify_collective(directory: str | Path, tag: str) -> dict:
+    """`verify` with the digests split over the ranks; every rank raises the same error."""
+    target = Path(directory) / tag
+    record = verify(directory, tag, content=False)
+    names = sorted(record["files"])
+    error = None
+    try:
+        for name in names[comm.rank()::comm.world_size()]:
+            _check_file(target, name, record["files"][name], content=True)
+    except KodaError as err:
+        error = str(err)
+    errors = [e for e in comm.all_gather_object(error) if e]
+    if errors:
+        raise KodaError(errors[0])
+    return record
+
+
+def engine_dir(directory: str | Path, tag: str, engine: str = ACTOR, record: dict | None = None) -> tuple[Path, str]:
+    """(load dir, DeepSpeed tag) holding `engine`'s DeepSpeed files: ``(<ckpts>/<tag>, engine)``
+    in format 2, ``(<ckpts>, tag)`` for the one engine (the actor) of format 1."""
+    directory = Path(directory)
+    record = record if record is not None else _read_record(directory / tag)
+    if record_format(record) == 1:
+        if engine != ACTOR:
+            raise KodaError(f"checkpoint {directory / tag}: format 1 holds only the {ACTOR}, no {engine}")
+        return directory, tag
+    if engine not in record.get("engines", []):
+        raise KodaError(f"checkpoint {directory / tag}: no engine {engine!r} "
+                        f"(it holds {', '.join(record.get('engines', [])) or 'none'})")
+    return directory / tag, engine
 
 
 def complete_tags(directory: str | Path) -> list[str]:
@@ -130,10 +266,11 @@ def refuse_overwrite(directory: str | Path, resuming: bool) -> None:
 
 def resolve_tag(directory: str | Path, tag: str | None = None) -> str | None:
     """`tag` if given (verified), else the tag in ``latest`` if it verifies, else the newest
-    complete one; None when there is nothing to resume."""
+    complete one; None when there is nothing to resume. Checks presence and sizes only:
+    the digests are checked by ``load``, once, split over the ranks."""
     directory = Path(directory)
     if tag is not None:
-        verify(directory, tag)
+        verify(directory, tag, content=False)
         return tag
     candidates = complete_tags(directory)[::-1]
     latest = directory / LATEST
@@ -141,33 +278,47 @@ def resolve_tag(directory: str | Path, tag: str | None = None) -> str | None:
         candidates.insert(0, latest.read_text().strip())
     for candidate in candidates:
         try:
-            verify(directory, candidate)
+            verify(directory, candidate, content=False)
             return candidate
         except KodaError:
             continue
     return None
 
 
-def load(engine, directory: str | Path, tag: str, load_optimizer: bool = True,
-         universal: bool = False) -> tuple[dict, dict | None]:
-    """Collective. Returns (client_state, this rank's KODA state or None when the checkpoint
-    was written by a smaller world and has no file for this rank).
+@dataclass
+class Loaded:
+    client_state: dict            # the first engine's DeepSpeed client state (KODA's "koda" record)
+    rank_state: dict | None       # None when the saving world had no rank of this number
+    extra_state: dict[str, object]
+    format: int
+
+
+def load(engines: dict, directory: str | Path, tag: str, load_optimizer: bool = True,
+         universal: bool = False) -> Loaded:
+    """Collective: every engine of `engines` from checkpoint `tag`, after checking every
+    file's digest.
 
     universal: load through DeepSpeed's universal format (another world or expert-parallel
-    size; see ``koda.distributed.universal``); the engine must have been built with it.
+    size; see ``koda.distributed.universal``); the engines must have been built with it.
     """
-    verify(directory, tag)
-    if universal:
-        from koda.distributed import universal as universal_format
+    record = verify_collective(directory, tag)
+    target = Path(directory) / tag
+    client_state = None
+    for name, engine in engines.items():
+        ds_dir, ds_tag = engine_dir(directory, tag, name, record)
+        if universal:
+            from koda.distributed import universal as universal_format
 
-        ds_dir, ds_tag = universal_format.prepare(directory, tag)
-        with universal_format.repaired_load(engine.ds):
-            client_state = engine.load(str(ds_dir), ds_tag, load_optimizer=load_optimizer)
-    else:
-        client_state = engine.load(str(directory), tag, load_optimizer=load_optimizer)
-    path = Path(directory) / tag / f"koda_rank{comm.rank()}.pt"
+            ds_dir, ds_tag = universal_format.prepare(ds_dir / ds_tag)
+            with universal_format.repaired_load(engine.ds):
+                state = engine.load(str(ds_dir), ds_tag, load_optimizer=load_optimizer)
+        else:
+            state = engine.load(str(ds_dir), ds_tag, load_optimizer=load_optimizer)
+        client_state = state if client_state is None else client_state
+    path = target / f"koda_rank{comm.rank()}.pt"
     rank_state = torch.load(path, weights_only=False) if path.is_file() else None
-    return client_state, rank_state
+    extra = {name: torch.load(target / name / "state.pt", weights_only=False) for name in record.get("extra", [])}
+    return Loaded(client_state or {}, rank_state, extra, record_format(record))
 
 
 def _prune(directory: Path, keep: int) -> None:

@@ -50,6 +50,15 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return out.cpu()
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's `obj`, in rank order (small picklable values only)."""
+    if not torch.distributed.is_initialized():
+        return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj, src: int = 0):
     if not torch.distributed.is_initialized():
         return obj

@@ -85,6 +85,12 @@ class Engine:
     def global_steps(self) -> int:
         return int(self.ds.global_steps)
 
+    @property
+    def skipped_steps(self) -> int:
+        """Optimizer steps DeepSpeed discarded: ZeRO-3 drops any step whose gradient norm is
+        not finite (``stage3.step``), in every precision, leaving the weights untouched."""
+        return int(self.ds.skipped_steps)
+
     def save(self, directory: str, tag: str, client_state: dict) -> None:
         self.ds.save_checkpoint(directory, tag=tag, client_state=client_state, save_latest=False)
 

@@ -8,10 +8,10 @@ and an engine started with ``"checkpoint": {"load_universal": true}`` re-partiti
 whatever world and expert-parallel size it runs with. So a resume whose world size (or
 expert-parallel size) differs from the checkpoint's:
 
-1. rank 0 runs ``deepspeed.checkpoint.ds_to_universal`` in-process on the verified tag,
-   into ``<tag>/universal/`` (a temporary sibling renamed when done, so a crash never
-   leaves a half-converted directory that a later resume would trust; a finished one is
-   reused), while the other ranks wait;
+1. rank 0 runs ``deepspeed.checkpoint.ds_to_universal`` in-process on each engine's
+   directory of the verified tag, into ``<tag>/<engine>/universal/`` (a temporary sibling
+   renamed when done, so a crash never leaves a half-converted directory that a later
+   resume would trust; a finished one is reused), while the other ranks wait;
 2. every rank builds its engine with ``load_universal`` and loads from there, then
    ``repaired_load`` undoes two side effects of DeepSpeed 0.19.8's ZeRO-3 universal
    loader (``stage3.load_hp_checkpoint_state_from_checkpoint_dir_stage3``) that a plain
@@ -23,8 +23,9 @@ expert-parallel size) differs from the checkpoint's:
    copies the first param group's fields, its ``name`` included, onto every group.
 
 The universal directory sits inside the tag directory so pruning old checkpoints removes
-it too. KODA's own state travels in DeepSpeed's client state (step, data position, model
-record) and ``koda_rank<R>.pt`` (RNG), both read from the original tag. Multi-node runs
+it too (format 1, the actor's files directly in the tag: ``<tag>/universal/``). KODA's own
+state travels in DeepSpeed's client state (step, data position, model record) and
+``koda_rank<R>.pt`` (RNG), both read from the original tag. Multi-node runs
 need the checkpoint directory on a filesystem every node sees, as any resume does.
 """
 
@@ -51,10 +52,11 @@ def _ep_size(ds_cfg: dict) -> int:
     return int(ep.get("autoep_size", 1)) if ep.get("enabled") else 1
 
 
-def saved_layout(directory: str | Path, tag: str) -> tuple[int, int]:
-    """(world size, expert-parallel size) the checkpoint was written with."""
-    record = checkpoint.verify(directory, tag)
-    model_states = Path(directory) / tag / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+def saved_layout(directory: str | Path, tag: str, engine: str = checkpoint.ACTOR) -> tuple[int, int]:
+    """(world size, expert-parallel size) `engine` was written with."""
+    record = checkpoint.verify(directory, tag, content=False)
+    ds_dir, ds_tag = checkpoint.engine_dir(directory, tag, engine, record)
+    model_states = ds_dir / ds_tag / "zero_pp_rank_0_mp_rank_00_model_states.pt"
     try:
         state = torch.load(model_states, map_location="cpu", weights_only=False)
     except Exception as err:   # any unpickling failure means the same: this file is unusable
@@ -115,13 +117,14 @@ def _convert(source: Path, root: Path) -> None:
     os.rename(tmp, root)
 
 
-def prepare(directory: str | Path, tag: str, log=print) -> tuple[Path, str]:
-    """Collective. Returns (load_dir, tag) of the universal copy of `tag`, converting it on
-    rank 0 first unless a finished copy exists. Every rank raises if the conversion failed."""
-    source = Path(directory) / tag
+def prepare(source: str | Path, log=print) -> tuple[Path, str]:
+    """Collective. `source`: one engine's DeepSpeed directory (``checkpoint.engine_dir``).
+    Returns (load_dir, tag) of its universal copy, converting it on rank 0 first unless a
+    finished copy exists. Every rank raises if the conversion failed."""
+    source = Path(source)
     root = source / UNIVERSAL
     error = None
-    if comm.rank() == 0 and not (root / tag / "zero").is_dir():
+    if comm.rank() == 0 and not (root / source.name / "zero").is_dir():
         for stale in source.glob(f"{UNIVERSAL}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         start = time.perf_counter()
@@ -135,5 +138,5 @@ def prepare(directory: str | Path, tag: str, log=print) -> tuple[Path, str]:
     error = comm.broadcast_object(error)
     if error:
         raise KodaError(error)
-    return root, tag
+    return root, source.name
 

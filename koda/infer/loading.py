@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from koda.checkpoint import load_from_checkpoint, load_standalone, read_config
-from koda.checkpoint.convert import run_relative
 from koda.data.tokenizer import Tokenizer
 from koda.distributed.checkpoint import COMPLETE, LATEST
 from koda.errors import KodaError
 from koda.model.transformer import KodaForCausalLM
+from koda.run_layout import CHECKPOINTS, RunLayout
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -41,23 +41,23 @@ def is_standalone(path: Path) -> bool:
 
 def is_training_checkpoint(path: Path) -> bool:
     """A run directory, its checkpoints/ directory, or one tag directory."""
-    return (path / "checkpoints").is_dir() or (path / LATEST).is_file() or (path / COMPLETE).is_file()
+    return (path / CHECKPOINTS).is_dir() or (path / LATEST).is_file() or (path / COMPLETE).is_file()
 
 
 def _run_tokenizer(path: Path) -> Path | None:
     """The tokenizer the run config names, resolved as ``koda convert`` does: an absolute
     path, else relative to the working directory, else to the run directory."""
-    if (path / "checkpoints").is_dir():
+    if (path / CHECKPOINTS).is_dir():
         run_dir = path
     elif (path / LATEST).is_file():
         run_dir = path.parent
     else:
         run_dir = path.parent.parent
     try:
-        given = json.loads((run_dir / "config.json").read_text())["data"]["tokenizer"]
+        given = json.loads(RunLayout(run_dir).config.read_text())["data"]["tokenizer"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return next((c for c in run_relative(given, run_dir) if c.is_file()), None)
+    return next((c for c in RunLayout(run_dir).tokenizer_candidates(given) if c.is_file()), None)
 
 
 def load_model(path: str | Path, dtype: str | None = None, device: str = "cpu", tag: str | None = None,

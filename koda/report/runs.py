@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from koda.errors import KodaError
+from koda.run_layout import METRICS as METRICS_FILE
+from koda.run_layout import RunLayout
 
-METRICS_FILE = "metrics.jsonl"   # the name koda.train.metrics writes; not imported, to keep torch out
 RESERVED = ("step", "time")
 
 
@@ -169,8 +170,8 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     if not scalars and not vectors:
         raise KodaError(f"{metrics} has no numeric metric values: nothing to report")
     return Run(name=name or path.resolve().name, path=path, scalars=scalars, vectors=vectors, times=times,
-               config=_read_json(path / "config.json", warnings),
-               ds_config=_read_json(path / "ds_config.json", warnings), warnings=warnings)
+               config=_read_json(RunLayout(path).config, warnings),
+               ds_config=_read_json(RunLayout(path).ds_config, warnings), warnings=warnings)
 
 
 def run_names(paths: list[Path]) -> list[str]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import koda
+from koda.distributed.local_launch import StopForwarder
 from koda.errors import KodaError
 from koda.topology.hostfile import hostfile_text
 from koda.topology.placement import Placement
@@ -211,15 +212,20 @@ def run_launch(plan: LaunchPlan, *, timeout: float | None = None) -> int:
     # Each launcher gets its own process group, so stopping it reaches the launch.py and rank
     # processes under it (DeepSpeed's local runner does not forward SIGTERM itself).
     procs = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in plan.commands]
+    # SIGTERM/SIGUSR1 (a scheduler's stop notice) go to the ranks on this machine, which save
+    # and exit 0 (koda.distributed.local_launch); the launchers then end by themselves.
+    forwarder = StopForwarder(procs)
     deadline = None if timeout is None else time.monotonic() + timeout
     rc = 0
     try:
-        while any(p.poll() is None for p in procs):
-            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
-            if failed or (deadline and time.monotonic() > deadline):
-                rc = failed[0] if failed else 124
-                break
-            time.sleep(0.2)
+        with forwarder.installed():
+            while any(p.poll() is None for p in procs):
+                forwarder.forward()
+                failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+                if failed or (deadline and time.monotonic() > deadline):
+                    rc = failed[0] if failed else 124
+                    break
+                time.sleep(0.2)
     finally:
         for p in procs:  # a failed node leaves its peers waiting at the rendezvous: stop them
             if p.poll() is None:

@@ -5,15 +5,15 @@ config against the model and world size, builds the tokenizer and shards if miss
 then starts ``world_size`` local ranks through DeepSpeed's launcher, so a bad config fails
 once, here, before any rank starts. Started by a launcher (``deepspeed ... --module
 koda.train``, or ``koda launch``), i.e. with RANK/LOCAL_RANK set, it is one rank and trains.
+
+SIGTERM or SIGUSR1 to ``koda train`` makes every rank save at the next step boundary and
+exit; the command then exits 0 and ``--resume`` continues (``koda.distributed.preemption``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 
 from koda.distributed.accelerator import configure_accelerator, supports_bf16
 from koda.train import config as run_config
@@ -50,20 +50,13 @@ def under_launcher() -> bool:
 
 def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool) -> dict:
     """Everything that can be checked before ranks start; returns the resolved DS config."""
-    from pathlib import Path
-
     from koda.distributed import ds_config
     from koda.distributed.checkpoint import refuse_overwrite
+    from koda.run_layout import RunLayout
 
-    refuse_overwrite(Path(cfg.run_dir) / "checkpoints", resuming)
+    refuse_overwrite(RunLayout(cfg.run_dir).checkpoints, resuming)
     return ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=world_size,
                              train_steps=cfg.train.steps, bf16_supported=supports_bf16())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str]) -> int:
@@ -71,6 +64,9 @@ def main(argv: list[str]) -> int:
     cfg = load_config(args)
     configure_accelerator()
     if under_launcher():
+        from koda.distributed import preemption
+
+        preemption.install()            # first: until then a forwarded SIGUSR1 would end this rank
         from koda.train.trainer import Trainer
 
         Trainer(cfg, resume=args.resume, resume_tag=args.resume_tag).run()
@@ -79,11 +75,11 @@ def main(argv: list[str]) -> int:
     from koda.data.prepare import prepare
 
     prepare(cfg.data, cfg.model.vocab_size)
-    port = free_port()
-    command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", str(cfg.world_size),
-               "--master_port", str(port), "--module", "koda.train", *argv]
+    from koda.distributed import local_launch
+
+    port = local_launch.free_port()
     try:
-        return subprocess.call(command)
+        return local_launch.run(local_launch.command(cfg.world_size, port, "koda.train", argv))
     finally:
         from koda.distributed.comm import remove_shm_buffers
 

@@ -54,12 +54,18 @@ class ScheduleConfig:
     eval_batches: int = 8           # validation micro-batches per rank
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    # A step whose loss or gradient norm is not finite: "stop" ends the run with an error
+    # naming the step (nothing is saved after it); "skip" drops its update (DeepSpeed does
+    # not apply a non-finite gradient), counts it in train/skipped_steps and goes on.
+    on_nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         for name in ("steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                    f"train.{name} must be a positive integer, got {value!r}")
+        _check(self.on_nonfinite in ("stop", "skip"),
+               f"train.on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
 
 
 @dataclass(frozen=True)

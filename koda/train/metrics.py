@@ -3,7 +3,8 @@
 ``<run>/metrics.jsonl`` holds one JSON object per line: ``{"step": int, "time": unix seconds,
 <name>: value, ...}``. Names are slash-separated groups W&B charts by: ``train/loss``,
 ``train/ce``, ``train/aux_loss``, ``train/z_loss``, ``train/lr``, ``train/grad_norm``,
-``perf/tokens_per_s``, ``perf/mfu``, ``perf/step_s``, ``moe/load_max_min`` (worst layer),
+``train/skipped_steps`` (non-finite steps discarded so far), ``perf/tokens_per_s``, ``perf/mfu``,
+``perf/step_s``, ``moe/load_max_min`` (worst layer),
 ``moe/layer<N>/load_max_min``, ``moe/layer<N>/tokens`` (a list, per expert), ``mem/rss_gb``,
 ``mem/peak_rss_gb`` (``mem/gpu_peak_gb`` on GPUs), ``val/loss``, ``val/ppl``. Later stages add
 their own groups (``rl/``, ``gan/``) through the same ``log`` call. ``koda report`` reads
@@ -21,9 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from koda.run_layout import METRICS as METRICS_FILE
 from koda.train.config import LoggingConfig
-
-METRICS_FILE = "metrics.jsonl"
 
 
 def wandb_mode(configured: str) -> str:

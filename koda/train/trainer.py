@@ -1,7 +1,11 @@
 """The pre-training loop of one rank: ZeRO-3 + AutoEP actor, cross-entropy + MoE balancing.
 
 Per optimizer step: ``grad_accum`` micro-batches of forward, loss, backward, ``Engine.step``
-(DeepSpeed steps at the accumulation boundary, after any gradient transforms); then
+(DeepSpeed steps at the accumulation boundary, after any gradient transforms); then the
+step boundary, where the ranks agree (one all-reduce) on two things: whether the step's
+loss or gradient norm was non-finite (``train.on_nonfinite``: stop with an error naming
+the step, or count the discarded step and go on), and whether any rank was asked to stop
+(SIGTERM/SIGUSR1: save, then leave the loop; ``koda.distributed.preemption``); then
 logging, validation and checkpoints on their own periods. Every rank runs the same number
 of forwards: ZeRO-3 gathers parameters with collectives, so a rank that skipped one would
 hang the others.
@@ -23,7 +27,7 @@ from koda import __version__
 from koda.data.loader import BatchLayout, TokenStream, TrainLoader, eval_batches
 from koda.data.prepare import prepare
 from koda.data.shards import open_split
-from koda.distributed import checkpoint, comm, ds_config, universal
+from koda.distributed import checkpoint, comm, ds_config, preemption, universal
 from koda.distributed.accelerator import (
     configure_accelerator,
     configure_cpu_threads,
@@ -35,6 +39,7 @@ from koda.distributed.engine import build_engine
 from koda.errors import KodaError
 from koda.model import KodaForCausalLM
 from koda.objectives import next_token_loss
+from koda.run_layout import RunLayout
 from koda.train.config import RunConfig
 from koda.train.flops import measure_matmul_peak, train_flops_per_token
 from koda.train.metrics import MetricsLogger
@@ -43,6 +48,7 @@ from koda.train.router_probe import RouterProbe
 
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, resume_tag: str | None = None):
+        self.stop = preemption.install()     # also done first thing by koda train's rank entry
         configure_accelerator()
         comm.init()
         configure_cpu_threads()
@@ -50,8 +56,8 @@ class Trainer:
 
         ds_logging.logger.setLevel("WARNING")
         self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
-        self.run_dir = Path(cfg.run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.layout = RunLayout(cfg.run_dir)
+        self.run_dir, self.ckpt_dir = self.layout.root, self.layout.checkpoints
         log = print if self.rank == 0 else (lambda *_: None)
 
         if self.rank == 0:
@@ -90,12 +96,12 @@ class Trainer:
         np.random.seed(cfg.train.seed + self.rank)
         random.seed(cfg.train.seed + self.rank)
 
-        self.step = 0
+        self.step, self.skipped = 0, 0
         resumed = self._resume(found) if (resume or resume_tag) else None
         self.peak_flops = self._peak_flops()
         if self.rank == 0:
-            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-            (self.run_dir / "ds_config.json").write_text(json.dumps(self.ds_cfg, indent=1))
+            self.layout.config.write_text(json.dumps(cfg.to_dict(), indent=1))
+            self.layout.ds_config.write_text(json.dumps(self.ds_cfg, indent=1))
         self.metrics = MetricsLogger(self.run_dir, cfg.logging, cfg.to_dict(), cfg.train.steps,
                                      enabled=self.rank == 0, resume_step=resumed)
         ep = self.ds_cfg.get("expert_parallel", {})
@@ -111,13 +117,14 @@ class Trainer:
             if self.rank == 0:
                 print(f"no complete checkpoint in {self.ckpt_dir}: starting from step 0")
             return None
-        client, rank_state = checkpoint.load(self.engine, self.ckpt_dir, found, universal=bool(self.universal))
-        state = client.get("koda")
+        loaded = checkpoint.load({checkpoint.ACTOR: self.engine}, self.ckpt_dir, found,
+                                 universal=bool(self.universal))
+        state, rank_state = loaded.client_state.get("koda"), loaded.rank_state
         if state is None:
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: not written by KODA (no 'koda' state)")
         if state["model"] != self.cfg.model.to_dict():
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: written for another model configuration")
-        self.step = state["step"]
+        self.step, self.skipped = state["step"], state.get("skipped_steps", 0)
         self.loader.load_state_dict(state["loader"])
         if rank_state is not None:
             checkpoint.set_rng_state(rank_state["rng"])
@@ -131,10 +138,33 @@ class Trainer:
     def _save(self) -> None:
         state = {"koda": {"step": self.step, "loader": self.loader.state_dict(), "world_size": self.world,
                           "model": self.cfg.model.to_dict(), "tokens": self.step * self.tokens_per_step,
-                          "format": checkpoint.FORMAT, "koda_version": __version__}}
-        tag = checkpoint.save(self.engine, self.ckpt_dir, self.step, state, {"rng": checkpoint.rng_state()},
-                              self.cfg.train.keep_checkpoints)
-        self.metrics.print(f"saved checkpoint {self.ckpt_dir / tag}")
+                          "skipped_steps": self.skipped, "format": checkpoint.FORMAT, "koda_version": __version__}}
+        saved = checkpoint.save({checkpoint.ACTOR: self.engine}, self.ckpt_dir, self.step, state,
+                                {"rng": checkpoint.rng_state()}, self.cfg.train.keep_checkpoints)
+        self.metrics.print(f"saved checkpoint {self.ckpt_dir / saved.tag} ({saved.bytes / 1e6:,.1f} MB in "
+                           f"{saved.seconds:.2f} s, hashing {saved.hash_seconds:.2f} s)")
+
+    # ------------------------------------------------------------- step boundary
+    def _boundary(self, losses: torch.Tensor, discarded_before: int) -> str | None:
+        """Collective, after every optimizer step. `losses`: this rank's [ce, aux, z].
+        Raises on a non-finite step under ``on_nonfinite: stop``; returns the name of the
+        stop signal any rank received, or None to go on."""
+        received = [float(self.stop.signal == sig) for sig in preemption.STOP_SIGNALS]
+        flags = comm.all_reduce_sum(torch.tensor([*received, float(not bool(torch.isfinite(losses).all()))]))
+        *counts, bad_loss = (bool(v) for v in flags.tolist())
+        stop = next((sig.name for sig, seen in zip(preemption.STOP_SIGNALS, counts, strict=True) if seen), None)
+        discarded = self.engine.skipped_steps > discarded_before     # the gradient norm was not finite
+        if bad_loss or discarded:
+            what = "loss" if bad_loss else f"gradient norm ({self.engine.grad_norm()})"
+            if self.cfg.train.on_nonfinite == "stop" or not discarded:
+                applied = "" if discarded else "; the update was applied"
+                raise KodaError(f"step {self.step}: non-finite {what}{applied}; stopped without saving it "
+                                f"(train.on_nonfinite={self.cfg.train.on_nonfinite}; last checkpoint: "
+                                f"{checkpoint.resolve_tag(self.ckpt_dir) or 'none'})")
+            self.skipped += 1
+            self.metrics.print(f"step {self.step}: non-finite {what}, update discarded "
+                               f"({self.skipped} skipped so far; train.on_nonfinite=skip)")
+        return stop
 
     # --------------------------------------------------------------------- metrics
     def _peak_flops(self) -> float:
@@ -218,9 +248,12 @@ class Trainer:
                 self.metrics.print(_console_line(0, cfg.steps, last_val))
             while self.step < cfg.steps:
                 start = time.perf_counter()        # logging, eval and saving are not training time
-                window += self.train_step()
+                discarded_before = self.engine.skipped_steps
+                losses = self.train_step()
+                window += losses
                 window_time += time.perf_counter() - start
                 window_steps += 1
+                stop = self._boundary(losses, discarded_before)
                 self.metrics.advance()
                 metrics = {}
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -232,7 +265,8 @@ class Trainer:
                                "train/ce": ce, "train/aux_loss": aux, "train/z_loss": z,
                                "train/lr": self.engine.lr(), "train/grad_norm": self.engine.grad_norm(),
                                "perf/tokens_per_s": tokens_per_s, "perf/step_s": window_time / window_steps,
-                               "perf/mfu": mfu, **self._load_metrics(), **self._memory()}
+                               "perf/mfu": mfu, "train/skipped_steps": self.skipped, **self._load_metrics(),
+                               **self._memory()}
                     window, window_time, window_steps = torch.zeros(3), 0.0, 0
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     last_val = self.evaluate()
@@ -240,8 +274,13 @@ class Trainer:
                 if metrics:
                     self.metrics.log(self.step, metrics)
                     self.metrics.print(_console_line(self.step, cfg.steps, metrics))
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                saving = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                if saving or stop:
                     self._save()
+                if stop:
+                    self.metrics.print(f"stopped at step {self.step}/{cfg.steps} on {stop}: "
+                                       "checkpoint saved; continue with --resume")
+                    break
         finally:
             self.metrics.close()
         return last_val

@@ -77,11 +77,11 @@ def test_reader_agrees_with_deepspeeds_universal_conversion_bit_for_bit(trained_
 
     out = tmp_path / "universal" / TAG
     proc = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
-                           str(trained_run.checkpoints / TAG), "--output_folder", str(out),
+                           str(trained_run.checkpoints / TAG / "actor"), "--output_folder", str(out),
                            "--num_extract_workers", "1", "--num_merge_workers", "1"],
                           capture_output=True, text=True, env={**os.environ, "DS_ACCELERATOR": "cpu"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    reader = Zero3Checkpoint(trained_run.checkpoints / TAG)
+    reader = Zero3Checkpoint(trained_run.checkpoints / TAG / "actor")
     assert len(reader.shapes) == 23
     for name, shape in reader.shapes.items():
         reference = torch.load(out / "zero" / name / "fp32.pt", weights_only=False)
@@ -117,28 +117,49 @@ def _copy(trained_run, root):
     return run
 
 
-def _rewrite_client_state(run, change):
-    """Edit rank 0's model-states file and record its new size, so only the content is wrong."""
-    tag_dir = run / "checkpoints" / TAG
-    path = tag_dir / "zero_pp_rank_0_mp_rank_00_model_states.pt"
-    state = torch.load(path, weights_only=False)
-    change(state)
-    torch.save(state, path)
+def _record(tag_dir, path):
+    """Record `path`'s new size and digest in COMPLETE, as if it had been saved that way."""
+    from koda.distributed.checkpoint import file_digest
+
     record = json.loads((tag_dir / "COMPLETE").read_text())
-    record["files"][path.name] = path.stat().st_size
+    record["files"][str(path.relative_to(tag_dir))] = {"size": path.stat().st_size, "sha256": file_digest(path)}
     (tag_dir / "COMPLETE").write_text(json.dumps(record))
 
 
+def _rewrite_client_state(run, change):
+    """Edit rank 0's model-states file and record it, so only the content is wrong."""
+    tag_dir = run / "checkpoints" / TAG
+    path = tag_dir / "actor" / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+    state = torch.load(path, weights_only=False)
+    change(state)
+    torch.save(state, path)
+    _record(tag_dir, path)
+
+
 def _truncate(run):
-    path = run / "checkpoints" / TAG / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    path = run / "checkpoints" / TAG / "actor" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     path.write_bytes(path.read_bytes()[:-1000])
 
 
-def _scribble(run):
-    path = run / "checkpoints" / TAG / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+def _scribble(run, record=False):
+    path = run / "checkpoints" / TAG / "actor" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     data = bytearray(path.read_bytes())
     data[-300:] = b"\xff" * 300                  # same size, the zip directory destroyed
     path.write_bytes(bytes(data))
+    if record:
+        _record(run / "checkpoints" / TAG, path)
+
+
+def _one_weight_changed(run):
+    """A same-size file that still loads: one fp32 master weight of rank 1 altered in place.
+    Before digests this converted without complaint into a silently different model."""
+    path = run / "checkpoints" / TAG / "actor" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    size = path.stat().st_size
+    state = torch.load(path, weights_only=False)
+    with torch.no_grad():
+        state["optimizer_state_dict"]["fp32_flat_groups"][0][0] += 1.0
+    torch.save(state, path)
+    assert path.stat().st_size == size
 
 
 def _other_run_model(run):
@@ -153,7 +174,7 @@ def _record_disagrees_with_tensors(run):
 
 
 def _future_format(run):
-    _rewrite_client_state(run, lambda s: s["koda"].update(format=2, koda_version="9.0.0"))
+    _rewrite_client_state(run, lambda s: s["koda"].update(format=3, koda_version="9.0.0"))
 
 
 def _unknown_model_field(run):
@@ -170,13 +191,18 @@ def _output_exists(run):
 
 CASES = {
     "missing tag": (None, ["--tag", "step00000099"], r"no tag 'step00000099' \(complete: step00000006\)"),
-    "truncated shard": (_truncate, [], r"zero_pp_rank_1_mp_rank_00_optim_states.pt is \d+ bytes, \d+ when saved"),
-    "corrupt shard": (_scribble, [], r"zero_pp_rank_1_mp_rank_00_optim_states.pt is unreadable"),
+    "truncated shard": (_truncate, [], r"actor/zero_pp_rank_1_mp_rank_00_optim_states.pt is \d+ bytes, \d+ when saved"),
+    "corrupt shard": (_scribble, [], r"file actor/zero_pp_rank_1_mp_rank_00_optim_states.pt differs from the one "
+                                     r"saved \(sha256 digest mismatch: corrupt\)$"),
+    "same-size change that loads": (_one_weight_changed, [], r"file actor/zero_pp_rank_1_mp_rank_00_optim_states.pt "
+                                                             r"differs from the one saved"),
+    "corrupt shard with a matching record": (lambda run: _scribble(run, record=True), [],
+                                             r"zero_pp_rank_1_mp_rank_00_optim_states.pt is unreadable"),
     "another model (run config)": (_other_run_model, [], r"another model than .* \(model.d_model 64 in the checkpoint"),
     "another model (tensors)": (_record_disagrees_with_tensors, ["--tokenizer", "TOKENIZER"],
                                 r"experts.gate_up_proj has shape \(4, 192, 64\), the config says \(4, 256, 64\)"),
-    "another KODA version": (_future_format, [], r"written by KODA 9.0.0 in checkpoint format 2; this KODA reads "
-                                                 r"format 1"),
+    "another KODA version": (_future_format, [], r"written by KODA 9.0.0 in checkpoint format 3; this KODA reads "
+                                                 r"formats 1 and 2"),
     "another KODA version (model field)": (_unknown_model_field, [],
                                            r"model record is not readable .* unknown key 'moe_shared_experts'"),
     "not a KODA checkpoint": (_not_koda, [], r"not written by KODA"),

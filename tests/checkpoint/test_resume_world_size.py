@@ -50,7 +50,7 @@ def test_two_rank_checkpoint_continues_on_one_rank_and_back_on_two(trained_run, 
     print(f"2 -> 1 ranks: next-step loss diff {abs(resumed[3]['train/ce'] - base[3]['train/ce']):.2e}, "
           f"max over steps 3-6 {_compare(resumed, base, range(3, 7)):.2e}")
     # the universal copy lives inside the tag it came from; the tag still verifies
-    assert (one / "checkpoints" / "step00000002" / "universal" / "step00000002" / "zero").is_dir()
+    assert (one / "checkpoints" / "step00000002" / "actor" / "universal" / "actor" / "zero").is_dir()
     checkpoint.verify(one / "checkpoints", "step00000002")
 
     two = tmp_path / "two"

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from koda.distributed import checkpoint
 from koda.errors import KodaError
@@ -49,3 +50,73 @@ def test_nothing_to_resume(tmp_path):
     assert checkpoint.resolve_tag(tmp_path / "missing") is None
     _fake(tmp_path, 5, complete=False)
     assert checkpoint.resolve_tag(tmp_path) is None
+
+
+def _fake_v2(root, step, payload=b"weights" * 20):
+    """A format-2 tag as ``checkpoint.save`` records it: actor files under actor/, digests."""
+    tag = checkpoint.tag_for(step)
+    files = {"actor/zero_pp_rank_0_mp_rank_00_model_states.pt": payload, "koda_rank0.pt": b"rng" * 5}
+    for name, data in files.items():
+        (root / tag / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / tag / name).write_bytes(data)
+    entries = {name: {"size": len(data), "sha256": checkpoint.file_digest(root / tag / name)}
+               for name, data in files.items()}
+    record = {"format": 2, "step": step, "world_size": 1, "engines": ["actor"], "extra": [], "files": entries}
+    (root / tag / checkpoint.COMPLETE).write_text(json.dumps(record))
+    return tag
+
+
+def test_a_same_size_corruption_is_named_by_its_digest(tmp_path):
+    tag = _fake_v2(tmp_path, 100)
+    checkpoint.verify(tmp_path, tag)
+    path = tmp_path / tag / "actor" / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0x01                                   # one bit, same size
+    path.write_bytes(bytes(data))
+    with pytest.raises(KodaError) as err:
+        checkpoint.verify(tmp_path, tag)
+    assert str(err.value) == (f"checkpoint {tmp_path / tag}: file actor/zero_pp_rank_0_mp_rank_00_model_states.pt "
+                              "differs from the one saved (sha256 digest mismatch: corrupt)")
+    with pytest.raises(KodaError, match="differs from the one saved"):
+        checkpoint.verify_collective(tmp_path, tag)     # what a load runs (one process: all files here)
+    assert checkpoint.verify(tmp_path, tag, content=False)["step"] == 100    # sizes alone cannot see it
+
+
+def test_engine_directories_in_both_layouts(tmp_path):
+    v1 = _fake(tmp_path, 100)
+    v2 = _fake_v2(tmp_path, 200)
+    assert checkpoint.engine_dir(tmp_path, v1) == (tmp_path, v1)
+    assert checkpoint.engine_dir(tmp_path, v2) == (tmp_path / v2, "actor")
+    with pytest.raises(KodaError, match="format 1 holds only the actor, no critic"):
+        checkpoint.engine_dir(tmp_path, v1, "critic")
+    with pytest.raises(KodaError, match=r"no engine 'critic' \(it holds actor\)"):
+        checkpoint.engine_dir(tmp_path, v2, "critic")
+
+
+def test_a_future_layout_is_refused_in_one_line(tmp_path):
+    tag = _fake_v2(tmp_path, 100)
+    record = json.loads((tmp_path / tag / checkpoint.COMPLETE).read_text())
+    (tmp_path / tag / checkpoint.COMPLETE).write_text(json.dumps({**record, "format": 3}))
+    with pytest.raises(KodaError, match="layout format 3; this KODA reads formats 1 and 2"):
+        checkpoint.verify(tmp_path, tag)
+
+
+def test_pruning_keeps_the_newest_of_either_layout(tmp_path):
+    _fake(tmp_path, 100)
+    _fake_v2(tmp_path, 200)
+    _fake_v2(tmp_path, 300)
+    checkpoint._prune(tmp_path, keep=2)
+    assert checkpoint.complete_tags(tmp_path) == ["step00000200", "step00000300"]
+    assert not (tmp_path / "step00000100").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rng_stream_is_saved_and_restored():
+    torch.cuda.init()
+    torch.cuda.manual_seed(1)
+    state = checkpoint.rng_state()
+    assert "cuda" in state
+    expected = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed(2)
+    checkpoint.set_rng_state(state)
+    assert torch.equal(torch.rand(4, device="cuda"), expected)

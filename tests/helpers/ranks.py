@@ -9,33 +9,28 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from koda.distributed.comm import remove_shm_buffers
+from koda.distributed.local_launch import command, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rank_env(env: dict | None = None) -> dict:
+    """The environment of a test launch: CPU ranks, no W&B, this checkout first on the path."""
+    return {**os.environ, "DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled",
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
 
 
 def launch(module_args: list[str], world: int = 2, timeout: float = 600, env: dict | None = None,
            cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`deepspeed --num_gpus world --module <module_args...>` with a private port."""
     port = free_port()
-    command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", str(world),
-               "--master_port", str(port), "--module", *module_args]
-    full_env = {**os.environ, "DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled",
-                "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env,
-                              cwd=cwd or REPO)
+        return subprocess.run(command(world, port, module_args[0], module_args[1:]), capture_output=True, text=True,
+                              timeout=timeout, env=rank_env(env), cwd=cwd or REPO)
     finally:
         remove_shm_buffers("127.0.0.1", port)
 

@@ -23,6 +23,7 @@ BAD_RUN_CONFIGS = [
     ({"moe": {"aux_loss_weight": -1}}, r"moe.aux_loss_weight must be >= 0"),
     ({"logging": {"wandb_mode": "loud"}}, r"logging.wandb_mode must be auto, online, offline or disabled"),
     ({"world_size": 0}, r"world_size must be a positive integer"),
+    ({"train": {"on_nonfinite": "ignore"}}, r"train.on_nonfinite must be stop or skip, got 'ignore'"),
 ]
 
 
@@ -37,6 +38,8 @@ def test_bad_run_config(tmp_path, change, message):
 
 def test_presets_load_and_overrides_apply():
     cfg = run_config.load("smoke", ["train.steps=7", "moe.aux_loss_weight=0", "model.n_experts=8"])
+    assert cfg.train.on_nonfinite == "stop"
+    assert run_config.load("smoke", ["train.on_nonfinite=skip"]).train.on_nonfinite == "skip"
     assert cfg.train.steps == 7 and cfg.moe.aux_loss_weight == 0 and cfg.model.n_experts == 8
     assert run_config.load("small").model.d_model == 512
     assert run_config.load("large").model.n_layers == 32

@@ -23,7 +23,7 @@ import pytest
 
 from koda.distributed import checkpoint
 from koda.errors import KodaError
-from tests.helpers.ranks import REPO
+from tests.helpers.ranks import REPO, rank_env
 from tests.helpers.tiny import write_run_config
 
 pytestmark = pytest.mark.slow
@@ -37,21 +37,16 @@ def _config(tmp_path, tiny_data, name, checkpoint_every):
                             train={"checkpoint_every": checkpoint_every, "eval_every": 10})
 
 
-def _env():
-    return {**os.environ, "DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled",
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
 def _train(config, *extra, timeout=600) -> subprocess.CompletedProcess:
     """`koda train --config CONFIG ...` to completion."""
     return subprocess.run([sys.executable, "-m", "koda", "train", "--config", str(config), *extra], cwd=REPO,
-                          env=_env(), capture_output=True, text=True, timeout=timeout)
+                          env=rank_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _start(config, log) -> subprocess.Popen:
     """`koda train` in a session of its own (so the whole job can be killed), output to `log`."""
     return subprocess.Popen([sys.executable, "-m", "koda", "train", "--config", str(config)], cwd=REPO,
-                            env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+                            env=rank_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _lines(run_dir) -> list[str]:

@@ -96,7 +96,8 @@ def read_tasks(path: str | Path) -> list[Task]:
         if path.suffix == ".gz":
             import gzip
 
-            text = gzip.open(path, "rt", encoding="utf-8").read()
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                text = f.read()
         else:
             text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError, EOFError) as err:

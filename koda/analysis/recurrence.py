@@ -91,6 +91,11 @@ def param_roles(func: ast.FunctionDef) -> dict[str, str]:
                 num |= {s.id for s in sides if isinstance(s, ast.Name)}
             if all(isinstance(s, ast.Name) and s.id in params for s in sides):
                 num |= {s.id for s in sides}
+            # a counter against a parameter (``while i < n``, ``while i * i <= n``): ordered, so a number; an equality
+            # test (``xs[mid] == target``) says nothing about the kind
+            if len(sides) == 2 and all(isinstance(s, ast.Name | ast.BinOp) for s in sides) \
+                    and isinstance(node.ops[0], ast.Lt | ast.LtE | ast.Gt | ast.GtE):
+                num |= {s.id for s in sides if isinstance(s, ast.Name) and s.id in params}
     return {p: "seq" if p in seq else "int" if p in num else "other" for p in params}
 
 

@@ -13,6 +13,16 @@ CASES = [
      (0, 1)),
     ("def f(x, n):\n    r = 1\n    for _ in range(n):\n        r = r * x % 97\n    return r\n", (1, 0)),
     ("def f(xs):\n    return sorted(xs)[::-1]\n", (1, 1)),
+    # trip counts from integer functions, and counters doubled or squared against the bound
+    ("import math\n\ndef f(n):\n    t = 0\n    for i in range(math.isqrt(n)):\n        t += i\n    return t\n",
+     (0.5, 0)),
+    ("def f(n):\n    t = 0\n    for i in range(1, n.bit_length(), 2):\n        t += i\n    return t\n", (0, 1)),
+    ("import math\n\ndef f(n):\n    t = 0\n    for i in range(int(math.log2(n + 1))):\n        t += i\n"
+     "    return t\n", (0, 1)),
+    ("def f(n):\n    t, i = 0, 1\n    while i < n:\n        t += i\n        i *= 2\n    return t\n", (0, 1)),
+    ("def f(n):\n    t, i = 0, 1\n    while i * i <= n:\n        t += i\n        i += 1\n    return t\n", (0.5, 0)),
+    ("def f(xs):\n    t = 0\n    for i in range(len(xs[1:])):\n        for j in range(len(range(0, len(xs), 3))):\n"
+     "            t += 1\n    return t\n", (2, 0)),
 ]
 
 
@@ -24,7 +34,12 @@ def test_the_bound_of_a_loop_is_derived_and_the_fit_agrees(source, bound):
     assert out["agree"], out["agreement"]
 
 
-def test_a_loop_with_no_size_to_read_stays_undecided_with_a_reason():
-    out = verify_source("def f(n):\n    while n != 1:\n        n = 3 * n + 1 if n % 2 else n // 2\n    return n\n",
-                        measure=False)
-    assert out["bound"] is None and out["undecided_reason"]
+@pytest.mark.parametrize(("source", "reason"), [
+    ("def f(n):\n    while n != 1:\n        n = 3 * n + 1 if n % 2 else n // 2\n    return n\n", "while loop"),
+    ("import math\n\ndef f(n):\n    for i in range(int(math.log2(math.log2(n + 2)))):\n        pass\n",
+     "log log n"),
+    ("def f(n):\n    i = 0\n    while i < n:\n        i *= 2\n    return i\n", "while loop"),
+])
+def test_what_stays_undecided_says_why(source, reason):
+    out = verify_source(source, measure=False)
+    assert out["bound"] is None and reason in out["undecided_reason"]

@@ -27,29 +27,31 @@ def _list_cases(rng: random.Random, sizes=(0, 1, 2, 7, 30)) -> tuple[tuple, ...]
 def binary_search(rng: random.Random) -> Draft:
     xs, t = pick(rng, LIST_NAMES), pick(rng, ("target", "key", "goal", "t"))
     lo, hi = pick(rng, (("lo", "hi"), ("left", "right"), ("start", "end")))
-    variant = rng.randrange(3)
-    data = sorted(set(_list(rng, 40, -100, 100)))
-    probes = [data[0], data[-1], data[len(data) // 2], data[0] - 1, data[-1] + 1, 3]
+    variant, desc = rng.randrange(3), rng.random() < 0.5
+    order = "descending" if desc else "ascending"
+    data = sorted(set(_list(rng, 40, -100, 100)), reverse=desc)
+    probes = [data[0], data[-1], data[len(data) // 2], min(data) - 1, max(data) + 1, 3]
     if variant == 0:
-        missing = rng.randint(-9, -1)
+        missing = rng.randint(-20, -1)
         name = pick(rng, ("find_index", "binary_search", "locate", "search_sorted"))
-        doc = (f"{xs}[{lo}..{hi}] (inclusive) is sorted ascending with distinct values. Return an index i in that "
+        doc = (f"{xs}[{lo}..{hi}] (inclusive) is sorted {order} with distinct values. Return an index i in that "
                f"range with {xs}[i] == {t}, or {missing} if there is none. Use binary search.")
         body = (f"if {lo} > {hi}:\n    return {missing}\nmid = ({lo} + {hi}) // 2\nif {xs}[mid] == {t}:\n"
-                f"    return mid\nif {xs}[mid] < {t}:\n    return {name}({xs}, {t}, mid + 1, {hi})\n"
-                f"return {name}({xs}, {t}, {lo}, mid - 1)\n")
+                f"    return mid\nif {xs}[mid] {'>' if desc else '<'} {t}:\n"
+                f"    return {name}({xs}, {t}, mid + 1, {hi})\nreturn {name}({xs}, {t}, {lo}, mid - 1)\n")
         cases = tuple((data, p, 0, len(data) - 1) for p in probes) + (([], 4, 0, -1),)
     else:
         strict = variant == 2
-        cmp = "<=" if strict else "<"
-        name = pick(rng, ("upper_bound", "first_greater", "bisect_right") if strict else
-                    ("lower_bound", "first_not_less", "bisect_left"))
-        rel = "greater than" if strict else "greater than or equal to"
-        doc = (f"{xs}[{lo}:{hi}] is sorted ascending. Return the first index i in [{lo}, {hi}) whose value is {rel} "
+        cmp = ("<=" if strict else "<") if not desc else (">=" if strict else ">")
+        name = pick(rng, ("upper_bound", "first_past", "bisect_right") if strict else
+                    ("lower_bound", "first_not_before", "bisect_left"))
+        rel = ("greater than" if strict else "greater than or equal to") if not desc else \
+            ("less than" if strict else "less than or equal to")
+        doc = (f"{xs}[{lo}:{hi}] is sorted {order}. Return the first index i in [{lo}, {hi}) whose value is {rel} "
                f"{t}, or {hi} if there is none, by halving the range.")
         body = (f"if {lo} >= {hi}:\n    return {lo}\nmid = ({lo} + {hi}) // 2\nif {xs}[mid] {cmp} {t}:\n"
                 f"    return {name}({xs}, {t}, mid + 1, {hi})\nreturn {name}({xs}, {t}, {lo}, mid)\n")
-        dup = sorted(_list(rng, 40, -20, 20))
+        dup = sorted(_list(rng, 40, -20, 20), reverse=desc)
         cases = tuple((dup, p, 0, len(dup)) for p in (dup[0], dup[-1], dup[20], -30, 30, 0)) + (([], 1, 0, 0),)
     return Draft(name, (xs, t, lo, hi), doc, indent(body), cases, polylog(0, 1))
 
@@ -58,7 +60,8 @@ def _key(rng: random.Random) -> tuple[str, str]:
     """(key expression on v, wording)."""
     m = rng.randint(3, 11)
     return pick(rng, (("v", "by value"), ("-v", "by value, largest first"), ("abs(v)", "by absolute value"),
-                      (f"v % {m}", f"by remainder modulo {m}"))), m
+                      ("-abs(v)", "by absolute value, largest first"), (f"v % {m}", f"by remainder modulo {m}"),
+                      (f"v // {m}", f"by the floor of the value divided by {m}"))), m
 
 
 def merge_sort(rng: random.Random) -> Draft:
@@ -156,7 +159,7 @@ def string_recursion(rng: random.Random) -> Draft:
 def list_recursion(rng: random.Random) -> Draft:
     xs = pick(rng, LIST_NAMES)
     variant = rng.randrange(3)
-    c = rng.randint(1, 5)
+    c = rng.randint(1, 9)
     if variant == 0:
         name = pick(rng, ("flatten", "flat_list", "unnest"))
         doc = f"Flatten the nested list {xs} (lists inside lists, any depth) into one list, each number times {c}."
@@ -182,7 +185,7 @@ def list_recursion(rng: random.Random) -> Draft:
 
 def prefix_sums_loop(rng: random.Random) -> Draft:
     xs = pick(rng, LIST_NAMES)
-    k, mod = rng.randint(1, 4), pick(rng, (None, 97, 1009, 65521))
+    k, mod = rng.randint(1, 6), pick(rng, (None, 97, 101, 1009, 10007, 65521))
     name = pick(rng, ("strided_prefix", "running_sums", "window_totals"))
     mod_text = f", each taken modulo {mod}" if mod else ""
     doc = (f"Return out with out[i] = {xs}[i] + out[i - {k}] (and out[i] = {xs}[i] for i < {k}){mod_text}: "
@@ -244,7 +247,7 @@ def edit_distance(rng: random.Random) -> Draft:
 def nested_tuples(rng: random.Random) -> Draft:
     t = pick(rng, ("tree", "node", "t", "nest"))
     variant = rng.randrange(3)
-    w = rng.randint(1, 4)
+    w = rng.randint(1, 9)
     if variant == 0:
         name = pick(rng, ("depth_weighted_sum", "weighted_leaves", "leaf_score"))
         doc = (f"{t} is a number (a leaf) or a tuple of trees. Return the sum of every leaf times ({w} + its depth), "

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("koda.report.cli", "write plots and an HTML summary of one or more runs"),
     "convert": ("koda.checkpoint.convert_cli", "convert a ZeRO-3/AutoEP checkpoint to a standalone model"),
     "generate": ("koda.infer.cli", "sample from a standalone model or a checkpoint"),
+    "tasks": ("koda.tasks.cli", "export or check the task set (train / held-out function-writing tasks)"),
+    "eval": ("koda.evaluate.cli", "pass@k, complexity and syntax of a model's samples on a task set"),
 }
 
 

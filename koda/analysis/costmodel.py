@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 from typing import Protocol
 
-from koda.analysis.symbolic import ONE, Affine, Growth, Num, Other, Seq, Undecided, Value
+from koda.analysis.symbolic import ONE, Affine, Growth, Num, Other, Seq, Undecided, Value, log_growth, sqrt_growth
 
 NLOGN = Growth(0.0, 1)  # multiplied by the length's growth: n * log n
 
@@ -35,9 +35,26 @@ ARGUMENT_METHODS = {"extend", "update", "join"}  # cost the length of the argume
 PURE_MODULES = {"math", "operator", "cmath"}
 
 
+# integer functions whose value sets loop trip counts: name -> how the size of the result grows
+ROOTS = {"isqrt", "sqrt"}
+LOGS = {"log", "log2", "log10", "log1p"}
+
+
 class SizeContext(Protocol):
     def as_seq(self, value: Value, what: str) -> Seq: ...
     def size(self, seq: Seq, what: str) -> Growth: ...
+    def num_growth(self, value: Value, what: str) -> Growth | None: ...
+
+
+def sized_number(name: str, arg: Value, ctx: SizeContext) -> Num:
+    """``math.isqrt(n)``, ``math.log2(n)``, ``n.bit_length()``...: a number whose size in n is
+    known though not affine (what a loop over ``range`` of it costs)."""
+    g = ctx.num_growth(arg, f"{name}()")
+    if g is None:
+        return Num()
+    if name in ROOTS:
+        return Num(growth=sqrt_growth(g, f"{name}()"))
+    return Num(growth=log_growth(g, f"{name}()"))
 
 
 def _length(value: Value) -> Affine | None:
@@ -50,7 +67,10 @@ def builtin(name: str, args: list[Value], ctx: SizeContext) -> tuple[Value, Grow
         raise Undecided(f"call to {name}() (I/O or dynamic code)")
     if name == "len":
         seq = ctx.as_seq(args[0], "len()") if args else Seq(None)
-        return Num(seq.length), ONE
+        return Num(seq.length, growth=seq.size if seq.length is None else None), ONE
+    if name in ("int", "round", "abs") and len(args) == 1 and isinstance(args[0], Num) \
+            and args[0].growth is not None:  # int(math.log2(n)) keeps the size of the log
+        return Num(growth=args[0].growth), ONE
     if name in CONSTANT_BUILTINS or name in EXCEPTIONS or name == "print" and all(
             not isinstance(a, Seq) for a in args):
         return (Num() if name != "type" else Other("type")), ONE
@@ -82,6 +102,10 @@ def builtin(name: str, args: list[Value], ctx: SizeContext) -> tuple[Value, Grow
 def _lazy(name: str, args: list[Value], ctx: SizeContext) -> Seq:
     if name == "range":
         forms = [a.form if isinstance(a, Num) else None for a in args]
+        stop = args[0] if len(args) == 1 else args[1] if args else None
+        if isinstance(stop, Num) and stop.growth is not None and all(
+                f is not None and f.is_const for i, f in enumerate(forms) if i != (0 if len(args) == 1 else 1)):
+            return Seq(None, size=stop.growth)  # range(isqrt(n)), range(1, n.bit_length(), 2)
         if any(f is None for f in forms) or not forms:
             return Seq(None)
         if len(forms) == 1:
@@ -125,7 +149,11 @@ def _shortest(lengths: list[Affine | None]) -> Affine | None:
 def method(receiver: Value, name: str, args: list[Value], ctx: SizeContext) -> tuple[Value, Growth]:
     """(result value, cost) of ``receiver.name(*args)``; list growth is the caller's job."""
     if isinstance(receiver, Other) and receiver.what in PURE_MODULES:
+        if name in ROOTS | LOGS and args:
+            return sized_number(name, args[0], ctx), ONE
         return Num(), ONE
+    if name == "bit_length" and isinstance(receiver, Num):
+        return sized_number(name, receiver, ctx), ONE
     if name in CONSTANT_METHODS:
         return (Seq(None, upto=True) if name in ("keys", "values", "items") else Num()), ONE
     if name == "pop":

@@ -21,6 +21,7 @@ PARSIMONY = 1.5
 EXP_TOL = 0.1  # |measured - derived| n exponent; lower-order terms shift short ranges ~0.05
 RMS_SLACK = 0.01
 BASE_TOL = 0.05
+LOG_SPAN = 1.5  # ln n_max / ln n_min the fitted sizes must span to tell n^a from n^a log n
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,9 @@ def consistent(points: list[list[float]], kind: str, n_exponent: float = 0.0, lo
     """Whether the measurements fit the class n^e log^j n (or base^n), and why (not).
 
     Polylog: with the log power fixed at j, the fitted n exponent must be within
-    ``EXP_TOL`` of e and its residual within twice the best class's (plus ``RMS_SLACK``).
+    ``EXP_TOL`` of e and its residual within twice the best class's (plus ``RMS_SLACK``);
+    then, with the exponent pinned at e, log^j n must fit better than log^(j±1) n
+    (``log_factor``).
     Exponential: the fitted base must be within ``BASE_TOL`` (relative) of the bound's.
     """
     best = best or select(points)
@@ -105,5 +108,44 @@ def consistent(points: list[list[float]], kind: str, n_exponent: float = 0.0, lo
     if fixed is None:
         return False, f"log power {log_exponent} is beyond the fitted classes"
     ok = abs(fixed.n_exponent - n_exponent) <= EXP_TOL and fixed.rms <= 2 * best.rms + RMS_SLACK
-    return ok, (f"with log^{log_exponent} n fixed, measured n exponent {fixed.n_exponent:.3f} "
-                f"vs {n_exponent:.3f} (residual {fixed.rms:.4f}, best {best.rms:.4f})")
+    why = (f"with log^{log_exponent} n fixed, measured n exponent {fixed.n_exponent:.3f} "
+           f"vs {n_exponent:.3f} (residual {fixed.rms:.4f}, best {best.rms:.4f})")
+    if not ok:
+        return ok, why
+    # every size from 16 up, not only the largest KEEP: the log factor shows over a wide range
+    wide = [p for p in sorted((p[0], p[1]) for p in points if p[1] > 0) if p[0] >= 16]
+    n, ops = (np.array(c, dtype=float) for c in zip(*(wide if len(wide) >= 4 else pts), strict=True))
+    return log_factor(n, ops, n_exponent, log_exponent, why)
+
+
+def _pinned_rms(n: np.ndarray, ops: np.ndarray, e: float, j: int) -> float:
+    """Relative residual of ops against a * n^e log^j n + b, a and b fitted (weighted least
+    squares): the additive constant soaks up set-up work that a log-space fit cannot."""
+    f = n**e * np.log(n) ** j
+    design = np.stack([f / ops, 1.0 / ops], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.ones_like(ops), rcond=None)
+    if coef[0] <= 0:
+        return math.inf
+    return float(np.sqrt(np.mean((design @ coef - 1.0) ** 2)))
+
+
+def log_factor(n: np.ndarray, ops: np.ndarray, e: float, j: int, why: str) -> tuple[bool, str]:
+    """Tell n^e log^j n from its neighbours n^e log^(j±1) n, the exponent pinned at e.
+
+    Over a range [n0, n1] a log factor bends the log-log slope by only about 1/ln n, less
+    than ``EXP_TOL``, so a free exponent absorbs it: n and n log n both pass the exponent
+    test. With the exponent pinned, the claimed class must fit strictly better than both
+    neighbours, and the sizes must span ln n1 / ln n0 >= ``LOG_SPAN`` (else the log factor
+    changes too little to see, and the budget must grow)."""
+    span = math.log(n.max()) / math.log(n.min())
+    if span < LOG_SPAN:
+        return False, (f"sizes {n.min():.0f}..{n.max():.0f} too narrow to tell a log factor apart "
+                       f"(ln ratio {span:.2f} < {LOG_SPAN}); measure longer")
+    mine = _pinned_rms(n, ops, e, j)
+    rivals = [other for other in (j - 1, j + 1) if other >= 0]
+    for other in rivals:
+        if _pinned_rms(n, ops, e, other) <= mine:
+            return False, (f"{why}; but with n^{e:g} pinned, log^{other} n fits as well or better "
+                           f"(residual {_pinned_rms(n, ops, e, other):.4f} vs {mine:.4f})")
+    beaten = " and ".join(f"log^{other} n" for other in rivals)
+    return True, f"{why}; log^{j} n beats {beaten} with n^{e:g} pinned"

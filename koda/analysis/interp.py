@@ -45,9 +45,19 @@ class Context:
 
     def size(self, value: Value, what: str) -> Growth:
         seq = self.as_seq(value, what)
+        if seq.length is None and seq.size is not None:  # range(isqrt(n)), range(n.bit_length())
+            return seq.size
         if seq.length is None:
             raise Undecided(f"{what} over a sequence whose length is unknown")
         return sym.growth_of(seq.length, self.measure, what)
+
+    def num_growth(self, value: Value, what: str) -> Growth | None:
+        """Θ-size in n of a number (its affine form's, or the growth an integer function gave it)."""
+        if isinstance(value, Num) and value.growth is not None:
+            return value.growth
+        if isinstance(value, Num) and value.form is not None:
+            return sym.growth_of(value.form, self.measure, what)
+        return None
 
     def call_size(self, args: list[Value], keywords: dict[str, Value], defaults: dict[str, Value]) -> Call:
         """The size b*n + h of a recursive call, from its arguments."""

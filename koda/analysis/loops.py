@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 
+from koda.analysis import symbolic as sym
 from koda.analysis.effects import Effect
 from koda.analysis.symbolic import ONE, Affine, Dual, Growth, Num, Other, Seq, Undecided, Value, growth_of
 
@@ -111,6 +112,8 @@ def _step(stmt: ast.stmt, name: str) -> str | None:
         return "dec"
     if isinstance(op, ast.FloorDiv) and amount.value >= 2 or isinstance(op, ast.RShift):
         return "halve"
+    if isinstance(op, ast.Mult) and amount.value >= 2 or isinstance(op, ast.LShift):
+        return "double"
     return None
 
 
@@ -140,28 +143,49 @@ def _every_path_moves(stmts: list[ast.stmt], counters: set[str]) -> bool:
     return False
 
 
-def _conditions(test: ast.expr) -> list[tuple[str, str, ast.expr | None]]:
-    """(counter, direction needed, bound) for each conjunct of a while condition."""
+def _squared(node: ast.expr) -> str | None:
+    """``i * i`` or ``i ** 2`` -> "i"."""
+    if isinstance(node, ast.BinOp) and isinstance(node.left, ast.Name):
+        if isinstance(node.op, ast.Mult) and isinstance(node.right, ast.Name) and node.right.id == node.left.id:
+            return node.left.id
+        if isinstance(node.op, ast.Pow) and isinstance(node.right, ast.Constant) and node.right.value == 2:
+            return node.left.id
+    return None
+
+
+def _conditions(test: ast.expr) -> list[tuple[str, str, ast.expr | None, int]]:
+    """(counter, direction needed, bound, power) for each conjunct of a while condition;
+    power 2 when the counter is squared (``while i * i <= n``: the bound is on i^2)."""
     if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
         return [c for v in test.values for c in _conditions(v)]
     if isinstance(test, ast.Name):
-        return [(test.id, "dec", ast.Constant(0))]
+        return [(test.id, "dec", ast.Constant(0), 1)]
     if isinstance(test, ast.Compare) and len(test.ops) == 1:
         left, op, right = test.left, test.ops[0], test.comparators[0]
         up, down = (ast.Lt, ast.LtE, ast.NotEq), (ast.Gt, ast.GtE, ast.NotEq)
         if isinstance(left, ast.Name):
-            return [(left.id, "inc", right)] * isinstance(op, up) + [(left.id, "dec", right)] * isinstance(
+            return [(left.id, "inc", right, 1)] * isinstance(op, up) + [(left.id, "dec", right, 1)] * isinstance(
                 op, down)
+        if _squared(left) and isinstance(op, up):
+            return [(_squared(left), "inc", right, 2)]
         if isinstance(right, ast.Name):
-            return [(right.id, "inc", left)] * isinstance(op, down) + [(right.id, "dec", left)] * isinstance(
+            return [(right.id, "inc", left, 1)] * isinstance(op, down) + [(right.id, "dec", left, 1)] * isinstance(
                 op, up)
     return []
+
+
+def _limit_growth(interp, bound, env) -> Growth | None:
+    """Θ-size in n of a loop bound (a number or a sequence's length), None when unknown."""
+    limit = interp.expr(bound, env, Effect())
+    if isinstance(limit, Seq | Dual):
+        return interp.ctx.size(limit, "while-loop bound") if limit.length is not None else None
+    return interp.ctx.num_growth(limit, "while-loop bound")
 
 
 def while_loop(interp, node: ast.While, env: dict, eff: Effect) -> dict:
     ctx, scratch = interp.ctx, Effect()
     moving, trips, forms = set(), ONE, Affine.constant(0)
-    for name, direction, bound in _conditions(node.test):
+    for name, direction, bound, power in _conditions(node.test):
         steps = _updates(node.body, name)
         init = env.get(name)
         if not steps or None in steps or not isinstance(init, Num):
@@ -170,7 +194,21 @@ def while_loop(interp, node: ast.While, env: dict, eff: Effect) -> dict:
             init = Num(init.lower)  # distance to the bound is at most limit - lower
         if init.form is None:
             continue
-        if all(s == "halve" for s in steps) and direction == "dec":
+        starts_positive = init.form.is_const and init.form.const >= 1
+        if direction == "inc" and starts_positive and (power == 2 or all(s == "double" for s in steps)) \
+                and all(s in ("inc", "double") for s in steps) and len(set(steps)) == 1:
+            # i from a positive constant, doubled until it passes the bound: log of the bound's
+            # size; stepped by a constant while i * i stays under it: its square root
+            size = _limit_growth(interp, bound, env)
+            if size is None:
+                continue
+            if steps[0] == "double":
+                trips, forms = trips + (sym.log_growth(size, "while-loop bound") if size != ONE else ONE), None
+            else:
+                trips, forms = trips + sym.sqrt_growth(size, "while-loop bound"), None
+        elif power == 2:
+            continue
+        elif all(s == "halve" for s in steps) and direction == "dec":
             start = growth_of(init.form, ctx.measure, "while-loop counter")
             trips, forms = trips + (Growth(0, 1) if start != ONE else ONE), None
         elif all(s == direction for s in steps):

@@ -1,5 +1,9 @@
 """Read the recurrence T(n) = sum_i T(b_i n + h_i) + g(n) off a recursive function.
 
+A function that does not call itself has T(n) = g(n): its loops, slices and helper calls,
+read by the same interpreter with n chosen the same way (``power(x, n)``'s loop over
+``range(n)`` is no function of x, so n is the size).
+
 The size n is not declared in Python, so it is searched for: each int parameter, the
 length of each list parameter, the total length of the list parameters, and the gap
 ``hi - lo`` of each pair of int parameters. The first measure under which every recursive
@@ -27,12 +31,14 @@ SEQ_ANNOTATIONS = {"list", "List", "str", "tuple", "Tuple", "Sequence", "bytes"}
 
 @dataclass(frozen=True)
 class Recurrence:
-    calls: tuple[Call, ...]  # one entry per recursive call: T(b n + h)
+    calls: tuple[Call, ...]  # one entry per recursive call: T(b n + h); empty: not recursive
     g: Growth  # the non-recursive work, Theta(n^k log^j n)
     size: str = "n"  # what n is in the code, e.g. "len(xs)"
     assumptions: tuple[str, ...] = field(default=())
 
     def text(self) -> str:
+        if not self.calls:  # not recursive: one call costs the body's work
+            return f"T(n) = Θ({self.g})"
         counts = Counter(sorted(self.calls, reverse=True))
         terms = [(f"{k}" if k > 1 else "") + call.text() for call, k in counts.items()]
         return f"T(n) = {' + '.join(terms)} + Θ({self.g})"
@@ -85,6 +91,11 @@ def param_roles(func: ast.FunctionDef) -> dict[str, str]:
                 num |= {s.id for s in sides if isinstance(s, ast.Name)}
             if all(isinstance(s, ast.Name) and s.id in params for s in sides):
                 num |= {s.id for s in sides}
+            # a counter against a parameter (``while i < n``, ``while i * i <= n``): ordered, so a number; an equality
+            # test (``xs[mid] == target``) says nothing about the kind
+            if len(sides) == 2 and all(isinstance(s, ast.Name | ast.BinOp) for s in sides) \
+                    and isinstance(node.ops[0], ast.Lt | ast.LtE | ast.Gt | ast.GtE):
+                num |= {s.id for s in sides if isinstance(s, ast.Name) and s.id in params}
     return {p: "seq" if p in seq else "int" if p in num else "other" for p in params}
 
 
@@ -170,12 +181,11 @@ def extract(func: ast.FunctionDef, module: ast.Module | None = None) -> Extracti
     """The recurrence of ``func``, or the reason none can be read off the code."""
     roles = param_roles(func)
     undecided = lambda reason: Extraction(func.name, None, reason, roles)
-    if not any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == func.name
-               for n in ast.walk(func)):
-        return undecided("function is not recursive")
+    recursive = any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == func.name
+                    for n in ast.walk(func))
     if any(isinstance(n, ast.Yield | ast.YieldFrom | ast.Await) for n in ast.walk(func)):
         return undecided("generators and coroutines are not analysed")
-    memo = _memoised(func)
+    memo = _memoised(func) if recursive else None
     if memo:
         return undecided(memo)
     helpers = {f.name: f for f in (module.body if module else []) if isinstance(f, ast.FunctionDef)
@@ -187,7 +197,7 @@ def extract(func: ast.FunctionDef, module: ast.Module | None = None) -> Extracti
         except Undecided as err:
             reasons.append((isinstance(err, WrongMeasure), str(err)))
             continue
-        if not eff.calls:
+        if recursive and not eff.calls:
             reasons.append((False, "every recursive call sits in a base case"))
             continue
         rec = Recurrence(tuple(sorted(eff.calls, reverse=True)), eff.cost, str(measure),

@@ -66,8 +66,8 @@ def dominant_root(shifts: dict[int, float]) -> float:
 
 def solve(rec: Recurrence) -> Bound:
     """The Theta-bound of ``rec``; raises Undecided with the reason when there is none."""
-    if not rec.calls:
-        raise Undecided("no recursive calls")
+    if not rec.calls:  # a function that does not recurse costs g(n)
+        return Bound("polylog", rec.g.k, rec.g.j, method="not recursive: the body's work")
     divide = [c for c in rec.calls if c.divides]
     if divide and len(divide) < len(rec.calls):
         raise Undecided("mixes calls on n/b and on n-c; no closed form is applied")

@@ -141,6 +141,21 @@ def growth_of(form: Affine, measure: Affine, what: str) -> Growth:
     raise WrongMeasure(f"{what} depends on {form}, not on the size n = {measure}")
 
 
+def sqrt_growth(g: Growth, what: str) -> Growth:
+    if g.j:
+        raise Undecided(f"{what}: square root of a logarithmic size")
+    return Growth(g.k / 2, 0)
+
+
+def log_growth(g: Growth, what: str) -> Growth:
+    """log of Θ(n^k log^j n) is Θ(log n) for k > 0, O(1) for a constant; log log n is refused."""
+    if g.k > EPS:
+        return Growth(0.0, 1)
+    if g.j:
+        raise Undecided(f"{what}: a logarithm of a logarithm (log log n) is outside the growth classes")
+    return Growth(0.0, 0)
+
+
 # ---- abstract values -------------------------------------------------------------------
 
 
@@ -154,6 +169,7 @@ class Num:
 
     form: Affine | None = None
     lower: Affine | None = None
+    growth: Growth | None = None  # Θ-size in n when no affine form exists (isqrt(n), n.bit_length())
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,7 @@ class Seq:
     elem: object = field(default_factory=Num)
     upto: bool = False
     items: tuple | None = None  # element values of a literal tuple/list, for unpacking
+    size: Growth | None = None  # Θ-length in n when no affine length exists (range(isqrt(n)))
 
 
 @dataclass(frozen=True)

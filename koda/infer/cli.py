@@ -165,16 +165,17 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     results = complete(loaded.model, tokenizer, [p["prompt"] for p in prompts], cfg, stops)
     seconds = time.perf_counter() - start
-    samples = []
-    for p, r in zip(prompts, results, strict=True):
-        sample = {"id": p["id"], "prompt": r.prompt, "completion": r.text, "finish_reason": r.finish_reason,
-                  "stop": r.stop, "new_tokens": len(r.token_ids), "token_ids": r.token_ids}
-        if args.verify is not None:
-            from koda.infer.verify import verify_program
+    samples = [{"id": p["id"], "prompt": r.prompt, "completion": r.text, "finish_reason": r.finish_reason,
+                "stop": r.stop, "new_tokens": len(r.token_ids), "token_ids": r.token_ids}
+               for p, r in zip(prompts, results, strict=True)]
+    if args.verify is not None:
+        from koda.infer.verify import verify_programs
 
-            sample["verify"] = verify_program(r.prompt + r.text, p["tests"] if p["tests"] is not None else tests,
-                                              budget_s=args.verify_budget)
-        samples.append(sample)
+        verdicts = verify_programs([r.prompt + r.text for r in results],
+                                   [p["tests"] if p["tests"] is not None else tests for p in prompts],
+                                   budget_s=args.verify_budget)
+        for sample, verdict in zip(samples, verdicts, strict=True):
+            sample["verify"] = verdict
     total = sum(s["new_tokens"] for s in samples)
     stats = {"new_tokens": total, "seconds": seconds, "tokens_per_s": total / seconds if seconds else 0.0}
     if args.json:

@@ -14,7 +14,7 @@ import importlib
 
 from koda.errors import KodaError
 
-_NEEDED = ("koda.sandbox", "koda.analysis.report")
+_NEEDED = ("koda.sandbox", "koda.analysis.report")  # what koda.judge imports
 
 
 def missing_judges() -> list[str]:
@@ -35,20 +35,24 @@ def require_judges() -> None:
                         "(they come with 'koda exec' / 'koda verify')")
 
 
-def verify_program(program: str, tests: str | None, measure: bool = True, budget_s: float = 2.0) -> dict:
-    """-> {"tests": ExecReport JSON or None, "complexity": ``koda verify --json`` fields or {"error": ...}}.
+def verify_programs(programs: list[str], tests: list[str | None], measure: bool = True,
+                    budget_s: float = 2.0) -> list[dict]:
+    """-> per program {"tests": ExecReport JSON or None, "complexity": ``koda verify --json`` fields
+    or {"error": ...}}, all judged in one batch by ``koda.judge.judge``.
 
     A sample with no function, or one the verifier cannot read, is a result, not an error:
     generated code is often broken, and one bad sample must not stop the others. Sandbox
     failures (a missing isolation layer) are errors, since every sample would hit them.
     """
     require_judges()
-    from koda.analysis.report import verify_source
-    from koda.sandbox import run_tests
+    from koda.judge import Submission, judge
 
-    result: dict = {"tests": run_tests(program, tests).to_json() if tests is not None else None}
-    try:
-        result["complexity"] = verify_source(program, measure=measure, budget_s=budget_s)
-    except KodaError as err:
-        result["complexity"] = {"error": str(err)}
-    return result
+    verdicts = judge([Submission(p, t) for p, t in zip(programs, tests, strict=True)], measure=measure,
+                     budget_s=budget_s)
+    return [{"tests": v.tests.to_json() if v.tests is not None else None, "complexity": v.complexity}
+            for v in verdicts]
+
+
+def verify_program(program: str, tests: str | None, measure: bool = True, budget_s: float = 2.0) -> dict:
+    """``verify_programs`` for one program."""
+    return verify_programs([program], [tests], measure, budget_s)[0]

@@ -5,6 +5,7 @@ The stable API (analysis, RL rewards and ``koda exec`` call only these)::
     run_program(source, *, policy=None, stdin=None, files=None) -> ProgramResult
     run_tests(solution, tests, *, policy=None) -> ExecReport
     SandboxPool(workers=None, policy=None)   # .run_program / .run_tests / .map_tests / .map_programs
+    shared_pool() -> SandboxPool               # the one behind run_program / run_tests
     SandboxPolicy(timeout_s=5.0, memory_mb=512, nproc=32, file_size_mb=16, output_bytes=1 MiB,
                   allow_weaker=False)
     probe() -> Probe                          # which isolation layers this host offers
@@ -38,7 +39,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'koda.sandbox' has no attribute {name!r}")
 
 __all__ = ["ALL_LAYERS", "ExecReport", "IsolationError", "Probe", "ProgramResult", "SandboxError",
-           "SandboxPolicy", "SandboxPool", "TestResult", "probe", "run_program", "run_tests"]
+           "SandboxPolicy", "SandboxPool", "TestResult", "probe", "run_program", "run_tests", "shared_pool"]
 
 _default: SandboxPool | None = None
 _default_lock = threading.Lock()
@@ -55,6 +56,11 @@ def _pool() -> SandboxPool:
             _default = SandboxPool()
             atexit.register(_default.close)
         return _default
+
+
+def shared_pool() -> SandboxPool:
+    """The process-wide pool the module-level functions use (started on first call)."""
+    return _pool()
 
 
 def run_program(source: str, *, policy: SandboxPolicy | None = None, stdin: str | None = None,

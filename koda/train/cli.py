@@ -29,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
                    help="override any config field, e.g. --set moe.aux_loss_weight=0")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     p.add_argument("--resume-tag", help="continue from this checkpoint tag")
+    p.add_argument("--init-from", metavar="RUN_OR_CKPT",
+                   help="start from these weights (converted directory, run or checkpoint of any world size) "
+                   "with a fresh optimizer, schedule and step count")
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)   # added by DeepSpeed's launcher
     return p
 
@@ -69,9 +72,17 @@ def main(argv: list[str]) -> int:
         preemption.install()            # first: until then a forwarded SIGUSR1 would end this rank
         from koda.train.trainer import Trainer
 
-        Trainer(cfg, resume=args.resume, resume_tag=args.resume_tag).run()
+        Trainer(cfg, resume=args.resume, resume_tag=args.resume_tag, init_from=args.init_from).run()
         return 0
+    if args.init_from and (args.resume or args.resume_tag):
+        from koda.errors import KodaError
+
+        raise KodaError("--init-from starts a new run; it cannot be combined with --resume / --resume-tag")
     validate(cfg, cfg.world_size, resuming=bool(args.resume or args.resume_tag))
+    if args.init_from:
+        from koda.train.init_from import check_source
+
+        check_source(args.init_from, cfg.model)
     from koda.data.prepare import prepare
 
     prepare(cfg.data, cfg.model.vocab_size)

@@ -47,7 +47,8 @@ from koda.train.router_probe import RouterProbe
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, resume: bool = False, resume_tag: str | None = None):
+    def __init__(self, cfg: RunConfig, resume: bool = False, resume_tag: str | None = None,
+                 init_from: str | None = None):
         self.stop = preemption.install()     # also done first thing by koda train's rank entry
         configure_accelerator()
         comm.init()
@@ -77,7 +78,12 @@ class Trainer:
         if self.universal:
             self.ds_cfg = universal.enable(self.ds_cfg)
         torch.manual_seed(cfg.train.seed)          # the same initial weights on every rank
-        self.engine = build_engine("actor", KodaForCausalLM(cfg.model), self.ds_cfg)
+        model = KodaForCausalLM(cfg.model)
+        if init_from:                               # fine-tuning: weights only, before partitioning
+            from koda.train.init_from import initial_state
+
+            model.load_state_dict(initial_state(init_from, cfg.model))
+        self.engine = build_engine("actor", model, self.ds_cfg)
         self.probe = RouterProbe(self.engine.module, cfg.model.top_k)
         self.dtype = torch.bfloat16 if self.ds_cfg.get("bf16", {}).get("enabled") else torch.float32
 
@@ -109,6 +115,7 @@ class Trainer:
         self.metrics.print(f"world {self.world}, expert-parallel {ep_size}"
                            f", {self.dtype}, global batch {layout.global_batch} x {cfg.data.seq_len} tokens"
                            + (f", resumed at step {resumed}" if resumed is not None else "")
+                           + (f", weights from {init_from}" if init_from else "")
                            + (f" ({self.universal}, via DeepSpeed's universal checkpoint)" if self.universal else ""))
 
     # ----------------------------------------------------------------- checkpoints

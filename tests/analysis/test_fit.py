@@ -49,3 +49,29 @@ def test_consistency_accepts_the_true_class_and_rejects_neighbours():
 def test_too_few_points_is_no_fit():
     assert select([[2, 3, 0, 0], [4, 5, 0, 0], [8, 9, 0, 0]]) is None
     assert consistent([[2, 3, 0, 0]], "polylog", 1.0, 0) == (False, "too few measured points")
+
+
+GEOMETRIC = sorted({round(1.3**i) for i in range(0, 52)})
+
+
+@pytest.mark.parametrize(("f", "e", "lg"), [
+    (lambda n: 3 * n + 7, 1.0, 0),
+    (lambda n: 2 * n * math.log2(n) + n, 1.0, 1),
+    (lambda n: n**2 + 5 * n, 2.0, 0),
+    (lambda n: 5 * math.log2(n) + 1, 0.0, 1),
+])
+def test_a_log_factor_is_told_apart_at_the_measured_sizes(f, e, lg):
+    """A free exponent absorbs a log factor (n and n log n both land within the exponent
+    tolerance over these sizes); the claimed class must still beat its neighbours."""
+    pts = points(f, GEOMETRIC)
+    assert consistent(pts, "polylog", e, lg)[0]
+    ok, why = consistent(pts, "polylog", e, lg + 1)
+    assert not ok and (f"log^{lg} n fits as well or better" in why or "measured n exponent" in why)
+    if lg:
+        assert not consistent(pts, "polylog", e, lg - 1)[0]
+
+
+def test_sizes_too_narrow_for_a_log_factor_are_refused_with_the_reason():
+    pts = points(lambda n: n * math.log2(n), range(1000, 1600, 50))
+    ok, why = consistent(pts, "polylog", 1.0, 1)
+    assert not ok and "too narrow to tell a log factor apart" in why

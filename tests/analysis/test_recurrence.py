@@ -79,7 +79,7 @@ def test_costs_of_builtins_slices_and_loops():
         (tb.MEMO_FIB, "memoised"),
         (tb.UNKNOWN_CALL, "mystery()"),
         (tb.GCD, "not an affine function"),
-        (tb.NOT_RECURSIVE, "not recursive"),
+        (tb.NOT_RECURSIVE, "sum() over a sequence whose length is unknown"),
         (tb.LOOP_RECURSION, "bounded but not known"),
         ("def w(n):\n    while n > 1:\n        n = n - 1 if n % 2 else n // 2\n    return w(n - 1)\n",
          "while loop"),

@@ -47,5 +47,8 @@ def test_mixed_and_fractional_shifts_are_undecided():
         solve(Recurrence((Call(1.0, -1.0), Call(0.5, 0.0)), Growth()))
     with pytest.raises(Undecided):
         solve(Recurrence((Call(1.0, -0.5),), Growth()))
-    with pytest.raises(Undecided):
-        solve(Recurrence((), Growth()))
+
+def test_no_recursive_call_is_the_bodys_work():
+    bound = solve(Recurrence((), Growth(2.0, 1)))
+    assert (bound.kind, bound.n_exponent, bound.log_exponent) == ("polylog", 2.0, 1)
+    assert bound.method.startswith("not recursive")

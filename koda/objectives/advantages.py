@@ -62,3 +62,26 @@ def group_advantages(rewards: torch.Tensor, group_size: int, mode: str = "grpo",
     else:
         raise ValueError(f"group advantage mode must be 'grpo' or 'rloo', got {mode!r}")
     return adv.reshape(-1)
+
+
+def token_rewards(scores: torch.Tensor, action_mask: torch.Tensor, kl: torch.Tensor | None = None,
+                  kl_coef: float = 0.0) -> torch.Tensor:
+    """Per-token rewards for GAE from one scalar score per sequence.
+
+    scores: [B]; action_mask: [B, T] (completion tokens); kl: [B, T] per-token KL estimate
+    (``policy.kl_penalty(..., "k1")``) or None. The score lands on the last completion token
+    of each row, and -kl_coef * kl on every completion token (the KL-in-reward form).
+    Returns [B, T], 0 outside the completion; a row with no completion gets nothing.
+    """
+    check_same_shape(action_mask=action_mask, kl=kl)
+    if scores.shape != action_mask.shape[:1]:
+        raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({action_mask.shape[0]},)")
+    m = action_mask.to(scores.dtype)
+    out = torch.zeros_like(m)
+    positions = torch.arange(m.shape[1], device=m.device).expand_as(m)
+    last = torch.where(m > 0, positions, torch.full_like(positions, -1)).max(dim=1).values    # [B]
+    rows = torch.nonzero(last >= 0).squeeze(1)
+    out[rows, last[rows]] = scores.detach()[rows]
+    if kl is not None and kl_coef:
+        out = out - kl_coef * kl.detach() * m
+    return out

@@ -61,3 +61,13 @@ def test_group_advantages_refuse_bad_groups():
         group_advantages(torch.zeros(10), 4)
     with pytest.raises(ValueError, match="mode"):
         group_advantages(torch.zeros(8), 4, "ppo")
+
+
+def test_token_rewards_put_the_score_on_the_last_completion_token():
+    from koda.objectives.advantages import token_rewards
+
+    mask = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    kl = torch.full((3, 4), 0.5)
+    r = token_rewards(torch.tensor([2.0, 3.0, -1.0]), mask, kl, kl_coef=0.1)
+    expected = torch.tensor([[0.0, -0.05, 2.0 - 0.05, 0.0], [0.0, 0.0, 0.0, 0.0], [-0.05, 0.0, -0.05, -1.05]])
+    torch.testing.assert_close(r, expected)

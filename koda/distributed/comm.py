@@ -79,3 +79,24 @@ def remove_shm_buffers(master_addr: str, master_port: int) -> None:
     for path in glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{master_addr}_{master_port}_*"):
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def all_reduce_moments(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge per-rank (count, mean, M2) into the statistics of all ranks' data together.
+
+    count: [] (samples seen by this rank), mean and m2: [K] or [] (M2 = sum of squared
+    deviations from the mean). Two all-reduces in float64 give Chan et al.'s pairwise
+    merge summed over ranks: n = sum n_i; mean = sum n_i mean_i / n;
+    M2 = sum (M2_i + n_i (mean_i - mean)^2). Centering on the global mean before summing
+    avoids the cancellation of the sum-of-squares form. Returns float64 tensors of the
+    input shapes; without a process group the triple comes back unchanged.
+    """
+    if not torch.distributed.is_initialized():
+        return count, mean, m2
+    n_i, mu_i = count.double().reshape(()), mean.double()
+    first = all_reduce_sum(torch.cat([n_i.reshape(1), (n_i * mu_i).reshape(-1)]))
+    n = first[0]
+    global_mean = (first[1:] / n if n > 0 else torch.zeros_like(first[1:])).reshape(mean.shape)
+    total_m2 = all_reduce_sum(m2.double() + n_i * (mu_i - global_mean) ** 2)
+    return n.reshape(count.shape), global_mean, total_m2.reshape(m2.shape)

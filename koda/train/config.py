@@ -17,6 +17,7 @@ import yaml
 
 from koda.errors import ConfigError
 from koda.model.config import ModelConfig, preset
+from koda.rl.config import RLConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -102,6 +103,7 @@ class RunConfig:
     train: ScheduleConfig = field(default_factory=ScheduleConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    rl: RLConfig = field(default_factory=RLConfig)   # read by the RL stage only
 
     def __post_init__(self) -> None:
         _check(isinstance(self.world_size, int) and self.world_size >= 1,
@@ -113,7 +115,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "train": ScheduleConfig, "moe": MoEConfig, "logging": LoggingConfig}
+_SECTIONS = {"data": DataConfig, "train": ScheduleConfig, "moe": MoEConfig, "logging": LoggingConfig,
+             "rl": RLConfig}
 
 
 def _section(cls, values, name: str):

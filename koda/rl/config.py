@@ -1,0 +1,102 @@
+"""The ``rl`` section of the run config: rollout sizes, advantages, losses, GAN, reward weights.
+
+Every field is read by one objective or reward function; the hybrid loss is
+``lce * CE + lrl * (policy + value_coef * value) + lvw * WGAN generator term``, and any of
+the three weights may be zero (all three zero would train nothing and is refused).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from koda.errors import ConfigError
+from koda.rl.rewards import RewardWeights
+
+ADVANTAGES = ("gae", "grpo", "rloo")
+
+
+def _num(name: str, value, lo: float | None = None, hi: float | None = None, integer: bool = False) -> None:
+    ok_type = (isinstance(value, int) if integer else isinstance(value, int | float)) and not isinstance(value, bool)
+    kind = "an integer" if integer else "a number"
+    if not ok_type or not math.isfinite(value):
+        raise ConfigError(f"rl.{name} must be {kind}, got {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"rl.{name} must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"rl.{name} must be <= {hi}, got {value}")
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    prompts_per_step: int = 4        # prompts per rank per RL step
+    samples_per_prompt: int = 4      # completions per prompt (the group of grpo / rloo)
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    ppo_epochs: int = 1              # passes over one rollout; 1 makes PPO's ratio exactly 1
+    advantage: str = "gae"           # gae (critic) | grpo | rloo (critic-free, per prompt group)
+    gamma: float = 1.0
+    lam: float = 0.95
+    normalize_advantages: bool = True   # by the rank-merged running mean/var (koda.rl.tracker)
+    clip: float | None = 0.2         # PPO ratio clip; null: A2C
+    value_clip: float | None = 0.2
+    value_coef: float = 0.5
+    kl_coef: float = 0.05            # KL to the reference policy
+    kl_in: str = "reward"            # reward (k1 per token, subtracted) | loss (k3 term)
+    entropy_coef: float = 0.0        # entropy is always logged; a bonus only when > 0
+    lce: float = 1.0
+    lrl: float = 1.0
+    lvw: float = 0.1
+    gp_lambda: float = 10.0
+    n_critic: int = 5                # encoder steps per actor step
+    gumbel_tau: float = 1.0
+    straight_through: bool = True
+    judge_budget_s: float = 2.0      # verifier seconds per program
+    rewards: RewardWeights = field(default_factory=RewardWeights)
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "ppo_epochs", "n_critic"):
+            _num(name, getattr(self, name), lo=1, integer=True)
+        for name in ("temperature", "gumbel_tau"):
+            _num(name, getattr(self, name), lo=0)
+            if getattr(self, name) == 0:
+                raise ConfigError(f"rl.{name} must be > 0, got 0")
+        for name in ("gamma", "lam"):
+            _num(name, getattr(self, name), lo=0, hi=1)
+        for name in ("value_coef", "kl_coef", "entropy_coef", "lce", "lrl", "lvw", "gp_lambda"):
+            _num(name, getattr(self, name), lo=0)
+        _num("judge_budget_s", self.judge_budget_s, lo=0.1, hi=60)
+        for name in ("clip", "value_clip"):
+            if getattr(self, name) is not None:
+                _num(name, getattr(self, name), lo=0)
+                if getattr(self, name) == 0:
+                    raise ConfigError(f"rl.{name} must be > 0 or null, got 0")
+        if self.advantage not in ADVANTAGES:
+            raise ConfigError(f"rl.advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}")
+        if self.advantage != "gae" and self.samples_per_prompt < 2:
+            raise ConfigError(f"rl.advantage {self.advantage} needs rl.samples_per_prompt >= 2, "
+                              f"got {self.samples_per_prompt}")
+        if self.kl_in not in ("reward", "loss"):
+            raise ConfigError(f"rl.kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
+        if self.lce == self.lrl == self.lvw == 0:
+            raise ConfigError("rl.lce, rl.lrl and rl.lvw are all 0: nothing would be trained")
+        for name in ("normalize_advantages", "straight_through"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"rl.{name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.rewards, dict):
+            known = {f.name for f in fields(RewardWeights)}
+            unknown = sorted(set(self.rewards) - known)
+            if unknown:
+                raise ConfigError(f"rl.rewards: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            object.__setattr__(self, "rewards", RewardWeights(**self.rewards))
+        elif not isinstance(self.rewards, RewardWeights):
+            raise ConfigError(f"rl.rewards must be a mapping, got {type(self.rewards).__name__}")
+
+    @property
+    def uses_critic(self) -> bool:
+        """The critic engine is needed for GAE only (and then only when lrl > 0)."""
+        return self.advantage == "gae" and self.lrl > 0
+
+    @property
+    def uses_encoder(self) -> bool:
+        return self.lvw > 0

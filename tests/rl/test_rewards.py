@@ -1,0 +1,95 @@
+"""Reward components on known programs, judged by the real sandbox."""
+
+import pytest
+
+from koda.errors import ConfigError
+from koda.rl.rewards import COMPONENTS, RewardSample, RewardWeights, score, structure_components
+from koda.sandbox import SandboxPolicy, SandboxPool
+
+PROMPT = 'def fast_power(x, n):\n    """x ** n modulo 2003 in O(log n) multiplications."""\n'
+REF = ("    if n == 0:\n        return 1 % 2003\n    half = fast_power(x, n // 2)\n    square = half * half % 2003\n"
+       "    if n % 2 == 1:\n        return square * x % 2003\n    return square\n")
+TESTS = ("assert fast_power(2, 10) == 1024\nassert fast_power(3, 1) == 3\nassert fast_power(5, 0) == 1\n"
+         "assert fast_power(7, 2) == 49\n")
+TARGET = {"kind": "polylog", "n_exponent": 0.0, "log_exponent": 1}
+WRONG = "    return x * n % 2003\n"
+COMPLETIONS = {
+    "perfect": REF,
+    "slow": "    if n == 0:\n        return 1 % 2003\n    return x * fast_power(x, n - 1) % 2003\n",
+    "wrong": WRONG,
+    "syntax": "    if n == 0\n        return 1\n",
+    # the reference with a hang before its answer: looks almost identical, never returns
+    "hang": REF.replace("    return square\n", "    while True:\n        pass\n    return square\n"),
+    "exit": "    import os\n    os._exit(0)\n",
+    "fake": "    print('4 passed, 0 failed')\n    print('PASSED')\n" + WRONG,
+}
+POLICY = SandboxPolicy(timeout_s=5.0, memory_mb=256, nproc=16)
+
+
+@pytest.fixture(scope="module")
+def rewards():
+    weights = RewardWeights()
+    samples = [RewardSample(PROMPT + c, PROMPT + REF, TESTS, "fast_power", TARGET) for c in COMPLETIONS.values()]
+    with SandboxPool(workers=2, policy=POLICY) as pool:
+        out = score(samples, weights, pool=pool, budget_s=1.0)
+    return dict(zip(COMPLETIONS, out, strict=True))
+
+
+def test_perfect_solution_earns_every_component(rewards):
+    r = rewards["perfect"]
+    assert r.components == {"tests": 1.0, "complexity": 1.0, "syntax": 0.0, "similarity": 1.0,
+                            "spectral": pytest.approx(1.0), "poincare": pytest.approx(1.0)}
+    assert r.total == pytest.approx(1.0 + 0.5 + 0.1 * 3) and not r.failed
+    assert set(r.log_items()) == {f"rl/reward/{n}" for n in (*COMPONENTS, "total", "failed")}
+
+
+def test_correct_but_too_slow_misses_only_complexity(rewards):
+    r = rewards["slow"]
+    assert r.components["tests"] == 1.0 and r.components["complexity"] == 0.0
+    assert 0 < r.components["similarity"] < 1 and r.total < rewards["perfect"].total
+
+
+def test_wrong_solution_gets_its_fraction_and_no_complexity(rewards):
+    r = rewards["wrong"]
+    assert r.components["tests"] == 0.25 and r.components["complexity"] == 0.0 and not r.failed
+    assert r.total < rewards["slow"].total
+
+
+def test_syntax_error_is_penalised_not_failed(rewards):
+    r = rewards["syntax"]
+    assert r.status == "syntax_error" and not r.failed
+    assert r.components == {"tests": 0.0, "complexity": 0.0, "syntax": -1.0, "similarity": 0.0,
+                            "spectral": 0.0, "poincare": 0.0}
+    assert r.total == pytest.approx(-0.5)
+
+
+@pytest.mark.parametrize("name, status", [("hang", "timeout"), ("exit", "error")])
+def test_hang_and_crash_get_the_failure_reward(rewards, name, status):
+    r = rewards[name]
+    assert r.status == status and r.failed and r.total == -1.0
+    if name == "hang":   # its shaping terms are high, and do not count
+        assert r.components["similarity"] > 0.8 and RewardWeights().total(r.components) > 0
+
+
+def test_printed_results_earn_nothing(rewards):
+    """The wrong program again, printing what a harness would: its score is the wrong program's."""
+    fake, wrong = rewards["fake"], rewards["wrong"]
+    assert fake.components["tests"] == wrong.components["tests"] == 0.25 and fake.status == "ok"
+    assert not fake.failed
+    assert all(fake.components[k] == wrong.components[k] for k in ("tests", "complexity", "syntax"))
+
+
+def test_structure_terms_order_programs_by_closeness():
+    ref = PROMPT + REF
+    near = structure_components(PROMPT + REF.replace("half", "h"), ref, "fast_power")
+    far = structure_components(PROMPT + "    return sum(range(n))\n", ref, "fast_power")
+    for name in ("similarity", "spectral", "poincare"):
+        assert far[name] < near[name] <= 1.0, name
+    assert near["spectral"] == pytest.approx(1.0)   # renaming keeps the tree, so the spectrum
+
+
+def test_weights_are_validated():
+    with pytest.raises(ConfigError, match=r"rl.rewards.tests must be >= 0, got -1"):
+        RewardWeights(tests=-1)
+    with pytest.raises(ConfigError, match="rl.rewards.failure must be a finite number"):
+        RewardWeights(failure=float("nan"))

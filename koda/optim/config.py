@@ -63,14 +63,29 @@ class KFACConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adamw"               # "adamw", or "kfac": K-FAC-preconditioned gradients, SGD-momentum step
+    lr: float = 3e-4
+    momentum: float = 0.9             # kfac (SGD) only
+    betas: tuple[float, float] = (0.9, 0.95)   # adamw only
+    weight_decay: float = 0.0         # decoupled (both rules)
     kfac: KFACConfig = field(default_factory=KFACConfig)
     kappa: float = 0.0                # torus-latency scaling lr / (1 + kappa * L[us]); 0 = off
+    topology: str | None = None       # topology file for L (``koda launch --topology`` sets it)
+    noise_eta: float = 0.0            # annealed gradient noise variance eta / (1 + t)^noise_decay; 0 = off
+    noise_decay: float = 0.55
 
     def __post_init__(self) -> None:
         if self.name not in ("adamw", "kfac"):
             raise ConfigError(f"optimizer.name must be 'adamw' or 'kfac', got {self.name!r}")
-        if not (isinstance(self.kappa, int | float) and self.kappa >= 0):
-            raise ConfigError(f"optimizer.kappa must be >= 0, got {self.kappa!r}")
+        for name in ("lr", "kappa", "weight_decay", "noise_eta", "noise_decay", "momentum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"optimizer.{name} must be >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"optimizer.lr must be > 0, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
+        if self.kappa > 0 and self.topology is None:
+            raise ConfigError("optimizer.kappa > 0 needs optimizer.topology (or koda launch --topology)")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> OptimizerConfig:
@@ -81,6 +96,8 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer.kfac must be a mapping, got {kfac!r}")
         _no_unknown("optimizer.kfac", kfac, KFACConfig)
         kfac = {k: tuple(v) if k in ("include", "skip") and isinstance(v, list) else v for k, v in kfac.items()}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
         return cls(kfac=KFACConfig(**kfac), **values)
 
     def to_dict(self) -> dict:

@@ -163,7 +163,9 @@ def test_selection_by_pattern():
     ({"kfac": {"skip": ["("]}}, "bad regex"),
     ({"kfac": {"inverse": "qr"}}, "inverse must be"),
     ({"kfac": {"dampening": 1}}, "unknown key 'dampening'"),
-    ({"lr": 1}, "optimizer: unknown key 'lr'"),
+    ({"learning_rate": 1}, "optimizer: unknown key 'learning_rate'"),
+    ({"kappa": 0.1}, "optimizer.kappa > 0 needs optimizer.topology"),
+    ({"lr": 0}, "optimizer.lr must be > 0"),
 ])
 def test_config_errors_are_one_line(section, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -172,6 +174,7 @@ def test_config_errors_are_one_line(section, message):
 
 
 def test_config_from_dict():
-    cfg = OptimizerConfig.from_dict({"name": "kfac", "kappa": 0.1, "kfac": {"skip": ["lm_head", r"mlp\.gate$"]}})
+    cfg = OptimizerConfig.from_dict({"name": "kfac", "kappa": 0.1, "topology": "t.yaml",
+                                     "kfac": {"skip": ["lm_head", r"mlp\.gate$"]}})
     assert cfg.kfac.skip == ("lm_head", r"mlp\.gate$") and cfg.kfac.selects("model.layers.0.self_attn.q_proj")
     assert not cfg.kfac.selects("model.layers.0.mlp.gate")

@@ -19,11 +19,11 @@ Damping (Martens & Grosse 2015, §6.3, the factored Tikhonov form): λ is split 
 ``min_damping``; per expert for expert units. KL clipping (kfac-pytorch): all
 preconditioned gradients are scaled by ν = min(1, √(kl_clip / |lr² Σ ĝ·g|)).
 
-Decompositions are computed in fp64 and kept, and applied, in ``inverse_dtype`` (fp64 by
-default): an expert that saw fewer rows than its width has a rank-deficient factor, and
-with small damping the preconditioned gradient's fp32 rounding error reaches 1e-5 of its
-largest entry (measured on the tiny model); fp32 halves the memory of the decompositions.
-The factors themselves are accumulated and averaged in fp32.
+Decompositions are computed, kept and applied in ``inverse_dtype`` (fp64 by default): an
+expert that saw fewer rows than its width has a rank-deficient factor, and with small
+damping fp32 rounding of the preconditioned gradient reaches 1e-5 of its largest entry
+(measured on the tiny model); fp32 is faster and halves the decompositions' memory. The
+factors themselves are accumulated and averaged in fp32.
 
 Same-sized factors are decomposed together in one batched call (an MoE layer's E experts
 always are), which is also the unit of work a multi-rank owner will take.
@@ -145,12 +145,12 @@ class KFACPreconditioner:
             groups[u.a_dim].append((u, "a", u.A))
             groups[u.s_dim].append((u, "s", u.S))
         for items in groups.values():
-            stacked = torch.cat([m for _, _, m in items]).double()              # [sum E, d, d]
+            stacked = torch.cat([m for _, _, m in items]).to(dtype)             # [sum E, d, d]
             if self.config.inverse == "eigen":
                 values, vectors = torch.linalg.eigh(stacked)
                 results = [{"d": values.clamp(min=0).to(dtype), "q": vectors.to(dtype)}]
             else:
-                gammas = torch.cat([u.decomposition[f"gamma_{side}"] for u, side, _ in items]).double()
+                gammas = torch.cat([u.decomposition[f"gamma_{side}"] for u, side, _ in items])
                 eye = torch.eye(stacked.shape[-1], dtype=stacked.dtype, device=stacked.device)
                 damped = stacked + gammas[:, None, None] * eye
                 results = [{"inv": torch.cholesky_inverse(torch.linalg.cholesky(damped)).to(dtype)}]

@@ -32,9 +32,10 @@ from koda.distributed.accelerator import (
     supports_bf16,
 )
 from koda.distributed.engine import build_engine
-from koda.errors import KodaError
+from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM
 from koda.objectives import next_token_loss
+from koda.optim.config import OptimizerConfig
 from koda.train.config import RunConfig
 from koda.train.flops import measure_matmul_peak, train_flops_per_token
 from koda.train.metrics import MetricsLogger
@@ -50,6 +51,12 @@ class Trainer:
 
         ds_logging.logger.setLevel("WARNING")
         self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
+        if cfg.optimizer != OptimizerConfig():
+            # koda.optim runs in one process (tools/bench_optim.py); its ZeRO-3 + AutoEP path
+            # (expert hooks on AutoEP's layer, factor all-reduce, ownership) is not built yet,
+            # and under DeepSpeed the DeepSpeed config's optimizer runs.
+            raise ConfigError("optimizer: koda train does not run koda.optim under DeepSpeed yet; leave the "
+                              "section out (the DeepSpeed config's optimizer runs; see docs/optimizer.md)")
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         log = print if self.rank == 0 else (lambda *_: None)

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 
 
 def outer_sum(rows: torch.Tensor) -> torch.Tensor:
-    """rows: [n, d] (any dtype) -> Σ_i r_i r_iᵀ [d, d] in fp32."""
+    """rows: [n, d] (any dtype) -> Σ_i r_i r_iᵀ [d, d] in fp32 (also inside a bf16 autocast
+    region, where forward hooks run and a plain matmul would come back in bf16)."""
     rows = rows.float()
-    return rows.t() @ rows
+    with torch.autocast(rows.device.type, enabled=False):
+        return rows.t() @ rows
 
 
 def with_bias_column(a: torch.Tensor) -> torch.Tensor:
@@ -43,10 +45,11 @@ def swiglu_rows(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_dow
     w.r.t. the outputs of w_gate and w_up).
     """
     x, g_out = x.float(), g_out.float()
-    gate = x @ w_gate.float().t()                                   # [n, F]
-    up = x @ w_up.float().t()                                       # [n, F]
+    with torch.autocast(x.device.type, enabled=False):
+        gate = x @ w_gate.float().t()                               # [n, F]
+        up = x @ w_up.float().t()                                   # [n, F]
+        dh = g_out @ w_down.float()                                 # [n, F]
     act = F.silu(gate)
-    dh = g_out @ w_down.float()                                     # [n, F]
     sig = torch.sigmoid(gate)
     dsilu = sig * (1 + gate * (1 - sig))                            # silu'(gate)
     return act * up, dh * up * dsilu, dh * act

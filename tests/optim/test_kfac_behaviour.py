@@ -178,3 +178,21 @@ def test_config_from_dict():
                                      "kfac": {"skip": ["lm_head", r"mlp\.gate$"]}})
     assert cfg.kfac.skip == ("lm_head", r"mlp\.gate$") and cfg.kfac.selects("model.layers.0.self_attn.q_proj")
     assert not cfg.kfac.selects("model.layers.0.mlp.gate")
+
+
+def test_bf16_autocast_keeps_fp32_factors_and_eval_records_nothing():
+    x, y = _batch(0)
+    full = _batch_factors(0)
+    model = _mlp()
+    pre = KFACPreconditioner(model, KFACConfig(kl_clip=None))
+    with torch.no_grad():
+        model(x)                                           # evaluation: no statistics
+    assert all(u.a_sum is None for u in pre.units)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    F.cross_entropy(out.float().reshape(-1, 5), y.reshape(-1)).backward()
+    pre.step(ParamGrads(model))
+    for u, (A, S) in zip(pre.units, full, strict=True):
+        assert u.A.dtype == torch.float32 and u.S.dtype == torch.float32
+        torch.testing.assert_close(u.A, A, rtol=0.05, atol=0.02 * A.abs().max().item())
+        torch.testing.assert_close(u.S, S, rtol=0.05, atol=0.05 * S.abs().max().item())

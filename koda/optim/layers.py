@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from koda.errors import KodaError
 from koda.optim.factors import expert_statistics, outer_sum, with_bias_column
 
 
@@ -137,6 +138,49 @@ def hook_swiglu_experts(name: str, module: nn.Module, capture: Capture) -> tuple
     return [gate_up, down], [module.register_forward_hook(forward)]
 
 
+def hook_grouped_experts(name: str, module: nn.Module, parent: nn.Module, capture: Capture) -> tuple[list[Unit], list]:
+    """DeepSpeed AutoEP's ``GroupedExperts`` (w1, w3 [E_local, F, D], w2 [E_local, D, F]),
+    recognised by class name (this package does not import DeepSpeed).
+
+    Its forward gets x [N_pad, D], rows grouped by local expert, and counts [E_local] that
+    include each group's alignment padding; padding rows (inside the groups and past
+    sum(counts)) are zero rows with zero gradient, so they add nothing to the sums, and the
+    rows that count for A's mean are the non-zero ones. Router
+    scores are applied after the experts (Mixtral's ``post`` mode; ``pre`` is refused), so
+    the output gradient is that of each expert's own output. N for S is the parent layer's
+    token count [B*S]. The weights are copied in a forward hook placed before ZeRO-3's
+    release hook (``prepend``): its backward-time copy may be freed. One-process only so far.
+    """
+    if getattr(parent, "score_apply", "post") != "post":
+        raise KodaError(f"kfac: {name}: router scores applied before the experts are not supported")
+    E, F_, D = module.w1.shape
+    units = {w: Unit(f"{name}.{w}", f"{name}.{w}", None, E, a, s, expert_param=True)
+             for w, a, s in (("w1", D, F_), ("w3", D, F_), ("w2", F_, D))}
+    tokens = {"n": 0}
+
+    def parent_pre(mod, inputs):
+        tokens["n"] = inputs[0].numel() // inputs[0].shape[-1]
+
+    def forward(mod, inputs, output):
+        if not _active(capture):
+            return
+        x, counts = inputs[0].detach(), [int(c) for c in inputs[1].tolist()]
+        n_real, n_tokens = sum(counts), tokens["n"]
+        w1, w3, w2 = (w.detach().clone() for w in (module.w1, module.w3, module.w2))
+
+        def backward(g):                                               # g: [N_pad, D]
+            stats = expert_statistics(x[:n_real], counts, g[:n_real], w1, w3, w2, fused_gate_up=False)
+            real = (x[:n_real] != 0).any(dim=-1).long()                # [n_real] 0 for padding rows
+            rows = torch.stack([part.sum() for part in real.split(counts)])   # [E_local]
+            for w, a_key, s_key in (("w1", "a_in", "s_gate"), ("w3", "a_in", "s_up"), ("w2", "a_mid", "s_down")):
+                units[w].add(a_sum=stats[a_key], s_sum=stats[s_key], rows=rows, tokens=n_tokens)
+
+        output.register_hook(backward)
+
+    handles = [parent.register_forward_pre_hook(parent_pre), module.register_forward_hook(forward, prepend=True)]
+    return list(units.values()), handles
+
+
 def register(model: nn.Module, selects: Callable[[str], bool], capture: Capture) -> tuple[list[Unit], list]:
     """Hook every selected module K-FAC knows; returns (units, hook handles)."""
     from koda.model.moe import SwiGLUExperts
@@ -149,6 +193,9 @@ def register(model: nn.Module, selects: Callable[[str], bool], capture: Capture)
             made = hook_linear(name, module, capture)
         elif isinstance(module, SwiGLUExperts):
             made = hook_swiglu_experts(name, module, capture)
+        elif type(module).__name__ == "GroupedExperts":
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            made = hook_grouped_experts(name, module, parent, capture)
         else:
             continue
         units += made[0]

@@ -120,8 +120,9 @@ class KFACPreconditioner:
             u.clear()
 
     def reduce_statistics(self, units: list[Unit]) -> None:
-        """Sum the step's statistics over data-parallel replicas (a no-op in one process;
-        the distributed preconditioner overrides it)."""
+        """Where a multi-rank run must sum a_sum, s_sum, rows and tokens over the data-parallel
+        group (an expert unit's over its expert-data-parallel group) before averaging; in one
+        process there is nothing to sum."""
 
     # ------------------------------------------------------------------ decomposition
     def damping(self, u: Unit) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,9 +135,9 @@ class KFACPreconditioner:
         floor = self.config.min_damping
         return (pi * lam).clamp(min=floor), (lam / pi).clamp(min=floor)
 
-    def decompose(self) -> None:
-        """Eigendecompose (or invert) every unit's damped factors, same sizes batched."""
-        ready = [u for u in self.units if u.A is not None]
+    def decompose(self, units: list[Unit] | None = None) -> None:
+        """Eigendecompose (or invert) the damped factors of `units` (default: all), same sizes batched."""
+        ready = [u for u in (self.units if units is None else units) if u.A is not None]
         dtype = self._dtype
         groups: dict[int, list[tuple[Unit, str, torch.Tensor]]] = defaultdict(list)
         for u in ready:

@@ -2,6 +2,7 @@
 does: the preconditioned gradients equal the one-process run on the whole batch (fp32)."""
 
 import os
+import socket
 
 import pytest
 import torch
@@ -43,10 +44,10 @@ def _train(model, pre, rows, average):
     return out
 
 
-def _rank(rank, path):
+def _rank(rank, path, port):
     from koda.distributed.kfac import DataParallelKFAC
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29000 + os.getppid() % 1000))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
 
@@ -64,7 +65,10 @@ def _rank(rank, path):
 
 @pytest.mark.slow
 def test_two_ranks_equal_one_process(tmp_path):
-    mp.spawn(_rank, args=(str(tmp_path),), nprocs=2)
+    with socket.socket() as s:                            # a free port for the two ranks to meet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(str(tmp_path), port), nprocs=2)
     model = _mlp()
     expected = _train(model, KFACPreconditioner(model, CFG, lr=0.1), slice(0, 8), lambda m: None)
     for rank in range(2):

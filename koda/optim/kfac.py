@@ -186,14 +186,14 @@ class KFACPreconditioner:
             g = u.grad_view(weight, grads.get(u.bias) if u.bias else None)     # [E, s, a]
             p = self.apply(u, g)
             vg += float((p * g).sum())
-            done.append((u, p, weight.dtype))
+            done.append((u, p, weight.dtype, weight.shape))
         nu = 1.0
         if self.config.kl_clip is not None and vg != 0.0:
             nu = min(1.0, math.sqrt(self.config.kl_clip / abs(vg * self._lr() ** 2)))
         self.last_kl_scale = nu
-        for u, p, dtype in done:
+        for u, p, dtype, shape in done:
             weight, bias = u.split(p * nu)
-            grads.set(u.weight, weight.reshape(grads.get(u.weight).shape).to(dtype))
+            grads.set(u.weight, weight.reshape(shape).to(dtype))
             if u.bias is not None:
                 grads.set(u.bias, bias.to(dtype))
 

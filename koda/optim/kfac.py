@@ -178,24 +178,44 @@ class KFACPreconditioner:
     def precondition(self, grads) -> None:
         """Rewrite every decomposed unit's gradient in `grads`, KL-clipped."""
         done = []
-        vg = 0.0
+        vg = {False: 0.0, True: 0.0}                    # ĝ·g of dense and of expert units
         for u in self.units:
             if not u.decomposition:
                 continue
-            weight = grads.get(u.weight)
+            weight = self.read(grads, u)
             g = u.grad_view(weight, grads.get(u.bias) if u.bias else None)     # [E, s, a]
             p = self.apply(u, g)
-            vg += float((p * g).sum())
+            vg[u.expert_param] += float((p * g).sum())
             done.append((u, p, weight.dtype, weight.shape))
         nu = 1.0
+        vg = self.total_vg(vg[False], vg[True])
         if self.config.kl_clip is not None and vg != 0.0:
             nu = min(1.0, math.sqrt(self.config.kl_clip / abs(vg * self._lr() ** 2)))
         self.last_kl_scale = nu
         for u, p, dtype, shape in done:
             weight, bias = u.split(p * nu)
-            grads.set(u.weight, weight.reshape(shape).to(dtype))
+            self.write(grads, u, weight.reshape(shape).to(dtype))
             if u.bias is not None:
                 grads.set(u.bias, bias.to(dtype))
+
+    def total_vg(self, dense: float, experts: float) -> float:
+        """Σ ĝ·g over the whole model (a rank holding some experts adds the others' share)."""
+        return dense + experts
+
+    @staticmethod
+    def read(grads, u: Unit) -> torch.Tensor:
+        """The unit's weight gradient as its factors see it: an expert tensor's local experts
+        where ``grads`` holds them by rank (``GradientAccess.get_experts``), else the whole."""
+        if u.expert_param and hasattr(grads, "get_experts"):
+            return grads.get_experts(u.weight).values
+        return grads.get(u.weight)
+
+    @staticmethod
+    def write(grads, u: Unit, value: torch.Tensor) -> None:
+        if u.expert_param and hasattr(grads, "set_experts"):
+            grads.set_experts(u.weight, value)
+        else:
+            grads.set(u.weight, value)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

@@ -153,7 +153,7 @@ def hook_grouped_experts(name: str, module: nn.Module, parent: nn.Module, captur
     """
     if getattr(parent, "score_apply", "post") != "post":
         raise KodaError(f"kfac: {name}: router scores applied before the experts are not supported")
-    E, F_, D = module.w1.shape
+    E, F_, D = getattr(module.w1, "ds_shape", module.w1.shape)        # ZeRO-3 empties .shape
     units = {w: Unit(f"{name}.{w}", f"{name}.{w}", None, E, a, s, expert_param=True)
              for w, a, s in (("w1", D, F_), ("w3", D, F_), ("w2", F_, D))}
     tokens = {"n": 0}

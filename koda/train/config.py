@@ -17,6 +17,7 @@ import yaml
 
 from koda.errors import ConfigError
 from koda.model.config import ModelConfig, preset
+from koda.optim.config import OptimizerConfig
 from koda.rl.config import RLConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -104,6 +105,7 @@ class RunConfig:
     moe: MoEConfig = field(default_factory=MoEConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rl: RLConfig = field(default_factory=RLConfig)   # read by the RL stage only
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.world_size, int) and self.world_size >= 1,
@@ -145,7 +147,7 @@ def _model(values) -> ModelConfig:
 
 def from_dict(raw: dict) -> RunConfig:
     _check(isinstance(raw, dict), "run config: the top level must be a mapping")
-    known = {"model", "ds_config", "run_dir", "world_size", *_SECTIONS}
+    known = {"model", "ds_config", "run_dir", "world_size", "optimizer", *_SECTIONS}
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -153,8 +155,10 @@ def from_dict(raw: dict) -> RunConfig:
     for key in ("ds_config", "run_dir"):
         _check(isinstance(raw.get(key), str), f"{key} must be given as a string")
     sections = {name: _section(cls, raw.get(name), name) for name, cls in _SECTIONS.items()}
+    _check(raw.get("optimizer") is None or isinstance(raw["optimizer"], dict), "optimizer must be a mapping")
     return RunConfig(model=_model(raw.get("model")), ds_config=raw["ds_config"], run_dir=raw["run_dir"],
-                     world_size=raw.get("world_size", 2), **sections)
+                     world_size=raw.get("world_size", 2), optimizer=OptimizerConfig.from_dict(raw.get("optimizer")),
+                     **sections)
 
 
 def _apply_override(raw: dict, assignment: str) -> None:

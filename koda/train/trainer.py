@@ -36,9 +36,10 @@ from koda.distributed.accelerator import (
     supports_bf16,
 )
 from koda.distributed.engine import build_engine
-from koda.errors import KodaError
+from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM
 from koda.objectives import next_token_loss
+from koda.optim.config import OptimizerConfig
 from koda.run_layout import RunLayout
 from koda.train.config import RunConfig
 from koda.train.flops import measure_matmul_peak, train_flops_per_token
@@ -57,6 +58,11 @@ class Trainer:
 
         ds_logging.logger.setLevel("WARNING")
         self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
+        if cfg.optimizer != OptimizerConfig():
+            # The K-FAC preconditioner and KodaOptimizer work under ZeRO-3 + AutoEP (tests/optim),
+            # but the trainer does not yet hand them to DeepSpeed as its client optimizer.
+            raise ConfigError("optimizer: koda train does not run koda.optim yet; leave the section out "
+                              "(the DeepSpeed config's optimizer runs; see docs/optimizer.md)")
         self.layout = RunLayout(cfg.run_dir)
         self.run_dir, self.ckpt_dir = self.layout.root, self.layout.checkpoints
         log = print if self.rank == 0 else (lambda *_: None)

@@ -24,7 +24,20 @@ BAD_RUN_CONFIGS = [
     ({"logging": {"wandb_mode": "loud"}}, r"logging.wandb_mode must be auto, online, offline or disabled"),
     ({"world_size": 0}, r"world_size must be a positive integer"),
     ({"train": {"on_nonfinite": "ignore"}}, r"train.on_nonfinite must be stop or skip, got 'ignore'"),
+    ({"optimizer": {"name": "lion"}}, r"optimizer.name must be 'adamw' or 'kfac', got 'lion'"),
+    ({"optimizer": {"kfac": {"kl_clip": -1}}}, r"optimizer.kfac.kl_clip must be > 0 or null"),
+    ({"optimizer": [1]}, r"optimizer must be a mapping"),
 ]
+
+
+def test_optimizer_section_parses(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "optimizer": {"name": "kfac", "kfac": {"inv_update_steps": 20,
+                                                                                   "skip": ["lm_head", "gate$"]}}}))
+    cfg = run_config.load(str(path))
+    assert cfg.optimizer.name == "kfac" and cfg.optimizer.kfac.inv_update_steps == 20
+    assert cfg.optimizer.kfac.skip == ("lm_head", "gate$")
+    assert run_config.load(str(tmp_path / "run.yaml"), ["optimizer.kfac.damping=0.01"]).optimizer.kfac.damping == 0.01
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_RUN_CONFIGS)

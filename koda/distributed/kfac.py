@@ -1,0 +1,92 @@
+"""K-FAC over data-parallel ranks: factor statistics summed over the group, each unit's
+decomposition computed by one owner rank and broadcast (KAISA's split of the work).
+
+Each rank's hooks see gradients of its own (mean) loss, and the step uses their average over
+the W ranks, so the global S = N_total Σ (g / W)(g / W)ᵀ: the summed g gᵀ is divided by W².
+A is the mean over every rank's rows (sums and row counts are reduced, not means).
+
+AutoEP experts: a rank holds E/ep experts, replicated over its expert-data-parallel (EDP)
+group, and an expert's rows come from the ep ranks of its expert-parallel group; the hooks
+count the local block's tokens, so the experts' statistics are summed over the EDP group and
+their token count multiplied by ep. Their decompositions are computed where they live.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from koda.errors import KodaError
+from koda.optim.kfac import KFACPreconditioner
+from koda.optim.layers import Unit
+
+
+class DataParallelKFAC(KFACPreconditioner):
+    def __init__(self, model, config, lr=1.0, group=None):
+        super().__init__(model, config, lr)
+        self.group = group
+        self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        params = dict(model.named_parameters())
+        # AutoEP experts: each rank holds E/ep experts, replicated over its expert-data-parallel
+        # group; tokens reach them from every rank of the expert-parallel group.
+        self._expert_groups = {u.name: self._expert_group(params[u.weight]) for u in self.units if u.expert_param}
+
+    @staticmethod
+    def _expert_group(param):
+        name = getattr(param, "ds_zero_partition_group_name", None)
+        if name is None:
+            raise KodaError("kfac: expert units on several ranks need AutoEP's expert placement")
+        from deepspeed.utils import groups
+
+        return (groups._get_expert_data_parallel_group(name), groups._get_expert_parallel_world_size(name),
+                groups._get_expert_parallel_group(name))
+
+    def owner(self, index: int) -> int:
+        return index % self.world
+
+    def reduce_statistics(self, units: list[Unit]) -> None:
+        # every rank captured on the same steps, so `units` lists the same units everywhere
+        for u in units:
+            group, ep, _ = self._expert_groups.get(u.name, (self.group, 1, None))
+            flat = torch.cat([u.a_sum.flatten(), u.s_sum.flatten(), u.rows.float(),
+                              torch.tensor([float(u.tokens)])])
+            dist.all_reduce(flat, group=group)
+            na, ns = u.a_sum.numel(), u.s_sum.numel()
+            u.a_sum = flat[:na].view_as(u.a_sum)
+            u.rows = flat[na + ns:na + ns + u.experts].round().long()
+            # an expert's tokens came from its EP group's ep ranks: N_total = ep * (summed tokens)
+            u.tokens = int(flat[-1].round()) * ep
+            u.s_sum = flat[na:na + ns].view_as(u.s_sum) / self.world ** 2
+
+    def total_vg(self, dense: float, experts: float) -> float:
+        """Each expert lives on one rank of its expert-parallel group: sum their share there."""
+        if self._expert_groups:
+            ep_group = next(iter(self._expert_groups.values()))[2]
+            share = torch.tensor([experts], dtype=torch.float64)
+            dist.all_reduce(share, group=ep_group)
+            experts = float(share)
+        return dense + experts
+
+    def decompose(self, units: list[Unit] | None = None) -> None:
+        """Dense units: one owner each, broadcast. Expert units hold this rank's experts only
+        and are decomposed where they live."""
+        ready = [(i, u) for i, u in enumerate(self.units) if u.A is not None]
+        dense = [(i, u) for i, u in ready if u.name not in self._expert_groups]
+        super().decompose([u for i, u in ready if u.name in self._expert_groups or self.owner(i) == self.rank])
+        for i, u in dense:
+            src = dist.get_global_rank(self.group, self.owner(i)) if self.group is not None else self.owner(i)
+            for key, shape in self._decomposition_shapes(u).items():
+                if self.owner(i) != self.rank:
+                    u.decomposition[key] = torch.empty(shape, dtype=self._dtype)
+                else:
+                    u.decomposition[key] = u.decomposition[key].contiguous()
+                dist.broadcast(u.decomposition[key], src=src, group=self.group)
+
+    def _decomposition_shapes(self, u: Unit) -> dict[str, tuple[int, ...]]:
+        E, a, s = u.experts, u.a_dim, u.s_dim
+        shapes = {"gamma_a": (E,), "gamma_s": (E,)}
+        if self.config.inverse == "eigen":
+            shapes |= {"d_a": (E, a), "q_a": (E, a, a), "d_s": (E, s), "q_s": (E, s, s)}
+        else:
+            shapes |= {"inv_a": (E, a, a), "inv_s": (E, s, s)}
+        return shapes

@@ -1,0 +1,111 @@
+"""The run config's ``optimizer`` section: which optimizer, K-FAC's settings, the latency scaling.
+
+The DeepSpeed config keeps batch sizes and precision; this section says what happens to the
+gradients between backward and step, and how the step's learning rate is scaled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from koda.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class KFACConfig:
+    factor_update_steps: int = 1      # capture activations/gradients and update A, S every N steps
+    inv_update_steps: int = 10        # eigendecompose (or invert) the damped factors every N steps
+    damping: float = 1e-3             # Tikhonov λ, split between A and S by the π-correction
+    min_damping: float = 1e-8         # floor of each factor's share of λ
+    factor_decay: float = 0.95        # running average: A <- decay A + (1 - decay) A_batch
+    kl_clip: float | None = 1e-3      # scale the update so lr² Σ ĝ·g <= kl_clip; None: off
+    inverse: str = "eigen"            # "eigen" (eigendecomposition) or "cholesky" (damped inverses)
+    inverse_dtype: str = "float64"   # decompositions kept and applied in this dtype (see kfac.py)
+    include: tuple[str, ...] = (".*",)   # module-name regexes (re.search) to precondition
+    # The vocabulary projection's S is V x V (V^3 per decomposition): left to the base optimizer.
+    skip: tuple[str, ...] = ("lm_head",)
+
+    def __post_init__(self) -> None:
+        for name in ("factor_update_steps", "inv_update_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"optimizer.kfac.{name} must be a positive integer, got {value!r}")
+        if self.inv_update_steps % self.factor_update_steps:
+            raise ConfigError(f"optimizer.kfac.inv_update_steps {self.inv_update_steps} is not a multiple of "
+                              f"factor_update_steps {self.factor_update_steps}")
+        if not (isinstance(self.damping, int | float) and self.damping > 0):
+            raise ConfigError(f"optimizer.kfac.damping must be > 0, got {self.damping!r}")
+        if not (isinstance(self.min_damping, int | float) and self.min_damping >= 0):
+            raise ConfigError(f"optimizer.kfac.min_damping must be >= 0, got {self.min_damping!r}")
+        if not (isinstance(self.factor_decay, int | float) and 0 <= self.factor_decay < 1):
+            raise ConfigError(f"optimizer.kfac.factor_decay must be in [0, 1), got {self.factor_decay!r}")
+        if self.kl_clip is not None and not (isinstance(self.kl_clip, int | float) and self.kl_clip > 0):
+            raise ConfigError(f"optimizer.kfac.kl_clip must be > 0 or null, got {self.kl_clip!r}")
+        if self.inverse not in ("eigen", "cholesky"):
+            raise ConfigError(f"optimizer.kfac.inverse must be 'eigen' or 'cholesky', got {self.inverse!r}")
+        if self.inverse_dtype not in ("float32", "float64"):
+            raise ConfigError("optimizer.kfac.inverse_dtype must be 'float32' or 'float64', "
+                              f"got {self.inverse_dtype!r}")
+        for name in ("include", "skip"):
+            for pattern in getattr(self, name):
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ConfigError(f"optimizer.kfac.{name}: bad regex {pattern!r} ({e})") from None
+
+    def selects(self, module_name: str) -> bool:
+        return (any(re.search(p, module_name) for p in self.include)
+                and not any(re.search(p, module_name) for p in self.skip))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adamw"               # "adamw", or "kfac": K-FAC-preconditioned gradients, SGD-momentum step
+    lr: float = 3e-4
+    momentum: float = 0.9             # kfac (SGD) only
+    betas: tuple[float, float] = (0.9, 0.95)   # adamw only
+    weight_decay: float = 0.0         # decoupled (both rules)
+    kfac: KFACConfig = field(default_factory=KFACConfig)
+    kappa: float = 0.0                # torus-latency scaling lr / (1 + kappa * L[us]); 0 = off
+    topology: str | None = None       # topology file for L (``koda launch --topology`` sets it)
+    noise_eta: float = 0.0            # annealed gradient noise variance eta / (1 + t)^noise_decay; 0 = off
+    noise_decay: float = 0.55
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adamw", "kfac"):
+            raise ConfigError(f"optimizer.name must be 'adamw' or 'kfac', got {self.name!r}")
+        for name in ("lr", "kappa", "weight_decay", "noise_eta", "noise_decay", "momentum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"optimizer.{name} must be >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"optimizer.lr must be > 0, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
+        if self.kappa > 0 and self.topology is None:
+            raise ConfigError("optimizer.kappa > 0 needs optimizer.topology (or koda launch --topology)")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> OptimizerConfig:
+        values = dict(values or {})
+        _no_unknown("optimizer", values, cls)
+        kfac = values.pop("kfac", None) or {}
+        if not isinstance(kfac, dict):
+            raise ConfigError(f"optimizer.kfac must be a mapping, got {kfac!r}")
+        _no_unknown("optimizer.kfac", kfac, KFACConfig)
+        kfac = {k: tuple(v) if k in ("include", "skip") and isinstance(v, list) else v for k, v in kfac.items()}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(kfac=KFACConfig(**kfac), **values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _no_unknown(section: str, values: dict, cls) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{section}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")

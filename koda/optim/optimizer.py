@@ -1,0 +1,119 @@
+"""KODA's optimizer: SGD-momentum under K-FAC, AdamW without, with per-group latency scaling.
+
+Why SGD-momentum under K-FAC: the preconditioned gradient is already scaled by the
+curvature; Adam would divide it again, per coordinate, by its own second-moment estimate,
+which undoes K-FAC's scaling (kfac-pytorch pairs K-FAC with SGD for the same reason). The
+AdamW rule is here so ``optimizer.name: adamw`` runs the same class (one checkpoint format,
+the same latency scaling and noise).
+
+A ``torch.optim.Optimizer`` subclass so DeepSpeed can wrap it under ZeRO-3 (with
+``zero_allow_untested_optimizer``): DeepSpeed replaces each group's params by flat fp32
+partitions and keeps the other group keys, so the per-group ``latency_scale`` survives;
+the update is elementwise, so it is the same on a partition as on the whole tensor. The
+K-FAC preconditioner cannot run here under ZeRO-3 (partitions have no layer shape); it is
+an engine gradient transform there, and this class only carries its state in checkpoints.
+In one process, pass ``grads`` and ``step`` preconditions first.
+
+Gradient noise (off by default): g + N(0, eta / (1 + t)^decay), Neelakantan et al. 2015's
+annealed schedule; drawn from a generator seeded by (seed, step, group), so a rerun or a
+resumed run draws the same noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from koda.errors import KodaError
+
+
+class KodaOptimizer(torch.optim.Optimizer):
+    def __init__(self, params, lr: float, rule: str = "sgd", momentum: float = 0.9,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 latency_scale: float = 1.0, noise_eta: float = 0.0, noise_decay: float = 0.55, seed: int = 0,
+                 preconditioner=None, grads=None):
+        if rule not in ("sgd", "adamw"):
+            raise KodaError(f"optimizer rule must be 'sgd' or 'adamw', got {rule!r}")
+        defaults = dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay,
+                        latency_scale=latency_scale)
+        super().__init__(params, defaults)
+        self.rule, self.noise_eta, self.noise_decay, self.seed = rule, noise_eta, noise_decay, seed
+        self.preconditioner, self.grads = preconditioner, grads
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.preconditioner is not None and self.grads is not None:
+            self.preconditioner(self.grads)
+        for index, group in enumerate(self.param_groups):
+            lr = group["lr"] * group["latency_scale"]
+            noise = None
+            if self.noise_eta > 0:
+                noise = torch.Generator().manual_seed(hash((self.seed, self.steps, index)) & 0x7FFFFFFF)
+                sigma = math.sqrt(self.noise_eta / (1 + self.steps) ** self.noise_decay)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if noise is not None:
+                    g = g + sigma * torch.randn(g.shape, generator=noise).to(g)
+                if group["weight_decay"]:
+                    p.mul_(1 - lr * group["weight_decay"])
+                state = self.state[p]
+                if self.rule == "sgd":
+                    if "momentum" not in state:
+                        state["momentum"] = torch.zeros_like(p)
+                    buf = state["momentum"].mul_(group["momentum"]).add_(g)
+                    p.add_(buf, alpha=-lr)
+                else:
+                    self._adamw(p, g, state, group, lr)
+        self.steps += 1
+        return loss
+
+    @staticmethod
+    def _adamw(p, g, state, group, lr) -> None:
+        beta1, beta2 = group["betas"]
+        if "exp_avg" not in state:
+            state["t"] = 0
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        state["t"] += 1
+        state["exp_avg"].lerp_(g, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bias1, bias2 = 1 - beta1 ** state["t"], 1 - beta2 ** state["t"]
+        denom = (state["exp_avg_sq"] / bias2).sqrt_().add_(group["eps"])
+        p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
+
+    # The preconditioner's factors and decompositions travel with the optimizer state, so a
+    # checkpoint of the optimizer is enough to resume K-FAC where it stopped.
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["koda"] = {"steps": self.steps,
+                         "kfac": self.preconditioner.state_dict() if self.preconditioner is not None else None}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("koda", None)
+        super().load_state_dict(state_dict)
+        if extra is None:
+            return
+        self.steps = int(extra["steps"])
+        if (extra["kfac"] is None) != (self.preconditioner is None):
+            raise KodaError("optimizer state: the checkpoint and this run disagree on whether K-FAC is on")
+        if self.preconditioner is not None:
+            self.preconditioner.load_state_dict(extra["kfac"])
+
+
+def parameter_groups(model: torch.nn.Module, dense_scale: float = 1.0, expert_scale: float = 1.0) -> list[dict]:
+    """Two groups, each with its latency scale: expert tensors and everything else."""
+    from koda.optim.latency import is_expert_parameter
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not is_expert_parameter(n)], "latency_scale": dense_scale},
+              {"params": [p for n, p in named if is_expert_parameter(n)], "latency_scale": expert_scale}]
+    return [g for g in groups if g["params"]]

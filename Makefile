@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e '.[dev]'
+	# K-FAC reference for tests/optim, without backpack (only its experimental module needs it)
+	$(BIN)/pip install -q --no-deps curvlinops-for-pytorch==3.0.1
 	touch $@
 
 smoke: setup

@@ -17,7 +17,7 @@ def _resolve(change=None, world=2, model=TINY, steps=100):
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return ds_config.resolve(cfg, model=model, world_size=world, train_steps=steps, bf16_supported=False)
+    return ds_config.resolve(cfg, model=model, world_size=world, train_steps=steps, bf16_supported=False).config
 
 
 def test_fills_autoep_contract_and_schedule():

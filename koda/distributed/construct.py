@@ -21,8 +21,10 @@ context). What goes wrong when it is entered more than once, and what KODA does:
 - A context opened while another is open joins the outer one (its dtype, its groups): a
   critic built inside the actor's construction would silently take the actor's settings.
   KODA opens one context per network and refuses to nest them (``KodaError``).
-- ``mem_efficient_linear`` (on by default) replaces ``torch.nn.functional.linear`` for the
-  rest of the process, for every later network too; KODA turns it off.
+- With ``zero_optimization.memory_efficient_linear`` (on by default) DeepSpeed replaces
+  ``torch.nn.functional.linear`` for the rest of the process, for every later network too.
+  A whole-model ZeRO-3 build does the same inside ``deepspeed.initialize``, so this is not
+  new; KODA leaves the setting to the config (the kwarg of ``zero.Init`` is overridden by it).
 - A network built this way holds only partitions: it is usable only through its engine,
   so it goes to ``deepspeed.initialize`` straight away and is never used bare.
 
@@ -66,7 +68,7 @@ def partitioned_construction(name: str, plan: DeepSpeedPlan) -> Iterator[None]:
 
     _open.append(name)
     try:
-        with deepspeed.zero.Init(config_dict_or_path=plan.config, mem_efficient_linear=False):
+        with deepspeed.zero.Init(config_dict_or_path=plan.config):
             yield
     finally:
         _open.pop()

@@ -19,7 +19,7 @@ def _plan(model, world, bf16=False, optimizer=True, autoep=True):
     from koda.distributed import ds_config
 
     raw = copy.deepcopy(ds_config.load("zero3_ep_smoke.json"))
-    raw["scheduler"]["params"]["warmup_num_steps"] = 1
+    raw["scheduler"]["params"].update(warmup_num_steps=1, warmup_min_ratio=1.0)   # full learning rate at once
     if not optimizer:
         del raw["optimizer"], raw["scheduler"]
     if not autoep:
@@ -34,7 +34,7 @@ def _batch(vocab: int, rank: int) -> torch.Tensor:
 def actor_against_plain_build(full_build: bool, bf16: bool) -> dict:
     """Build the actor (tiny model, AutoEP 2) and compare every weight this rank holds with a
     plain ``KodaForCausalLM`` built without DeepSpeed from the same seed; then train 3 steps
-    (the first at learning rate 0: the schedule warms up from 0)."""
+    (DeepSpeed's first step leaves the weights unchanged here, so the third loss is the one that moves)."""
     from deepspeed.utils import safe_get_full_fp32_param
 
     from koda.distributed import comm
@@ -109,8 +109,8 @@ class ValueNet(nn.Module):
 
 def two_networks_in_one_process() -> dict:
     """The actor (AutoEP) and a dense ValueNet built one after the other in this process, both
-    partitioned at construction; each trains a step. Also: nesting one build inside another
-    is refused, and torch's linear is left alone."""
+    partitioned at construction; each trains. Also: nesting one build inside another
+    is refused."""
     from koda.distributed import comm
     from koda.distributed.construct import construct
     from koda.distributed.engine import build_engine
@@ -118,7 +118,6 @@ def two_networks_in_one_process() -> dict:
     from koda.model import KodaForCausalLM
     from koda.objectives import next_token_loss
 
-    linear = torch.nn.functional.linear
     world = comm.world_size()
     torch.manual_seed(0)
     actor = build_engine("actor", functools.partial(KodaForCausalLM, TINY), _plan(TINY, world))
@@ -130,10 +129,11 @@ def two_networks_in_one_process() -> dict:
     changes = {}
     for engine in (actor, critic):
         before = {n: p.ds_tensor.detach().clone() for n, p in engine.module.named_parameters()}
-        out = engine(batch[:, :-1])
-        loss = next_token_loss(out, batch[:, 1:]) if engine is actor else out.pow(2).mean()
-        engine.backward(loss)
-        engine.step()
+        for _ in range(2):           # DeepSpeed's first step leaves the weights unchanged here
+            out = engine(batch[:, :-1])
+            loss = next_token_loss(out, batch[:, 1:]) if engine is actor else out.pow(2).mean()
+            engine.backward(loss)
+            engine.step()
         changes[engine.name] = sum(not torch.equal(before[n], p.ds_tensor) for n, p in engine.module.named_parameters())
     refused = ""
     try:
@@ -142,5 +142,4 @@ def two_networks_in_one_process() -> dict:
     except KodaError as err:
         refused = str(err)
     return {"changed": changes, "params": {e.name: len(list(e.module.parameters())) for e in (actor, critic)},
-            "partitioned": partitioned, "refused": refused,
-            "linear_untouched": torch.nn.functional.linear is linear}
+            "partitioned": partitioned, "refused": refused}

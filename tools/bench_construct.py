@@ -6,8 +6,8 @@ AutoEP 2, AdamW) with ``build_engine``: once with ``full_build=True`` (``KodaFor
 whole on every rank, then ``deepspeed.initialize``), once partitioned (``zero.Init``). Each
 rank reports how far its resident memory rose above where it stood before the build (the
 kernel's high-water mark, reset at the start; ``koda.distributed.host_memory``), and where it
-settled. Then it prints the model of the same figure for a preset on a larger world:
-parameters x bytes / shards, plus the largest transient (one module gathered whole).
+settled. Then it prints the model of the build for a preset on a larger world: parameters x
+bytes / shards, plus the largest transient (one module gathered whole).
 
     python tools/bench_construct.py                          # small on 2 ranks; large on 64 modelled
     python tools/bench_construct.py --model smoke --model-world 8
@@ -88,22 +88,19 @@ def parameter_counts(cfg: ModelConfig) -> tuple[int, int]:
 
 
 def modelled_gib(cfg: ModelConfig, world: int, weight_bytes: int) -> dict:
-    """Per-rank host (or device) memory of the build, modelled.
+    """Per-rank memory of the network while it is built, modelled (GiB).
 
     Dense weights are ZeRO-3 partitions over the world; experts are first split over the
     expert-parallel group (E/ep per rank), then partitioned over the expert-data-parallel group
-    (world/ep ranks): 1/world of them either way. Weights in the training dtype; ZeRO-3 adds an
-    fp32 master, fp32 gradient partition and Adam's two fp32 moments (16 bytes per parameter,
-    sharded the same way). The transient is one module gathered whole in the training dtype
-    (AutoEP gathers one MoE layer's experts at a time, then keeps this rank's slice).
+    (world/ep ranks): 1/world of them either way. The transient is the largest module gathered
+    whole (AutoEP gathers one MoE layer's experts at a time, then keeps this rank's slice).
+    ZeRO-3's optimizer states come on top: with bf16 weights, an fp32 master, fp32 gradient
+    partition and Adam's two moments, 16 bytes per parameter sharded the same way.
     """
     total, largest = parameter_counts(cfg)
-    weights = total * weight_bytes / world
-    transient = largest * weight_bytes
-    return {"params": total, "whole_fp32": 4 * total / GIB, "weights": weights / GIB,
-            "transient": transient / GIB, "states": 16 * total / world / GIB,
-            "peak_construction": (weights + transient) / GIB,
-            "peak_with_optimizer": (weights + 16 * total / world + transient) / GIB}
+    weights, transient = total * weight_bytes / world, largest * weight_bytes
+    return {"params": total, "whole_fp32": 4 * total / GIB, "weights": weights / GIB, "transient": transient / GIB,
+            "build": (weights + transient) / GIB, "states": 16 * total / world / GIB}
 
 
 def main() -> None:
@@ -131,18 +128,17 @@ def main() -> None:
         print(f"  {label:<44} {', '.join(f'{g / GIB:.3f}' for g in r['peak']):<16}"
               f"{', '.join(f'{g / GIB:.3f}' for g in r['settled'])}")
     ratio = max(old["peak"]) / max(new["peak"])
-    print(f"  peak old / new: {ratio:.2f}x; model of the partitioned peak: {model['peak_with_optimizer']:.3f} GiB "
-          f"(weights {model['weights']:.3f} + optimizer states {model['states']:.3f} + one module "
-          f"{model['transient']:.3f}); activations, buffers and DeepSpeed's own allocations come on top")
+    print(f"  peak old / new: {ratio:.2f}x. Model of the partitioned build: weights {model['weights']:.3f} + one "
+          f"module {model['transient']:.3f} = {model['build']:.3f} GiB, then ZeRO-3's optimizer states and "
+          "DeepSpeed's buffers on top")
     big = preset(args.model_preset)
     large = modelled_gib(big, args.model_world, 2)
     print(f"{args.model_preset}, modelled: {large['params'] / 1e9:.1f}B parameters, {args.model_world} ranks, "
-          f"AutoEP {args.model_ep}, bf16")
+          f"AutoEP {args.model_ep}, bf16 weights")
     print(f"  old path: the whole model in fp32 on every rank first: {large['whole_fp32']:.1f} GiB per rank")
     print(f"  partitioned: weights {large['weights']:.2f} GiB + largest module gathered {large['transient']:.2f} GiB"
-          f" = {large['peak_construction']:.2f} GiB per rank while building; with ZeRO-3's optimizer states "
-          f"({large['states']:.2f} GiB) {large['peak_with_optimizer']:.2f} GiB")
-
+          f" = {large['build']:.2f} GiB per rank while building; ZeRO-3's optimizer states add "
+          f"{large['states']:.2f} GiB (16 bytes per parameter / {args.model_world})")
 
 if __name__ == "__main__":
     main()

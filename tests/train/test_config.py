@@ -64,6 +64,7 @@ def test_presets_match_their_ds_configs():
 
     for name in ("smoke", "small", "large"):
         cfg = run_config.load(name)
-        resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
-                                     train_steps=cfg.train.steps, bf16_supported=True)
-        assert json.dumps(resolved)
+        plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
+                                 train_steps=cfg.train.steps, bf16_supported=True)
+        assert json.dumps(plan.config)
+        assert plan.world == cfg.world_size and plan.global_batch == plan.config["train_batch_size"]

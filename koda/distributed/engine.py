@@ -92,7 +92,7 @@ def build_engine(name: str, factory: Callable[[], torch.nn.Module], plan: DeepSp
     """Construct the network `factory` returns and wrap it with DeepSpeed under `plan`
     (see ``ds_config.resolve``).
 
-    Seed torch before calling: every rank must draw the same initial weights. `parameters`
+    Seed torch before calling for reproducible weights (every rank gets rank 0's draw). `parameters`
     picks what the optimizer trains (default: every parameter); DeepSpeed builds the
     optimizer and scheduler named in the config. `full_build` builds the whole network on
     every rank first (the path before partitioned construction; for comparisons only).

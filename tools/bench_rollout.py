@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import json
 import pstats
 import statistics
@@ -93,7 +94,7 @@ def worker(args) -> None:
     resolved = ds_config.resolve(ds_config.load("zero3_ep_smoke.json"), model=cfg, world_size=comm.world_size(),
                                  train_steps=1000, bf16_supported=False)
     torch.manual_seed(0)
-    engine = build_engine("actor", KodaForCausalLM(cfg), resolved)
+    engine = build_engine("actor", functools.partial(KodaForCausalLM, cfg), resolved)
     rank, world = comm.rank(), comm.world_size()
     prompts = json.loads(Path(args.prompts_file).read_text())[rank::world]
     sample = sampling(args.new_tokens)

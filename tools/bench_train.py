@@ -19,6 +19,7 @@ tokenizer of the preset's vocabulary is needed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -94,11 +95,11 @@ def koda_worker(args) -> None:
     raw = ds_config.load("zero3_ep_smoke.json")
     raw["train_micro_batch_size_per_gpu"] = args.micro_batch
     raw["scheduler"]["params"]["warmup_num_steps"] = 1
-    resolved = ds_config.resolve(raw, model=cfg, world_size=comm.world_size(), train_steps=1000,
-                                 bf16_supported=supports_bf16() and not args.fp32)
+    plan = ds_config.resolve(raw, model=cfg, world_size=comm.world_size(), train_steps=1000,
+                             bf16_supported=supports_bf16() and not args.fp32)
     base_rss = rss_now_gb()
     torch.manual_seed(0)
-    engine = build_engine("actor", KodaForCausalLM(cfg), resolved)
+    engine = build_engine("actor", functools.partial(KodaForCausalLM, cfg), plan)
     probe = RouterProbe(engine.module, cfg.top_k)
     data = batches(cfg.vocab_size, args.micro_batch, args.seq_len, args.warmup + args.steps + 1, seed=2 + comm.rank())
 
@@ -122,8 +123,8 @@ def koda_worker(args) -> None:
     if comm.rank() == 0:
         step_s = sorted(times)[len(times) // 2]
         result = {"tokens_per_s": comm.world_size() * args.micro_batch * args.seq_len / step_s, "step_s": step_s,
-                  "bf16": bool(resolved.get("bf16", {}).get("enabled")), "world": comm.world_size(),
-                  "ep": resolved["expert_parallel"]["autoep_size"], "peak_rss_delta_gb": peaks.tolist(),
+                  "bf16": plan.precision == "bf16", "world": plan.world,
+                  "ep": plan.ep_size, "peak_rss_delta_gb": peaks.tolist(),
                   "profile": profile}
         Path(args.worker_out).write_text(json.dumps(result))
 

@@ -5,6 +5,9 @@ precision, ZeRO, expert parallelism). KODA fills what follows from the model ins
 asking the user to keep two files in sync (the AutoEP naming contract, top-k, the schedule
 length) and resolves the values it documents as ``"auto"``. Every inconsistency is one
 ``ConfigError`` line naming the field, raised in the launching process before any rank starts.
+
+``resolve`` returns a ``DeepSpeedPlan``: the dict DeepSpeed receives plus the few facts KODA
+reads back from it (batch layout, expert-parallel size, precision, world), computed once.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import difflib
 import json
 import math
 import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from koda.errors import ConfigError
 from koda.model.config import ModelConfig
@@ -36,7 +42,61 @@ KNOWN_TOP_LEVEL = {
     "curriculum_learning", "use_data_before_expert_parallel", "timers", "graph_harvesting",
     "autotuning", "weight_quantization", "compression_training", "nebula", "hybrid_engine",
     "dataloader_drop_last", "sequence_parallel_size", "zenflow", "mixed_precision",
+    "managed_gradient_accumulation",
 }
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class DeepSpeedPlan:
+    """A resolved DeepSpeed config for one network on one world.
+
+    ``config`` is what ``deepspeed.initialize`` and ``zero.Init`` receive (treat it as read-only);
+    the other fields are derived from it once by ``resolve`` so no caller reads dict keys back.
+    """
+
+    config: dict = field(repr=False)
+    world: int
+    micro_batch: int     # sequences per rank per micro-batch
+    grad_accum: int      # micro-batches per optimizer step
+    ep_size: int         # AutoEP expert-parallel size, 1 when AutoEP is off
+    precision: str       # "bf16", "fp16" or "fp32": the dtype ZeRO keeps the weights in
+    zero_stage: int
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.precision]
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step over all ranks (DeepSpeed's train_batch_size)."""
+        return self.micro_batch * self.grad_accum * self.world
+
+    def with_config(self, **sections) -> DeepSpeedPlan:
+        """The plan with top-level sections of the config replaced (e.g. ``checkpoint``);
+        only for sections none of the derived fields come from."""
+        derived = {"train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
+                   "expert_parallel", "bf16", "fp16", "zero_optimization"}
+        if derived & set(sections):
+            raise ConfigError(f"DeepSpeedPlan.with_config: {sorted(derived & set(sections))[0]!r} is derived; "
+                              "resolve the config again instead")
+        return replace(self, config={**self.config, **sections})
+
+
+def expert_parallel_size(config: dict) -> int:
+    """AutoEP's expert-parallel size in a resolved (or saved) DeepSpeed config; 1 when off."""
+    ep = config.get("expert_parallel") or {}
+    return int(ep.get("autoep_size", 1)) if ep.get("enabled") else 1
+
+
+def precision(config: dict) -> str:
+    if (config.get("bf16") or {}).get("enabled"):
+        return "bf16"
+    if (config.get("fp16") or {}).get("enabled"):
+        return "fp16"
+    return "fp32"
 
 
 def resolve_path(name: str | Path) -> Path:
@@ -69,9 +129,10 @@ def _positive_int(config: dict, key: str, default: int | None = None) -> int:
     return value
 
 
-def resolve(config: dict, *, model: ModelConfig, world_size: int, train_steps: int, bf16_supported: bool) -> dict:
-    """Return a copy of `config` checked against the model and `world_size`, with KODA's
-    derived fields filled in. Raises ConfigError naming the first problem."""
+def resolve(config: dict, *, model: ModelConfig, world_size: int, train_steps: int,
+            bf16_supported: bool) -> DeepSpeedPlan:
+    """Check a copy of `config` against the model and `world_size`, fill KODA's derived
+    fields, and return it as a plan. Raises ConfigError naming the first problem."""
     cfg = copy.deepcopy(config)
     unknown = sorted(set(cfg) - KNOWN_TOP_LEVEL)
     if unknown:
@@ -89,7 +150,9 @@ def resolve(config: dict, *, model: ModelConfig, world_size: int, train_steps: i
     _resolve_expert_parallel(cfg, model, world_size)
     _resolve_schedule(cfg, train_steps)
     _check_with_deepspeed(cfg)
-    return cfg
+    return DeepSpeedPlan(config=cfg, world=world_size, micro_batch=micro, grad_accum=accum,
+                         ep_size=expert_parallel_size(cfg), precision=precision(cfg),
+                         zero_stage=int((cfg.get("zero_optimization") or {}).get("stage", 0)))
 
 
 def _resolve_precision(cfg: dict, bf16_supported: bool) -> None:

@@ -2,15 +2,20 @@
 
 ``build_engine`` is called once per trained network (today the actor; the critic and the
 discriminator encoder of the hybrid objective will be two more calls with their own
-configs), so engine construction is never copied per network.
+plans), so engine construction is never copied per network. It takes a model *factory*,
+not a model: under ZeRO-3 the network is constructed already partitioned
+(``koda.distributed.construct``), so no rank ever holds the whole of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 
+from koda.distributed.construct import construct, host_buffers_returned
+from koda.distributed.ds_config import DeepSpeedPlan
 from koda.distributed.gradients import GradientAccess, GradientTransform
 from koda.errors import KodaError
 
@@ -22,8 +27,8 @@ class Engine:
     MoE block by ``AutoEPMoELayer`` and ZeRO-3 has partitioned the parameters.
     """
 
-    def __init__(self, name: str, ds_engine, config: dict):
-        self.name, self.ds, self.config = name, ds_engine, config
+    def __init__(self, name: str, ds_engine, plan: DeepSpeedPlan):
+        self.name, self.ds, self.plan = name, ds_engine, plan
         self.transforms: list[GradientTransform] = []
         self._grads: GradientAccess | None = None
         self._since_boundary = 0          # micro-batches stepped since the last boundary
@@ -104,15 +109,27 @@ class Engine:
         return client_state or {}
 
 
-def build_engine(name: str, model: torch.nn.Module, config: dict,
-                 parameters: Callable[[torch.nn.Module], object] | None = None) -> Engine:
-    """Wrap `model` with DeepSpeed using a resolved config (see ``ds_config.resolve``).
+def build_engine(name: str, factory: Callable[[], torch.nn.Module], plan: DeepSpeedPlan,
+                 parameters: Callable[[torch.nn.Module], object] | None = None,
+                 optimizer: Callable[[object], torch.optim.Optimizer] | None = None,
+                 full_build: bool = False) -> Engine:
+    """Construct the network `factory` returns and wrap it with DeepSpeed under `plan`
+    (see ``ds_config.resolve``).
 
-    `parameters` picks what the optimizer trains (default: every parameter); DeepSpeed
-    builds the optimizer and scheduler named in the config.
+    Seed torch before calling for reproducible weights (every rank gets rank 0's draw). `parameters`
+    picks what the optimizer trains (default: every parameter); DeepSpeed builds the
+    optimizer and scheduler named in the config unless `optimizer` builds a client optimizer
+    from those parameters (the config then needs ``zero_allow_untested_optimizer``).
+    `full_build` builds the whole network on every rank first (the path before partitioned
+    construction; for comparisons only).
     """
     import deepspeed
 
-    params = parameters(model) if parameters is not None else model.parameters()
-    ds_engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=config)
-    return Engine(name, ds_engine, config)
+    with contextlib.nullcontext() if full_build else host_buffers_returned():
+        model = construct(name, factory, plan, full_build=full_build)
+        params = parameters(model) if parameters is not None else model.parameters()
+        if optimizer is not None:
+            ds_engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer(params), config=plan.config)
+        else:
+            ds_engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=plan.config)
+    return Engine(name, ds_engine, plan)

@@ -42,14 +42,10 @@ from pathlib import Path
 import torch
 
 from koda.distributed import checkpoint, comm
+from koda.distributed.ds_config import DeepSpeedPlan, expert_parallel_size
 from koda.errors import KodaError
 
 UNIVERSAL = "universal"
-
-
-def _ep_size(ds_cfg: dict) -> int:
-    ep = ds_cfg.get("expert_parallel") or {}
-    return int(ep.get("autoep_size", 1)) if ep.get("enabled") else 1
 
 
 def saved_layout(directory: str | Path, tag: str, engine: str = checkpoint.ACTOR) -> tuple[int, int]:
@@ -62,22 +58,22 @@ def saved_layout(directory: str | Path, tag: str, engine: str = checkpoint.ACTOR
     except Exception as err:   # any unpickling failure means the same: this file is unusable
         raise KodaError(f"checkpoint {Path(directory) / tag}: cannot read {model_states.name} "
                         f"({type(err).__name__})") from None
-    return int(record["world_size"]), _ep_size(state.get("ds_config") or {})
+    return int(record["world_size"]), expert_parallel_size(state.get("ds_config") or {})
 
 
-def needed(directory: str | Path, tag: str, world: int, ds_cfg: dict) -> str | None:
+def needed(directory: str | Path, tag: str, plan: DeepSpeedPlan) -> str | None:
     """Why this resume must go through the universal format, or None when a plain load works."""
     saved_world, saved_ep = saved_layout(directory, tag)
-    if saved_world != world:
-        return f"world size {saved_world} -> {world}"
-    if saved_ep != _ep_size(ds_cfg):
-        return f"expert-parallel size {saved_ep} -> {_ep_size(ds_cfg)}"
+    if saved_world != plan.world:
+        return f"world size {saved_world} -> {plan.world}"
+    if saved_ep != plan.ep_size:
+        return f"expert-parallel size {saved_ep} -> {plan.ep_size}"
     return None
 
 
-def enable(ds_cfg: dict) -> dict:
-    """`ds_cfg` with DeepSpeed's universal loading switched on (it only changes loading)."""
-    return {**ds_cfg, "checkpoint": {**ds_cfg.get("checkpoint", {}), "load_universal": True}}
+def enable(plan: DeepSpeedPlan) -> DeepSpeedPlan:
+    """`plan` with DeepSpeed's universal loading switched on (it only changes loading)."""
+    return plan.with_config(checkpoint={**plan.config.get("checkpoint", {}), "load_universal": True})
 
 
 @contextlib.contextmanager

@@ -39,16 +39,39 @@ def _std_for(name: str, cfg: ModelConfig) -> float:
 
 @torch.no_grad()
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    for name, param in model.named_parameters():
-        if param.dim() == 1:            # RMSNorm scales
-            param.fill_(1.0)
-            continue
-        std = _std_for(name, cfg)
-        for matrix in _matrices(name, param):
-            if cfg.init == "orthogonal":
-                nn.init.orthogonal_(matrix, gain=std * math.sqrt(max(matrix.shape)))
-            else:
-                nn.init.normal_(matrix, mean=0.0, std=std)
+    """Initialise every parameter of `model`, one module at a time, through ``Module.apply``.
+
+    Each call touches only the module's own parameters, so a caller that holds a module's
+    weights only while it is being initialised (DeepSpeed's ``zero.Init`` wraps ``apply`` to
+    gather one module, run this, and partition it again) gets the same values as a model built
+    whole: the order of random draws is the same (leaf modules in definition order). Values are
+    drawn in fp32 and copied in, so a bf16 parameter holds the fp32 init rounded once, exactly
+    what a model built in fp32 and cast afterwards holds.
+    """
+    names = {id(module): prefix for prefix, module in model.named_modules()}
+
+    def init_module(module: nn.Module) -> None:
+        prefix = names[id(module)]
+        for local, param in module.named_parameters(recurse=False):
+            _init_parameter(f"{prefix}.{local}" if prefix else local, param, cfg)
+
+    model.apply(init_module)
+
+
+def _init_parameter(name: str, param: torch.Tensor, cfg: ModelConfig) -> None:
+    if param.dim() == 1:            # RMSNorm scales
+        param.fill_(1.0)
+        return
+    std = _std_for(name, cfg)
+    for matrix in _matrices(name, param):
+        # new_empty, not torch.empty: zero.Init casts torch.empty's result to the training dtype
+        value = matrix if matrix.dtype == torch.float32 else matrix.new_empty(matrix.shape, dtype=torch.float32)
+        if cfg.init == "orthogonal":
+            nn.init.orthogonal_(value, gain=std * math.sqrt(max(value.shape)))
+        else:
+            nn.init.normal_(value, mean=0.0, std=std)
+        if value is not matrix:
+            matrix.copy_(value)
 
 
 @dataclass(frozen=True)
@@ -79,3 +102,19 @@ def spectrum_report(model: nn.Module, cfg: ModelConfig) -> list[SpectrumRow]:
                                 values.mean().item(), (values.max() / values.min().clamp_min(1e-30)).item(),
                                 std * (math.sqrt(m) - math.sqrt(n)), std * (math.sqrt(m) + math.sqrt(n))))
     return rows
+
+
+@torch.no_grad()
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` (full tensors, KODA names) into `model`, one module at a time through
+    ``Module.apply``, for the same reason as ``init_weights``: a network being built under
+    DeepSpeed's ``zero.Init`` holds a module's weights whole only inside ``apply``.
+    Every parameter must be in `state` with its shape (``--init-from`` checked the model)."""
+    names = {id(module): prefix for prefix, module in model.named_modules()}
+
+    def load_module(module: nn.Module) -> None:
+        prefix = names[id(module)]
+        for local, param in module.named_parameters(recurse=False):
+            param.copy_(state[f"{prefix}.{local}" if prefix else local])
+
+    model.apply(load_module)

@@ -51,8 +51,8 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool) -> dict:
-    """Everything that can be checked before ranks start; returns the resolved DS config."""
+def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool):
+    """Everything that can be checked before ranks start; returns the resolved DeepSpeedPlan."""
     from koda.distributed import ds_config
     from koda.distributed.checkpoint import refuse_overwrite
     from koda.run_layout import RunLayout

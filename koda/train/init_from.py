@@ -4,9 +4,11 @@ schedule, step counter and data order (fine-tuning; the CE-only baseline on the 
 The source is a converted directory (``koda convert``'s standalone or hf-mixtral output) or
 a training checkpoint (a run directory, its ``checkpoints/``, or one tag) of any world size
 and expert-parallel size: ``koda.checkpoint`` reads the ZeRO-3 partitions in place and
-reassembles full KODA-named tensors. Every rank loads the full model into its module
-before ``deepspeed.initialize`` partitions it, the same path the seeded random weights take,
-so AutoEP's expert sharding and ZeRO-3's partitioning see exactly these values.
+reassembles full KODA-named tensors. Every rank reads the full source, and the weights are
+copied in one module at a time while the network is built partitioned (``zero.Init``; see
+``koda.model.init.load_weights``), the path the seeded random weights take, so AutoEP's expert
+sharding and ZeRO-3's partitioning see exactly these values. Reading the whole source on every
+rank is fine up to ``small``; ``large`` would want each rank to read only its share.
 """
 
 from __future__ import annotations

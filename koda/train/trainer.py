@@ -38,11 +38,13 @@ from koda.distributed.accelerator import (
 from koda.distributed.engine import build_engine
 from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM
+from koda.model.init import load_weights
 from koda.objectives import next_token_loss
 from koda.optim.config import OptimizerConfig
 from koda.run_layout import RunLayout
 from koda.train.config import RunConfig
 from koda.train.flops import measure_matmul_peak, train_flops_per_token
+from koda.train.init_from import initial_state
 from koda.train.metrics import MetricsLogger
 from koda.train.router_probe import RouterProbe
 
@@ -75,26 +77,30 @@ class Trainer:
         comm.barrier()
         tokenizer = prepare(cfg.data, cfg.model.vocab_size, build_missing=False, log=lambda *_: None)
 
-        self.ds_cfg = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=self.world,
-                                        train_steps=cfg.train.steps, bf16_supported=supports_bf16())
+        self.plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=self.world,
+                                      train_steps=cfg.train.steps, bf16_supported=supports_bf16())
         # The checkpoint to resume is chosen before the engine exists: one written by another
         # world or expert-parallel size needs an engine that loads DeepSpeed's universal format.
         found = checkpoint.resolve_tag(self.ckpt_dir, resume_tag) if (resume or resume_tag) else None
-        self.universal = universal.needed(self.ckpt_dir, found, self.world, self.ds_cfg) if found else None
+        self.universal = universal.needed(self.ckpt_dir, found, self.plan) if found else None
         if self.universal:
-            self.ds_cfg = universal.enable(self.ds_cfg)
+            self.plan = universal.enable(self.plan)
         torch.manual_seed(cfg.train.seed)          # the same initial weights on every rank
-        model = KodaForCausalLM(cfg.model)
-        if init_from:                               # fine-tuning: weights only, before partitioning
-            from koda.train.init_from import initial_state
+        # fine-tuning: the source's full weights, copied in module by module while the network is
+        # built partitioned (every rank reads the source; see docs/tasks.md)
+        initial = initial_state(init_from, cfg.model) if init_from else None
 
-            model.load_state_dict(initial_state(init_from, cfg.model))
-        self.engine = build_engine("actor", model, self.ds_cfg)
+        def network() -> KodaForCausalLM:
+            model = KodaForCausalLM(cfg.model)
+            if initial is not None:
+                load_weights(model, initial)
+            return model
+
+        self.engine = build_engine("actor", network, self.plan)
         self.probe = RouterProbe(self.engine.module, cfg.model.top_k)
-        self.dtype = torch.bfloat16 if self.ds_cfg.get("bf16", {}).get("enabled") else torch.float32
+        self.dtype = self.plan.dtype
 
-        layout = BatchLayout(cfg.data.seq_len, self.ds_cfg["train_micro_batch_size_per_gpu"],
-                             self.ds_cfg["gradient_accumulation_steps"], self.rank, self.world)
+        layout = BatchLayout(cfg.data.seq_len, self.plan.micro_batch, self.plan.grad_accum, self.rank, self.world)
         shards = Path(cfg.data.shards_dir)
         self.loader = TrainLoader(TokenStream(open_split(shards, "train", tokenizer.fingerprint)), layout,
                                   cfg.train.seed)
@@ -113,12 +119,10 @@ class Trainer:
         self.peak_flops = self._peak_flops()
         if self.rank == 0:
             self.layout.config.write_text(json.dumps(cfg.to_dict(), indent=1))
-            self.layout.ds_config.write_text(json.dumps(self.ds_cfg, indent=1))
+            self.layout.ds_config.write_text(json.dumps(self.plan.config, indent=1))
         self.metrics = MetricsLogger(self.run_dir, cfg.logging, cfg.to_dict(), cfg.train.steps,
                                      enabled=self.rank == 0, resume_step=resumed)
-        ep = self.ds_cfg.get("expert_parallel", {})
-        ep_size = ep.get("autoep_size", 1) if ep.get("enabled") else 1
-        self.metrics.print(f"world {self.world}, expert-parallel {ep_size}"
+        self.metrics.print(f"world {self.world}, expert-parallel {self.plan.ep_size}"
                            f", {self.dtype}, global batch {layout.global_batch} x {cfg.data.seq_len} tokens"
                            + (f", resumed at step {resumed}" if resumed is not None else "")
                            + (f", weights from {init_from}" if init_from else "")

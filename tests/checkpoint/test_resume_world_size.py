@@ -65,10 +65,14 @@ def test_two_rank_checkpoint_continues_on_one_rank_and_back_on_two(trained_run, 
 
 def test_the_universal_path_is_taken_exactly_when_the_layout_changes(trained_run):
     from koda.distributed import universal
+    from koda.distributed.ds_config import DeepSpeedPlan
 
-    ep2 = {"expert_parallel": {"enabled": True, "autoep_size": 2}}
-    ep1 = {"expert_parallel": {"enabled": True, "autoep_size": 1}}
-    assert universal.needed(trained_run.checkpoints, "step00000002", 2, ep2) is None
-    assert universal.needed(trained_run.checkpoints, "step00000002", 1, ep1) == "world size 2 -> 1"
-    assert universal.needed(trained_run.checkpoints, "step00000002", 2, ep1) == "expert-parallel size 2 -> 1"
-    assert universal.enable(ep2)["checkpoint"] == {"load_universal": True}
+    def plan(world, ep):
+        config = {"expert_parallel": {"enabled": True, "autoep_size": ep}}
+        return DeepSpeedPlan(config=config, world=world, micro_batch=2, grad_accum=1, ep_size=ep,
+                             precision="fp32", zero_stage=3)
+
+    assert universal.needed(trained_run.checkpoints, "step00000002", plan(2, 2)) is None
+    assert universal.needed(trained_run.checkpoints, "step00000002", plan(1, 1)) == "world size 2 -> 1"
+    assert universal.needed(trained_run.checkpoints, "step00000002", plan(2, 1)) == "expert-parallel size 2 -> 1"
+    assert universal.enable(plan(2, 2)).config["checkpoint"] == {"load_universal": True}

@@ -1,6 +1,7 @@
 import copy
 
 import pytest
+import torch
 
 from koda.distributed import ds_config
 from koda.errors import ConfigError
@@ -17,7 +18,7 @@ def _resolve(change=None, world=2, model=TINY, steps=100):
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return ds_config.resolve(cfg, model=model, world_size=world, train_steps=steps, bf16_supported=False)
+    return ds_config.resolve(cfg, model=model, world_size=world, train_steps=steps, bf16_supported=False).config
 
 
 def test_fills_autoep_contract_and_schedule():
@@ -65,3 +66,24 @@ def test_unreadable_json_names_line(tmp_path):
         ds_config.load(str(path))
     with pytest.raises(ConfigError, match="neither a file nor a config"):
         ds_config.load("no_such.json")
+
+
+def test_plan_carries_what_the_trainer_reads_back():
+    raw = copy.deepcopy(BASE)
+    raw.update(train_micro_batch_size_per_gpu=3, gradient_accumulation_steps=5, bf16={"enabled": "auto"})
+    plan = ds_config.resolve(raw, model=TINY, world_size=4, train_steps=100, bf16_supported=True)
+    assert (plan.world, plan.micro_batch, plan.grad_accum, plan.ep_size) == (4, 3, 5, 4)
+    assert plan.precision == "bf16" and plan.dtype == torch.bfloat16 and plan.zero_stage == 3
+    assert plan.global_batch == plan.config["train_batch_size"] == 60
+    off = copy.deepcopy(BASE)
+    del off["expert_parallel"]
+    plan = ds_config.resolve(off, model=TINY, world_size=2, train_steps=100, bf16_supported=False)
+    assert plan.ep_size == 1 and plan.precision == "fp32" and plan.dtype == torch.float32
+
+
+def test_plan_refuses_to_replace_a_section_it_derived_from():
+    plan = ds_config.resolve(copy.deepcopy(BASE), model=TINY, world_size=2, train_steps=100, bf16_supported=False)
+    assert plan.with_config(checkpoint={"load_universal": True}).config["checkpoint"] == {"load_universal": True}
+    assert "checkpoint" not in plan.config
+    with pytest.raises(ConfigError, match="'expert_parallel' is derived"):
+        plan.with_config(expert_parallel={"enabled": False})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 
 def engine_logits(config_path: str, tag: str, inputs_path: str, out_path: str) -> dict:
     """Build the actor engine as the trainer does, load checkpoint `tag` of the run, and
@@ -17,7 +19,7 @@ def engine_logits(config_path: str, tag: str, inputs_path: str, out_path: str) -
     resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=comm.world_size(),
                                  train_steps=cfg.train.steps, bf16_supported=False)
     torch.manual_seed(cfg.train.seed)
-    engine = build_engine("actor", KodaForCausalLM(cfg.model), resolved)
+    engine = build_engine("actor", functools.partial(KodaForCausalLM, cfg.model), resolved)
     client = checkpoint.load({"actor": engine}, f"{cfg.run_dir}/checkpoints", tag).client_state
     engine.eval()
     with torch.no_grad():
@@ -71,7 +73,6 @@ def save_and_load_two_engines(config_path: str, out_dir: str) -> dict:
     """An actor (ZeRO-3 + AutoEP) and a small critic (ZeRO-3) plus a replicated tracker in one
     checkpoint: trained one step, saved, trained further, loaded back; then one rank's file
     of the critic is altered (same size) and loaded again."""
-    import copy
     from pathlib import Path
 
     import torch
@@ -85,11 +86,17 @@ def save_and_load_two_engines(config_path: str, out_dir: str) -> dict:
     cfg = run_config.load(config_path)
     actor_cfg = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=comm.world_size(),
                                   train_steps=cfg.train.steps, bf16_supported=False)
-    critic_cfg = {k: copy.deepcopy(v) for k, v in actor_cfg.items() if k != "expert_parallel"}
+    raw = ds_config.load(cfg.ds_config)
+    raw.pop("expert_parallel")
+    critic_cfg = ds_config.resolve(raw, model=cfg.model, world_size=comm.world_size(), train_steps=cfg.train.steps,
+                                   bf16_supported=False)
     torch.manual_seed(cfg.train.seed)
-    engines = {"actor": build_engine("actor", KodaForCausalLM(cfg.model), actor_cfg),
-               "critic": build_engine("critic", torch.nn.Sequential(torch.nn.Embedding(cfg.model.vocab_size, 16),
-                                                                    torch.nn.Linear(16, 1)), critic_cfg)}
+
+    def critic() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Embedding(cfg.model.vocab_size, 16), torch.nn.Linear(16, 1))
+
+    engines = {"actor": build_engine("actor", functools.partial(KodaForCausalLM, cfg.model), actor_cfg),
+               "critic": build_engine("critic", critic, critic_cfg)}
     inputs = torch.randint(0, cfg.model.vocab_size, (2, 16), generator=torch.Generator().manual_seed(3))  # [B, S]
 
     def train_step():

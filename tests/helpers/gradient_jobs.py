@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 # Which parameter each write path of GradientAccess scales, and by how much.
 SCALED = {
     "model.layers.1.mlp.experts.w2": 2.0,                 # set(): a full [E, D, F] gradient
@@ -11,17 +13,17 @@ SCALED = {
 MICRO, SEQ, LR = 2, 16, 1.0
 
 
-def _engine(model, config):
+def _engine(factory, config):
     """A ZeRO-3 engine with plain SGD and (in the configs here) no clipping, which DeepSpeed
     applies by default: an update is then exactly -LR x the gradient."""
-    import deepspeed
     import torch
 
-    from koda.distributed.engine import Engine
+    from koda.distributed import comm, ds_config
+    from koda.distributed.engine import build_engine
+    from tests.helpers.tiny import TINY
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    ds, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-    return Engine("actor", ds, config)
+    plan = ds_config.resolve(config, model=TINY, world_size=comm.world_size(), train_steps=10, bf16_supported=False)
+    return build_engine("actor", factory, plan, optimizer=lambda params: torch.optim.SGD(params, lr=LR))
 
 
 def _config(world: int, accum: int, **extra) -> dict:
@@ -58,7 +60,7 @@ def autoep_gradients(accum: int) -> dict:
     torch.manual_seed(0)
     reference = KodaForCausalLM(TINY)
     torch.manual_seed(0)
-    engine = _engine(KodaForCausalLM(TINY), _config(world, accum))
+    engine = _engine(functools.partial(KodaForCausalLM, TINY), _config(world, accum))
     tokens = torch.randint(0, TINY.vocab_size, (world, accum, MICRO, SEQ + 1),
                            generator=torch.Generator().manual_seed(1))
 
@@ -139,7 +141,7 @@ def unmanaged_accumulation() -> str | None:
     config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 2, "train_batch_size": 4,
               "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True,
               "managed_gradient_accumulation": False, "steps_per_print": 10**6}
-    engine = _engine(torch.nn.Linear(8, 8), config)
+    engine = _engine(functools.partial(torch.nn.Linear, 8, 8), config)
     try:
         engine.add_gradient_transform(lambda grads: None)
     except KodaError as err:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 def autoep_structure(config_path: str) -> dict:
     """Build the actor engine exactly as the trainer does and describe what DeepSpeed made."""
+    import functools
+
     import torch
 
     from koda.distributed import comm, ds_config
@@ -18,7 +20,7 @@ def autoep_structure(config_path: str) -> dict:
     torch.manual_seed(0)
     reference = KodaForCausalLM(cfg.model)
     torch.manual_seed(0)
-    engine = build_engine("actor", KodaForCausalLM(cfg.model), resolved)
+    engine = build_engine("actor", functools.partial(KodaForCausalLM, cfg.model), resolved)
     layer = engine.module.model.layers[0].mlp
     # which experts this rank holds: match its local w1 slices against the full model's gate halves
     full_gate = reference.model.layers[0].mlp.experts.gate_up_proj[:, : cfg.model.ffn_hidden]   # [E, F, D]

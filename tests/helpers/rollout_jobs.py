@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import functools
 
 import torch
 
@@ -21,9 +21,9 @@ def tiny_engine(seed: int = 0):
     resolved = ds_config.resolve(raw, model=TINY, world_size=comm.world_size(), train_steps=100,
                                  bf16_supported=False)
     torch.manual_seed(seed)
-    model = KodaForCausalLM(TINY)
-    reference = copy.deepcopy(model).eval()
-    return build_engine("actor", model, resolved), reference
+    reference = KodaForCausalLM(TINY).eval()
+    torch.manual_seed(seed)          # the partitioned build draws the same weights (koda.model.init)
+    return build_engine("actor", functools.partial(KodaForCausalLM, TINY), resolved), reference
 
 
 def converted(engine):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from koda.model import KodaForCausalLM
@@ -29,3 +30,20 @@ def test_init_check_command_prints_every_weight(capsys):
     assert main(["init-check", "--model", "smoke", "--init", "orthogonal"]) == 0
     out = capsys.readouterr().out
     assert "model.layers.3.mlp.experts.gate_up_proj" in out and "lm_head.weight" in out
+
+
+@pytest.mark.parametrize("init", ["normal", "orthogonal"])
+def test_init_in_bf16_equals_the_fp32_init_rounded_once(init):
+    """A model whose parameters are created in bf16 (as zero.Init creates them) gets the fp32
+    init rounded once: the weights a model built in fp32 and then cast holds."""
+    cfg = TINY.replace(init=init)
+    torch.manual_seed(0)
+    expected = {k: v.to(torch.bfloat16) for k, v in KodaForCausalLM(cfg).state_dict().items()}
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        got = KodaForCausalLM(cfg).state_dict()
+    finally:
+        torch.set_default_dtype(default)
+    assert all(got[k].dtype == torch.bfloat16 and torch.equal(got[k], v) for k, v in expected.items())

@@ -79,11 +79,12 @@ def test_presets_match_their_ds_configs():
 
     for name in ("smoke", "small", "large"):
         cfg = run_config.load(name)
-        resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
-                                     train_steps=cfg.train.steps, bf16_supported=True)
-        ep = resolved["expert_parallel"]
-        assert resolved["train_batch_size"] == (resolved["train_micro_batch_size_per_gpu"]
-                                                * resolved["gradient_accumulation_steps"] * cfg.world_size), name
-        assert cfg.world_size % ep["autoep_size"] == 0 and cfg.model.n_experts % ep["autoep_size"] == 0, name
+        plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
+                                 train_steps=cfg.train.steps, bf16_supported=True)
+        resolved, ep = plan.config, plan.config["expert_parallel"]
+        assert plan.world == cfg.world_size and plan.global_batch == resolved["train_batch_size"], name
+        assert resolved["train_batch_size"] == plan.micro_batch * plan.grad_accum * cfg.world_size, name
+        assert plan.ep_size == ep["autoep_size"], name
+        assert cfg.world_size % plan.ep_size == 0 and cfg.model.n_experts % plan.ep_size == 0, name
         assert ep["top_k"] == cfg.model.top_k, name
         assert resolved["scheduler"]["params"]["total_num_steps"] == cfg.train.steps, name

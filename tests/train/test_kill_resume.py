@@ -10,6 +10,7 @@ the step list, the untouched prefix of the metrics file and the "resumed at step
 what tell it apart.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -72,8 +73,15 @@ def _wait_until(proc, log, condition, what, timeout=300, poll=0.05):
 
 
 def _kill_job(proc):
-    os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL every process of the job at once, the ranks first (a machine going down):
+    `koda train` starts DeepSpeed's launcher in a session of its own, so the front's process
+    group alone would leave the ranks running."""
+    job = psutil.Process(proc.pid).children(recursive=True)[::-1] + [psutil.Process(proc.pid)]
+    for process in job:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
     proc.wait()
+    psutil.wait_procs(job, timeout=30)
 
 
 def _tag_step(tag: str) -> int:

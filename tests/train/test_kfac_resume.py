@@ -2,27 +2,28 @@
 the engine's gradient transform under DeepSpeed's schedule, and a run killed with SIGKILL and
 resumed continues exactly on the uninterrupted run's trajectory.
 
-The schedule makes a lost preconditioner visible: factors are updated every step and
-decomposed every second one, and the resume point (step 3) is between decompositions, so a
-resumed run that started K-FAC afresh (step counter 0, empty factors) would decompose other
-factors at once and leave the reference trajectory, as would a lost momentum buffer.
+The schedule makes a lost preconditioner visible: factors are updated every step (a running
+average over all steps so far) and decomposed every second one, so a resumed run that started
+K-FAC afresh (step counter 0, empty factors) would decompose other factors and leave the
+reference trajectory, as would a lost momentum buffer.
 """
 
+import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
+from koda.distributed import checkpoint
 from tests.helpers.ranks import REPO, rank_env
 from tests.helpers.tiny import write_run_config
 
 pytestmark = pytest.mark.slow
-STEPS, EVERY, LR = 6, 3, 0.05
+STEPS, EVERY, LR = 12, 3, 0.05
 UNTIMED = re.compile(r"^(time|perf/.*|mem/.*)$")
 KFAC = {"name": "kfac", "lr": LR, "momentum": 0.9,
         "kfac": {"factor_update_steps": 1, "inv_update_steps": 2, "damping": 1e-2, "kl_clip": 1e-2}}
@@ -40,6 +41,18 @@ def _cmd(config, *extra):
 def _records(run_dir) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _kill_job(proc) -> None:
+    """SIGKILL to the front process and every process under it: ``koda train`` starts DeepSpeed's
+    launcher in a session of its own, so the front's process group does not reach the ranks."""
+    job = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+    for p in job:
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            p.kill()
+    proc.wait()
+    _, alive = psutil.wait_procs([p for p in job if p is not proc], timeout=30)
+    assert not alive, f"still running after SIGKILL: {alive}"
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +85,18 @@ def test_kill_9_and_resume_continue_kfac_exactly(reference, tiny_data, tmp_path)
     deadline = time.time() + 300
     while max((r["step"] for r in _records(run_dir)), default=0) <= EVERY:      # logged after the save at EVERY
         if proc.poll() is not None or time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _kill_job(proc)
             pytest.fail(f"the run ended or stalled before step {EVERY + 1}:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_job(proc)
     killed_at = max(r["step"] for r in _records(run_dir))
-    assert killed_at < STEPS, "the kill came too late to test anything"
+    resumed_at = int(checkpoint.resolve_tag(run_dir / "checkpoints").removeprefix("step"))
+    assert resumed_at % EVERY == 0 and 0 < resumed_at <= killed_at < STEPS, (resumed_at, killed_at)
 
     resumed = subprocess.run(_cmd(config, "--resume"), cwd=REPO, env=rank_env(), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resumed at step {EVERY}" in resumed.stdout, resumed.stdout[-3000:]
+    assert f"resumed at step {resumed_at}" in resumed.stdout, resumed.stdout[-3000:]
     records = _records(run_dir)
     assert [r["step"] for r in records] == list(range(STEPS + 1))
     for mine, theirs in zip(records, reference, strict=True):

@@ -216,3 +216,36 @@ def _check_with_deepspeed(cfg: dict) -> None:
     except Exception as err:  # DeepSpeed raises ValueError, AssertionError or pydantic errors
         first = " ".join(str(err).split())[:300]
         raise ConfigError(f"ds_config rejected by DeepSpeed: {first}") from None
+
+
+# Scheduler parameters that set an absolute learning rate. With KODA's optimizer the run
+# config's optimizer.lr is the peak; one of these disagreeing with it would override it unseen.
+_SCHEDULER_ABSOLUTE_LR = ("warmup_max_lr", "cycle_max_lr")
+
+
+def with_client_optimizer(plan: DeepSpeedPlan, lr: float) -> DeepSpeedPlan:
+    """The plan for a run whose optimizer KODA builds (the run config's ``optimizer`` section).
+
+    Handed a client optimizer, DeepSpeed ignores the config's ``optimizer`` section without a
+    word (``optimizer_name`` becomes the client's class name), so it is dropped here rather than
+    left to look in effect; ZeRO refuses an optimizer class it does not know unless
+    ``zero_allow_untested_optimizer`` is set. The config's ``scheduler`` keeps working: DeepSpeed
+    builds it on the client optimizer's groups, whose ``lr`` (``optimizer.lr``) it scales.
+    Settings that contradict this are one ConfigError line.
+    """
+    cfg = copy.deepcopy(plan.config)
+    if cfg.get("zero_allow_untested_optimizer", True) is not True:
+        raise ConfigError("ds_config.zero_allow_untested_optimizer is false, but the run config's optimizer "
+                          "section needs it (leave it out and KODA sets it)")
+    offload = (cfg.get("zero_optimization") or {}).get("offload_optimizer") or {}
+    if offload.get("device", "none") != "none" and cfg.get("zero_force_ds_cpu_optimizer", True):
+        raise ConfigError("ds_config.zero_optimization.offload_optimizer: DeepSpeed refuses KODA's optimizer "
+                          "under ZeRO-Offload unless zero_force_ds_cpu_optimizer is false")
+    params = (cfg.get("scheduler") or {}).get("params") or {}
+    for key in _SCHEDULER_ABSOLUTE_LR:
+        if key in params and params[key] != lr:
+            raise ConfigError(f"ds_config.scheduler.params.{key} {params[key]} != optimizer.lr {lr} "
+                              "(leave it out: the schedule then peaks at optimizer.lr)")
+    cfg.pop("optimizer", None)
+    cfg["zero_allow_untested_optimizer"] = True
+    return replace(plan, config=cfg)

@@ -69,7 +69,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0         # decoupled (both rules)
     kfac: KFACConfig = field(default_factory=KFACConfig)
     kappa: float = 0.0                # torus-latency scaling lr / (1 + kappa * L[us]); 0 = off
-    topology: str | None = None       # topology file for L (``koda launch --topology`` sets it)
+    topology: str | None = None       # topology file for L (the one given to koda launch --topology)
     noise_eta: float = 0.0            # annealed gradient noise variance eta / (1 + t)^noise_decay; 0 = off
     noise_decay: float = 0.55
 
@@ -85,7 +85,7 @@ class OptimizerConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
         if self.kappa > 0 and self.topology is None:
-            raise ConfigError("optimizer.kappa > 0 needs optimizer.topology (or koda launch --topology)")
+            raise ConfigError("optimizer.kappa > 0 needs optimizer.topology (the file koda launch places ranks by)")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> OptimizerConfig:

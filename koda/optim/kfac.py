@@ -188,9 +188,10 @@ class KFACPreconditioner:
             vg[u.expert_param] += float((p * g).sum())
             done.append((u, p, weight.dtype, weight.shape))
         nu = 1.0
-        vg = self.total_vg(vg[False], vg[True])
-        if self.config.kl_clip is not None and vg != 0.0:
-            nu = min(1.0, math.sqrt(self.config.kl_clip / abs(vg * self._lr() ** 2)))
+        # lr 0 (a schedule's first warm-up step) moves nothing: there is no KL step to clip
+        size = abs(self.total_vg(vg[False], vg[True]) * self._lr() ** 2)
+        if self.config.kl_clip is not None and size > 0.0:
+            nu = min(1.0, math.sqrt(self.config.kl_clip / size))
         self.last_kl_scale = nu
         for u, p, dtype, shape in done:
             weight, bias = u.split(p * nu)

@@ -58,8 +58,9 @@ def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool):
     from koda.run_layout import RunLayout
 
     refuse_overwrite(RunLayout(cfg.run_dir).checkpoints, resuming)
-    return ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=world_size,
+    plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=world_size,
                              train_steps=cfg.train.steps, bf16_supported=supports_bf16())
+    return plan if cfg.optimizer is None else ds_config.with_client_optimizer(plan, cfg.optimizer.lr)
 
 
 def main(argv: list[str]) -> int:

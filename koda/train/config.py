@@ -105,7 +105,8 @@ class RunConfig:
     moe: MoEConfig = field(default_factory=MoEConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rl: RLConfig = field(default_factory=RLConfig)   # read by the RL stage only
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # None: the DeepSpeed config's optimizer runs; a section: KODA's (koda.optim), K-FAC or AdamW
+    optimizer: OptimizerConfig | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.world_size, int) and self.world_size >= 1,
@@ -156,8 +157,9 @@ def from_dict(raw: dict) -> RunConfig:
         _check(isinstance(raw.get(key), str), f"{key} must be given as a string")
     sections = {name: _section(cls, raw.get(name), name) for name, cls in _SECTIONS.items()}
     _check(raw.get("optimizer") is None or isinstance(raw["optimizer"], dict), "optimizer must be a mapping")
+    optimizer = None if raw.get("optimizer") is None else OptimizerConfig.from_dict(raw["optimizer"])
     return RunConfig(model=_model(raw.get("model")), ds_config=raw["ds_config"], run_dir=raw["run_dir"],
-                     world_size=raw.get("world_size", 2), optimizer=OptimizerConfig.from_dict(raw.get("optimizer")),
+                     world_size=raw.get("world_size", 2), optimizer=optimizer,
                      **sections)
 
 

@@ -36,16 +36,16 @@ from koda.distributed.accelerator import (
     supports_bf16,
 )
 from koda.distributed.engine import build_engine
-from koda.errors import ConfigError, KodaError
+from koda.errors import KodaError
 from koda.model import KodaForCausalLM
 from koda.model.init import load_weights
 from koda.objectives import next_token_loss
-from koda.optim.config import OptimizerConfig
 from koda.run_layout import RunLayout
 from koda.train.config import RunConfig
 from koda.train.flops import measure_matmul_peak, train_flops_per_token
 from koda.train.init_from import initial_state
 from koda.train.metrics import MetricsLogger
+from koda.train.optimizer import ClientOptimizer, latency
 from koda.train.router_probe import RouterProbe
 
 
@@ -60,11 +60,6 @@ class Trainer:
 
         ds_logging.logger.setLevel("WARNING")
         self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
-        if cfg.optimizer != OptimizerConfig():
-            # The K-FAC preconditioner and KodaOptimizer work under ZeRO-3 + AutoEP (tests/optim),
-            # but the trainer does not yet hand them to DeepSpeed as its client optimizer.
-            raise ConfigError("optimizer: koda train does not run koda.optim yet; leave the section out "
-                              "(the DeepSpeed config's optimizer runs; see docs/optimizer.md)")
         self.layout = RunLayout(cfg.run_dir)
         self.run_dir, self.ckpt_dir = self.layout.root, self.layout.checkpoints
         log = print if self.rank == 0 else (lambda *_: None)
@@ -79,11 +74,21 @@ class Trainer:
 
         self.plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=self.world,
                                       train_steps=cfg.train.steps, bf16_supported=supports_bf16())
+        # the run config's optimizer section: KODA's optimizer (K-FAC or AdamW) replaces the DeepSpeed config's
+        self.client = None
+        if cfg.optimizer is not None:
+            self.plan = ds_config.with_client_optimizer(self.plan, cfg.optimizer.lr)
+            self.client = ClientOptimizer(cfg.optimizer, cfg.train.seed,
+                                          latency(cfg.optimizer, self.rank, self.world))
         # The checkpoint to resume is chosen before the engine exists: one written by another
         # world or expert-parallel size needs an engine that loads DeepSpeed's universal format.
         found = checkpoint.resolve_tag(self.ckpt_dir, resume_tag) if (resume or resume_tag) else None
         self.universal = universal.needed(self.ckpt_dir, found, self.plan) if found else None
         if self.universal:
+            if self.client is not None:
+                # the universal format keeps DeepSpeed's own optimizer state only: K-FAC's factors would be lost
+                raise KodaError(f"checkpoint {self.ckpt_dir / found}: resuming KODA's optimizer on another world "
+                                f"or expert-parallel size ({self.universal}) is not supported")
             self.plan = universal.enable(self.plan)
         torch.manual_seed(cfg.train.seed)          # the same initial weights on every rank
         # fine-tuning: the source's full weights, copied in module by module while the network is
@@ -96,7 +101,12 @@ class Trainer:
                 load_weights(model, initial)
             return model
 
-        self.engine = build_engine("actor", network, self.plan)
+        if self.client is None:
+            self.engine = build_engine("actor", network, self.plan)
+        else:
+            self.engine = build_engine("actor", network, self.plan, parameters=self.client.parameters,
+                                       optimizer=self.client)
+            self.client.attach(self.engine)
         self.probe = RouterProbe(self.engine.module, cfg.model.top_k)
         self.dtype = self.plan.dtype
 
@@ -141,6 +151,10 @@ class Trainer:
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: not written by KODA (no 'koda' state)")
         if state["model"] != self.cfg.model.to_dict():
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: written for another model configuration")
+        saved = state.get("optimizer", "deepspeed")
+        if saved != self._optimizer_label():
+            raise KodaError(f"checkpoint {self.ckpt_dir / found}: written with optimizer {saved!r}, this run uses "
+                            f"{self._optimizer_label()!r} (the optimizer states do not carry over)")
         self.step, self.skipped = state["step"], state.get("skipped_steps", 0)
         self.loader.load_state_dict(state["loader"])
         if rank_state is not None:
@@ -152,10 +166,15 @@ class Trainer:
             random.seed(seed)
         return self.step
 
+    def _optimizer_label(self) -> str:
+        """Which optimizer's states a checkpoint holds: the DeepSpeed config's, or KODA's rule."""
+        return "deepspeed" if self.cfg.optimizer is None else f"koda:{self.cfg.optimizer.name}"
+
     def _save(self) -> None:
         state = {"koda": {"step": self.step, "loader": self.loader.state_dict(), "world_size": self.world,
                           "model": self.cfg.model.to_dict(), "tokens": self.step * self.tokens_per_step,
-                          "skipped_steps": self.skipped, "format": checkpoint.FORMAT, "koda_version": __version__}}
+                          "skipped_steps": self.skipped, "optimizer": self._optimizer_label(),
+                          "format": checkpoint.FORMAT, "koda_version": __version__}}
         saved = checkpoint.save({checkpoint.ACTOR: self.engine}, self.ckpt_dir, self.step, state,
                                 {"rng": checkpoint.rng_state()}, self.cfg.train.keep_checkpoints)
         self.metrics.print(f"saved checkpoint {self.ckpt_dir / saved.tag} ({saved.bytes / 1e6:,.1f} MB in "
@@ -284,6 +303,8 @@ class Trainer:
                                "perf/tokens_per_s": tokens_per_s, "perf/step_s": window_time / window_steps,
                                "perf/mfu": mfu, "train/skipped_steps": self.skipped, **self._load_metrics(),
                                **self._memory()}
+                    if self.client is not None and self.client.kfac is not None:
+                        metrics["kfac/kl_scale"] = self.client.kfac.last_kl_scale   # 1: the KL clip was idle
                     window, window_time, window_steps = torch.zeros(3), 0.0, 0
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     last_val = self.evaluate()

@@ -87,3 +87,44 @@ def test_plan_refuses_to_replace_a_section_it_derived_from():
     assert "checkpoint" not in plan.config
     with pytest.raises(ConfigError, match="'expert_parallel' is derived"):
         plan.with_config(expert_parallel={"enabled": False})
+
+
+def _plan(change=None):
+    cfg = copy.deepcopy(BASE)
+    cfg.update(change or {})
+    return ds_config.resolve(cfg, model=TINY, world_size=2, train_steps=100, bf16_supported=False)
+
+
+def test_client_optimizer_drops_the_config_optimizer_and_allows_ours():
+    """DeepSpeed would ignore the section silently next to a client optimizer, and ZeRO refuses
+    an unknown optimizer class without the flag."""
+    plan = _plan()
+    assert "optimizer" in plan.config
+    client = ds_config.with_client_optimizer(plan, lr=0.05)
+    assert "optimizer" not in client.config and client.config["zero_allow_untested_optimizer"] is True
+    assert client.config["scheduler"] == plan.config["scheduler"]     # the schedule stays DeepSpeed's
+    assert "optimizer" in plan.config                                 # the input plan is left alone
+    assert (client.micro_batch, client.grad_accum, client.ep_size) == (plan.micro_batch, plan.grad_accum,
+                                                                      plan.ep_size)
+
+
+CLIENT_CONFLICTS = [
+    ({"zero_allow_untested_optimizer": False}, r"ds_config.zero_allow_untested_optimizer is false"),
+    ({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}},
+     r"offload_optimizer: DeepSpeed refuses KODA's optimizer under ZeRO-Offload"),
+    ({"scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": 0.001, "warmup_num_steps": 10}}},
+     r"ds_config.scheduler.params.warmup_max_lr 0.001 != optimizer.lr 0.05"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), CLIENT_CONFLICTS)
+def test_client_optimizer_conflicts_are_one_line(change, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        ds_config.with_client_optimizer(_plan(change), lr=0.05)
+    assert "\n" not in str(err.value)
+
+
+def test_client_optimizer_accepts_agreeing_settings():
+    plan = _plan({"zero_allow_untested_optimizer": True,
+                  "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": 0.05, "warmup_num_steps": 10}}})
+    assert ds_config.with_client_optimizer(plan, lr=0.05).config["scheduler"]["params"]["warmup_max_lr"] == 0.05

@@ -119,6 +119,19 @@ def test_kl_clip_bounds_the_update():
         assert torch.equal(p.grad, p_free[n])
 
 
+def test_kl_clip_at_learning_rate_zero_leaves_the_gradient_unscaled():
+    """A warm-up schedule starting at lr 0 (DeepSpeed's WarmupCosineLR, warmup_min_ratio 0)
+    makes the clip's quadratic form 0: nothing to clip, not a division by zero."""
+    free = _mlp()
+    _step(free, KFACPreconditioner(free, KFACConfig(kl_clip=None)), 0)
+    model = _mlp()
+    pre = KFACPreconditioner(model, KFACConfig(kl_clip=1e-6), lr=lambda: 0.0)
+    _step(model, pre, 0)
+    assert pre.last_kl_scale == 1.0
+    for (n, p), q in zip(model.named_parameters(), free.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), n
+
+
 def test_state_round_trip_continues_identically():
     cfg = KFACConfig(factor_update_steps=1, inv_update_steps=3, kl_clip=None)
     model = _mlp()

@@ -40,6 +40,16 @@ def test_optimizer_section_parses(tmp_path):
     assert run_config.load(str(tmp_path / "run.yaml"), ["optimizer.kfac.damping=0.01"]).optimizer.kfac.damping == 0.01
 
 
+def test_no_optimizer_section_means_the_deepspeed_optimizer(tmp_path):
+    """Absent, the DeepSpeed config's optimizer runs; a section with every default still selects
+    KODA's (AdamW rule), so the two are told apart by presence, not by value."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert run_config.load(str(path)).optimizer is None
+    path.write_text(yaml.safe_dump({**BASE, "optimizer": {}}))
+    assert run_config.load(str(path)).optimizer.name == "adamw"
+
+
 @pytest.mark.parametrize(("change", "message"), BAD_RUN_CONFIGS)
 def test_bad_run_config(tmp_path, change, message):
     path = tmp_path / "run.yaml"

@@ -1,5 +1,6 @@
 """`koda train` refuses broken inputs in the launching process, before any rank starts."""
 
+import json
 import shutil
 
 import pytest
@@ -64,3 +65,15 @@ def test_fresh_start_does_not_overwrite_an_existing_run(data_copy, tmp_path, cap
     code, err = _train(config, capsys)
     assert code == 2 and "run already holds checkpoints (latest step00000005): pass --resume" in err
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == '{"step": 5}\n'
+
+
+def test_client_optimizer_conflict_is_refused_before_ranks_start(tiny_data, tmp_path, capsys):
+    """A run config optimizer section next to a DeepSpeed config that forbids client optimizers."""
+    config = write_run_config(tmp_path / "run.yaml", tiny_data, tmp_path / "run", steps=10,
+                              optimizer={"name": "kfac", "lr": 0.05})
+    ds_path = config.with_suffix(".ds.json")
+    ds_path.write_text(json.dumps({**json.loads(ds_path.read_text()), "zero_allow_untested_optimizer": False}))
+    code, err = _train(config, capsys)
+    assert code == 2 and "ds_config.zero_allow_untested_optimizer is false" in err, err
+    assert "\n" not in err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,83 @@
+"""KODA's optimizer in a training run: ``KodaOptimizer`` as DeepSpeed's client optimizer, K-FAC
+as the engine's gradient transform.
+
+Under ZeRO-3 the optimizer sees flat fp32 partitions, so the K-FAC preconditioner cannot run
+inside its ``step``: it runs at the accumulation boundary through the engine
+(``Engine.add_gradient_transform``), before DeepSpeed clips and steps. The optimizer only
+carries the preconditioner's state: ``KodaOptimizer.state_dict`` holds it, DeepSpeed writes
+that per rank into the rank's optimizer-states file and hands it back on load, so a resumed
+run continues with the same factors, decompositions and step counters (expert units differ
+per rank, which a per-rank file keeps apart).
+
+The learning rate: DeepSpeed's configured scheduler runs on the client optimizer's groups,
+scaling ``optimizer.lr``; each group's ``latency_scale`` multiplies it at the step. K-FAC's KL
+clip reads the engine's current rate (group 0's, before latency scaling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from koda.errors import ConfigError
+from koda.optim.config import OptimizerConfig
+from koda.optim.optimizer import KodaOptimizer, parameter_groups
+
+
+@dataclass(frozen=True)
+class Scales:
+    """The per-group learning-rate factors (1 when latency scaling is off)."""
+
+    dense: float = 1.0
+    expert: float = 1.0
+
+
+def latency(cfg: OptimizerConfig, rank: int, world: int) -> Scales:
+    """This rank's latency scales from ``optimizer.topology`` with the placement ``koda launch``
+    chooses for it (``koda.topology.place``); 1 when ``optimizer.kappa`` is 0."""
+    if cfg.kappa == 0:
+        return Scales()
+    from koda.optim.latency import latency_scales
+    from koda.topology import load_topology, place
+
+    topology = load_topology(cfg.topology)
+    if topology.world_size != world:
+        raise ConfigError(f"optimizer.topology {cfg.topology} describes {topology.world_size} ranks, "
+                          f"this run has {world}")
+    s = latency_scales(topology, place(topology), rank, cfg.kappa)
+    return Scales(s.dense, s.expert)
+
+
+class ClientOptimizer:
+    """Builds the ``KodaOptimizer`` DeepSpeed wraps, then attaches K-FAC to the built engine."""
+
+    def __init__(self, cfg: OptimizerConfig, seed: int, scales: Scales):
+        self.cfg, self.seed, self.scales = cfg, seed, scales
+        self.optimizer: KodaOptimizer | None = None
+        self.kfac = None
+
+    def parameters(self, model):
+        """``build_engine``'s `parameters`: dense and expert groups, each with its latency scale
+        (DeepSpeed remaps the expert group to AutoEP's replacement tensors)."""
+        return parameter_groups(model, self.scales.dense, self.scales.expert)
+
+    def __call__(self, groups) -> KodaOptimizer:
+        """``build_engine``'s `optimizer` factory."""
+        c = self.cfg
+        self.optimizer = KodaOptimizer(groups, lr=c.lr, rule="sgd" if c.name == "kfac" else "adamw",
+                                       momentum=c.momentum, betas=c.betas, weight_decay=c.weight_decay,
+                                       noise_eta=c.noise_eta, noise_decay=c.noise_decay, seed=self.seed)
+        return self.optimizer
+
+    def attach(self, engine) -> None:
+        """K-FAC (``optimizer.name: kfac``) on the engine's module, as its gradient transform;
+        its state rides in the optimizer's checkpoint. Call before the engine loads a checkpoint."""
+        if self.cfg.name != "kfac":
+            return
+        if self.optimizer is None:
+            raise ConfigError("optimizer: the engine was built without KODA's optimizer")
+        from koda.distributed.kfac import DataParallelKFAC
+
+        self.kfac = DataParallelKFAC(engine.module, self.cfg.kfac, lr=engine.lr)
+        # grads stays None: under ZeRO-3 the engine runs the preconditioner, not the optimizer
+        self.optimizer.preconditioner = self.kfac
+        engine.add_gradient_transform(self.kfac)

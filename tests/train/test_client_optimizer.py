@@ -1,0 +1,36 @@
+"""The trainer's optimizer wiring that needs no ranks: latency scales from the run config's topology."""
+
+import pytest
+
+from koda.errors import ConfigError
+from koda.optim.config import OptimizerConfig
+from koda.optim.latency import latency_scales
+from koda.topology import load_topology, naive_placement, place
+from koda.train.optimizer import Scales, latency
+from tests.helpers.ranks import REPO
+
+TORUS = str(REPO / "launchers/topologies/torus-4x4x2x2.yaml")          # 64 ranks
+
+
+def test_no_kappa_means_no_scaling():
+    assert latency(OptimizerConfig(), rank=0, world=2) == Scales(1.0, 1.0)
+
+
+def test_scales_come_from_the_topology_and_the_launch_placement():
+    """Each rank's scales are those of its own groups under koda launch's placement (not the
+    file order), below 1 with kappa > 0."""
+    topology = load_topology(TORUS)
+    cfg = OptimizerConfig(kappa=1e-3, topology=TORUS)
+    got = [latency(cfg, rank=r, world=64) for r in (0, 63)]
+    for rank, scales in zip((0, 63), got, strict=True):
+        want = latency_scales(topology, place(topology), rank, 1e-3)
+        assert (scales.dense, scales.expert) == (want.dense, want.expert)
+        assert 0 < scales.dense < 1 and 0 < scales.expert < 1
+        naive = latency_scales(topology, naive_placement(topology), rank, 1e-3)
+        assert scales.expert != naive.expert       # the file order would give other groups
+
+
+def test_topology_of_another_world_is_refused():
+    cfg = OptimizerConfig(kappa=1e-3, topology=TORUS)
+    with pytest.raises(ConfigError, match=r"optimizer.topology .* describes 64 ranks, this run has 2"):
+        latency(cfg, rank=0, world=2)

@@ -29,6 +29,12 @@ def test_every_metric_is_logged_and_finite(two_steps):
         assert r["metrics"][0]["gan/gp"] > 0 and r["metrics"][0]["rl/entropy"] > 0
 
 
+def test_critic_starts_at_zero_value_under_partitioned_construction(two_steps):
+    for r in two_steps:
+        assert r["metrics"][0]["rl/value_mean"] == 0.0         # zero head: V = 0 before the first update
+        assert r["metrics"][1]["rl/value_mean"] != 0.0         # ... and the update moved it
+
+
 def test_every_engine_trains(two_steps):
     for r in two_steps:
         assert r["engines"] == ["actor", "critic", "encoder"]

@@ -17,6 +17,9 @@ rows fed to the encoder; its gradient with respect to those rows is taken with
 ``torch.autograd.grad(..., inputs=rows)``, so no encoder parameter gradient is accumulated
 and the encoder's ZeRO-3 reduction hooks never fire inside the actor's step.
 
+The encoder's plan (``ds_configs/zero3_encoder_smoke.json``) is ZeRO stage 2: WGAN-GP's
+penalty needs a double backward, which fails under ZeRO-3 in DeepSpeed 0.19.8 (docs/rl.md).
+
 No reference policy engine exists yet, so ``rl.kl_coef`` is not applied; ``rl/kl`` is the
 k3 estimate of KL(rollout policy || updated policy) over the completion tokens.
 """
@@ -78,7 +81,7 @@ class RLEngines:
 
 def rl_plans(actor_ds: dict, model: ModelConfig, world_size: int, train_steps: int, bf16_supported: bool = False,
              critic_ds: str = CRITIC_DS, encoder_ds: str = ENCODER_DS) -> dict[str, DeepSpeedPlan]:
-    """Resolve the actor's config (AutoEP) and the critic's and encoder's (ZeRO-3, no experts)."""
+    """Resolve the actor's config (AutoEP) and the critic's and encoder's (dense: no experts)."""
     plans = {"actor": ds_config.resolve(actor_ds, model=model, world_size=world_size, train_steps=train_steps,
                                         bf16_supported=bf16_supported)}
     for name, path in (("critic", critic_ds), ("encoder", encoder_ds)):

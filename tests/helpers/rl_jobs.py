@@ -20,7 +20,7 @@ def _moved(engine, before: list[torch.Tensor]) -> float:
     return float(out)
 
 
-def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2) -> dict:
+def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2, lvw: float = 0.1) -> dict:
     """TINY actor (ZeRO-3 + AutoEP), critic and encoder; `steps` RL steps of 8 new tokens."""
     from koda.data.tokenizer import Tokenizer
     from koda.distributed import comm, ds_config
@@ -31,7 +31,7 @@ def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2) -> dict
     from tests.helpers.tiny import TINY
 
     rl = RLConfig(prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8, advantage=advantage, n_critic=2,
-                  lvw=0.1, judge_budget_s=0.5)
+                  lvw=lvw, judge_budget_s=0.5)
     actor_ds = ds_config.load("zero3_ep_smoke.json")
     actor_ds.pop("scheduler")         # WarmupCosineLR starts at lr 0: two steps would not move the actor
     plans = rl_plans(actor_ds, TINY, comm.world_size(), train_steps=10)

@@ -47,3 +47,13 @@ def test_ranks_agree_on_logged_metrics_and_take_their_own_prompts(two_steps):
     assert r0["metrics"] == r1["metrics"]
     for s in range(2):
         assert not set(r0["prompts"][s]) & set(r1["prompts"][s])       # disjoint slices per step
+
+
+def test_group_advantages_run_the_actor_alone(tiny_data, tmp_path):
+    r0, r1 = run_ranks("tests.helpers.rl_jobs:two_rl_steps",
+                       {"tokenizer": tiny_data.tokenizer, "advantage": "grpo", "steps": 1, "lvw": 0.0}, tmp_path)
+    for r in (r0, r1):
+        assert r["engines"] == ["actor"] and r["finite"]
+        assert not any(k.startswith(("gan/", "rl/value", "time/critic", "time/encoder")) for k in r["metrics"][0])
+        assert r["moved"]["actor"] > 1e-6
+    assert r0["metrics"] == r1["metrics"]

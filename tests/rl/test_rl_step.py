@@ -35,6 +35,14 @@ def test_critic_starts_at_zero_value_under_partitioned_construction(two_steps):
         assert r["metrics"][1]["rl/value_mean"] != 0.0         # ... and the update moved it
 
 
+def test_re_forward_log_probs_match_the_rollout(two_steps):
+    # One PPO epoch: the actor being updated is the policy that sampled, so the ratio is 1 up
+    # to float error; a log-prob misaligned by one token (or of the wrong temperature) is not.
+    for r in two_steps:
+        for metrics in r["metrics"]:
+            assert metrics["rl/kl"] < 1e-4 and metrics["rl/clip_fraction"] == 0.0, metrics
+
+
 def test_every_engine_trains(two_steps):
     for r in two_steps:
         assert r["engines"] == ["actor", "critic", "encoder"]

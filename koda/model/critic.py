@@ -35,6 +35,13 @@ class CriticLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def _zero_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        with torch.no_grad():
+            module.weight.zero_()
+            module.bias.zero_()
+
+
 class KodaCritic(nn.Module):
     """Token ids [B, T] -> values [B, T] fp32: V(state before token t+1), causal, so V at t
     sees tokens <= t only, as the return it predicts starts after t."""
@@ -48,9 +55,10 @@ class KodaCritic(nn.Module):
         self.value_head = nn.Linear(cfg.d_model, 1)
         init_weights(self, cfg)
         # A zero head predicts V = 0 at the start: advantages begin as the plain returns
-        # instead of the noise of a random head.
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        # instead of the noise of a random head. Through ``apply``: under ZeRO-3's partitioned
+        # construction only ``apply`` sees the whole parameter (a direct ``zeros_`` would
+        # write into this rank's empty placeholder and leave the random partition in place).
+        self.value_head.apply(_zero_linear)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids: [B, T]; attention_mask: [B, T] bool, True for real tokens (left padding

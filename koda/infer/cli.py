@@ -26,6 +26,7 @@ from koda.infer.config import CONTRASTIVE_SCORES, STRATEGIES, GenerationConfig
 from koda.infer.determinism import enable_determinism
 from koda.infer.loading import DTYPES, load_model
 from koda.infer.stops import CODE_STOPS
+from koda.jsonl import read_objects
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,22 +78,12 @@ def unescape(text: str) -> str:
 
 def read_prompts(path: str) -> list[dict]:
     """A JSON-lines prompts file -> [{"prompt": str, "id": ..., "tests": str | None}]."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise KodaError(f"--prompts-file {path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     prompts = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise KodaError(f"--prompts-file {path}:{number}: not a JSON object") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise KodaError(f"--prompts-file {path}:{number}: needs a string 'prompt' field")
+    for where, row in read_objects(path, "--prompts-file"):
+        if not isinstance(row.get("prompt"), str):
+            raise KodaError(f"{where}: needs a string 'prompt' field")
         if row.get("tests") is not None and not isinstance(row["tests"], str):
-            raise KodaError(f"--prompts-file {path}:{number}: 'tests' must be a string of test source")
+            raise KodaError(f"{where}: 'tests' must be a string of test source")
         prompts.append({"prompt": row["prompt"], "id": row.get("id", len(prompts)), "tests": row.get("tests")})
     if not prompts:
         raise KodaError(f"--prompts-file {path}: no prompts")

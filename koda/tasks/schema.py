@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from koda.errors import KodaError
+from koda.jsonl import read_objects
 
 SPLITS = ("train", "heldout")
 REQUIRED = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
@@ -92,27 +93,11 @@ def from_json(row, where: str) -> Task:
 def read_tasks(path: str | Path) -> list[Task]:
     """A tasks JSON-lines file (plain or .gz) -> tasks, with a one-line error naming file and line."""
     path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            import gzip
-
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                text = f.read()
-        else:
-            text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise KodaError(f"tasks file {path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     tasks, seen = [], set()
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise KodaError(f"{path}:{number}: not valid JSON") from None
-        task = from_json(row, f"{path}:{number}")
+    for where, row in read_objects(path, "tasks file"):
+        task = from_json(row, where)
         if task.task_id in seen:
-            raise KodaError(f"{path}:{number}: task_id {task.task_id!r} appears twice")
+            raise KodaError(f"{where}: task_id {task.task_id!r} appears twice")
         seen.add(task.task_id)
         tasks.append(task)
     if not tasks:

@@ -124,7 +124,10 @@ def run(name, args, batches, val, build, cfg=None) -> dict:
     for step, batch in enumerate(batches):
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss_of(model, batch).backward()
+        loss = loss_of(model, batch)
+        if not torch.isfinite(loss):
+            raise SystemExit(f"{name} diverged: training loss {loss.item()} at step {step + 1}")
+        loss.backward()
         mid = time.perf_counter()
         opt.step()
         end = time.perf_counter()

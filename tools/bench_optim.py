@@ -1,23 +1,25 @@
 #!/usr/bin/env python
-"""Optimizers on the smoke model, one process, the same data and seed: AdamW vs K-FAC.
+"""Optimizers on the smoke model, one process, the same data and seed: AdamW vs K-FAC vs SOAP.
 
 In one run, on this machine, each optimizer trains the same initial model on the same
 batches of tokenised text (the Python standard library) and is evaluated on the same
 validation windows every --eval-every steps. Printed per run: seconds per step and the
 ratio to AdamW's, validation loss at each evaluation, steps and wall-clock seconds to the
 target validation loss (default: the worst final loss of all runs, a level every run
-reaches), the final loss after the fixed step budget, K-FAC's factor/decomposition memory,
-and where K-FAC's extra time goes (statistics in the hooks, factor averaging,
-decompositions, preconditioning).
+reaches), the final loss after the fixed step budget, each optimizer's state memory
+(K-FAC's includes its factors and decompositions), and where K-FAC's extra time goes
+(statistics in the hooks, factor averaging, decompositions, preconditioning).
+
+--peers runs second-order optimizers from the `pytorch-optimizer` package (a dev extra)
+on the same footing: SOAP (Adam in the eigenbasis of Shampoo's factors; default `soap`)
+and Shampoo. Both precondition every parameter, the [E, out, in] expert tensors with one
+factor per axis, and refresh their bases every --inv-every steps, like K-FAC.
 
 With --latency, two more AdamW runs apply the torus-latency scaling (kappa --kappa) for the
 file-order and the optimised placement of --topology, and their loss curves are printed
 next to plain AdamW's (the scaling only changes each group's learning rate).
 
-Not included: SOAP / Shampoo (pytorch-optimizer, heavyball) are not installed in this
-environment.
-
-    python tools/bench_optim.py --steps 150 --latency
+    python tools/bench_optim.py --steps 150 --latency --peers soap,shampoo
 """
 
 from __future__ import annotations
@@ -83,16 +85,49 @@ class Timed:
         return run
 
 
-def run(name, args, batches, val, build) -> dict:
+def state_mb(opt, pre) -> float:
+    """MiB of tensors the optimizer keeps between steps (moments, factors, bases)."""
+    def size(x):
+        if torch.is_tensor(x):
+            return x.numel() * x.element_size()
+        if isinstance(x, dict):
+            return sum(size(v) for v in x.values())
+        if isinstance(x, (list, tuple)):
+            return sum(size(v) for v in x)
+        return 0
+    total = sum(size(s) for s in opt.state.values())
+    if pre is not None:
+        total += sum(size(t) for u in pre.units for t in (u.A, u.S, u.decomposition))
+    return total / 2**20
+
+
+def peer(name: str, model, args):
+    """SOAP / Shampoo from pytorch-optimizer (hyper-parameters: see --help)."""
+    import pytorch_optimizer
+
+    if name == "soap":
+        return pytorch_optimizer.SOAP(model.parameters(), lr=args.soap_lr,
+                                      precondition_frequency=args.inv_every,
+                                      max_precondition_dim=args.soap_max_dim), None
+    if name == "shampoo":
+        return pytorch_optimizer.Shampoo(model.parameters(), lr=args.shampoo_lr, momentum=0.9,
+                                         preconditioning_compute_steps=args.inv_every), None
+    raise SystemExit(f"unknown peer {name!r} (soap, shampoo)")
+
+
+def run(name, args, batches, val, build, cfg=None) -> dict:
     torch.manual_seed(args.seed)
-    model = KodaForCausalLM(preset("smoke"))
+    model = KodaForCausalLM(cfg if cfg is not None else preset("smoke"))
     opt, pre = build(model)
     timed = Timed(pre) if pre is not None else None
     curve, fwd_bwd, total = [], 0.0, 0.0
     for step, batch in enumerate(batches):
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss_of(model, batch).backward()
+        loss = loss_of(model, batch)
+        if not torch.isfinite(loss):
+            raise SystemExit(f"{name} diverged: training loss {loss.item()} at step {step + 1}")
+        loss.backward()
         mid = time.perf_counter()
         opt.step()
         end = time.perf_counter()
@@ -102,7 +137,7 @@ def run(name, args, batches, val, build) -> dict:
             curve.append({"step": step + 1, "seconds": round(total, 2), "val_loss": round(evaluate(model, val), 4)})
             print(f"  {name:>18} step {step + 1:4d}  {total:7.1f}s  val {curve[-1]['val_loss']:.4f}", flush=True)
     out = {"name": name, "s_per_step": total / len(batches), "fwd_bwd_s_per_step": fwd_bwd / len(batches),
-           "curve": curve, "final_val_loss": curve[-1]["val_loss"]}
+           "curve": curve, "final_val_loss": curve[-1]["val_loss"], "state_mb": state_mb(opt, pre)}
     if pre is not None:
         out["kfac_phase_s_per_step"] = {k: v / len(batches) for k, v in timed.seconds.items()}
         out["factor_mb"] = sum(t.numel() * t.element_size() for u in pre.units for t in (u.A, u.S)) / 2**20
@@ -139,6 +174,11 @@ def main() -> None:
     ap.add_argument("--topology", default="launchers/topologies/torus-4x4x2x2.yaml")
     ap.add_argument("--kappa", type=float, default=1e-3, help="per microsecond of modelled latency")
     ap.add_argument("--no-kfac", action="store_true", help="skip the K-FAC run (e.g. with --latency alone)")
+    ap.add_argument("--peers", default="soap", help="comma list of soap, shampoo ('' for none)")
+    ap.add_argument("--soap-lr", type=float, default=3e-3, help="pytorch-optimizer's SOAP default")
+    ap.add_argument("--soap-max-dim", type=int, default=10000,
+                    help="SOAP skips axes longer than this (package default; 4096 = the vocab axis)")
+    ap.add_argument("--shampoo-lr", type=float, default=1e-3, help="pytorch-optimizer's Shampoo default")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -160,6 +200,8 @@ def main() -> None:
     results = [run("adamw", args, batches, val, adamw)]
     if not args.no_kfac:
         results.append(run("kfac", args, batches, val, kfac))
+    for name in filter(None, args.peers.split(",")):
+        results.append(run(name, args, batches, val, lambda m, n=name: peer(n, m, args)))
     if args.latency:
         from koda.optim.latency import latency_scales
         from koda.topology import load_topology, naive_placement, place
@@ -175,18 +217,20 @@ def main() -> None:
     base = results[0]
     target = args.target if args.target is not None else max(r["final_val_loss"] for r in results)
     print(f"\ntarget validation loss {target:.4f}")
-    print(f"{'run':>20} {'s/step':>8} {'x adamw':>8} {'steps@tgt':>10} {'s@tgt':>8} {'x adamw':>8} {'final':>8}")
+    print(f"{'run':>20} {'s/step':>8} {'x adamw':>8} {'steps@tgt':>10} {'s@tgt':>8} {'x adamw':>8} {'final':>8}"
+          f" {'state MiB':>10}")
     base_steps, base_s = to_target(base, target)
     for r in results:
         steps, secs = to_target(r, target)
         ratio = f"{secs / base_s:8.2f}" if secs is not None and base_s else f"{'-':>8}"
         print(f"{r['name']:>20} {r['s_per_step']:8.3f} {r['s_per_step'] / base['s_per_step']:8.2f} "
-              f"{steps if steps else '-':>10} {secs if secs else '-':>8} {ratio} {r['final_val_loss']:8.4f}")
+              f"{steps if steps else '-':>10} {secs if secs else '-':>8} {ratio} {r['final_val_loss']:8.4f}"
+              f" {r['state_mb']:10.1f}")
     if args.json:
         args.json.write_text(json.dumps({"target": target, "results": results}, indent=1))
     if args.no_kfac:
         return
-    k = results[1]
+    k = next(r for r in results if r["name"] == "kfac")
     print(f"\nK-FAC factor memory {k['factor_mb']:.1f} MiB (fp32), decompositions {k['decomposition_mb']:.1f} MiB")
     extra = k["s_per_step"] - base["s_per_step"]
     hooks = k["fwd_bwd_s_per_step"] - base["fwd_bwd_s_per_step"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 MICRO, SEQ = 2, 16
 SKIP = ("lm_head", "experts")          # dense layers only: experts on several ranks are refused
 
@@ -26,7 +28,7 @@ def dense_kfac_under_zero3() -> dict:
     torch.manual_seed(0)
     reference = KodaForCausalLM(TINY)
     torch.manual_seed(0)
-    engine = _engine(KodaForCausalLM(TINY), _config(world, 1))
+    engine = _engine(functools.partial(KodaForCausalLM, TINY), _config(world, 1))
     tokens = torch.randint(0, TINY.vocab_size, (world, MICRO, SEQ + 1), generator=torch.Generator().manual_seed(1))
 
     batch = tokens.reshape(-1, SEQ + 1)
@@ -75,7 +77,7 @@ def kfac_with_experts(out_dir: str) -> dict:
     config["train_micro_batch_size_per_gpu"] = 4 // world
     config["train_batch_size"] = 4
     torch.manual_seed(0)
-    engine = _engine(KodaForCausalLM(TINY), config)
+    engine = _engine(functools.partial(KodaForCausalLM, TINY), config)
     tokens = torch.randint(0, TINY.vocab_size, (4, SEQ + 1), generator=torch.Generator().manual_seed(1))
     pre = DataParallelKFAC(engine.module, KFACConfig(kl_clip=1e-3, skip=("lm_head",)), lr=1.0)
     saved: dict = {}

@@ -62,12 +62,12 @@ def worker(args) -> None:
 
 def launch(args, full_build: bool) -> dict:
     from koda.distributed.comm import remove_shm_buffers
-    from koda.train.cli import free_port
+    from koda.distributed.local_launch import command as launch_command
+    from koda.distributed.local_launch import free_port
 
     out = Path(tempfile.mkdtemp()) / "construct.json"
     port = free_port()
-    command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
-               str(port), __file__, "--worker-out", str(out), "--model", args.model]
+    command = launch_command(2, port, __file__, ["--worker-out", str(out), "--model", args.model], module=False)
     command += ["--full-build"] if full_build else []
     try:
         proc = subprocess.run(command, capture_output=True, text=True)
@@ -122,7 +122,7 @@ def main() -> None:
     bytes_ = 2 if new["precision"] in ("bf16", "fp16") else 4
     model = modelled_gib(cfg, 2, bytes_)
     print(f"{args.model}: {model['params'] / 1e6:.1f}M parameters ({model['whole_fp32']:.3f} GiB in fp32), "
-          f"2 ranks, ZeRO-3, AutoEP {new['ep']}, AdamW, {new['precision']}; measured under load")
+          f"2 ranks, ZeRO-3, AutoEP {new['ep']}, AdamW, {new['precision']}")
     print("resident memory above the pre-build level, per rank (GiB)   peak            settled")
     for label, r in (("whole model on every rank (old path)", old), ("partitioned construction (zero.Init)", new)):
         print(f"  {label:<44} {', '.join(f'{g / GIB:.3f}' for g in r['peak']):<16}"

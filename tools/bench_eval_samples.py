@@ -70,7 +70,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "samples.jsonl")
         n = write_samples(path, args.per_task)
-        print(f"{n} samples over 164 HumanEval problems, {os.cpu_count()} CPUs (measured under load)")
+        print(f"{n} samples over 164 HumanEval problems, {os.cpu_count()} CPUs")
         worker_options = sorted({4, os.cpu_count() or 1})
         theirs: dict[int, list[float]] = {w: [] for w in worker_options}
         ours: list[float] = []

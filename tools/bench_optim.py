@@ -195,7 +195,7 @@ def main() -> None:
 
     batches, val = data(args)
     print(f"smoke model, {args.steps} steps of {args.batch}x{args.seq_len} tokens, "
-          f"{torch.get_num_threads()} threads (measured under load: other jobs share this machine)")
+          f"{torch.get_num_threads()} threads")
 
     def adamw(model, dense=1.0, expert=1.0):
         return KodaOptimizer(parameter_groups(model, dense, expert), lr=args.adamw_lr, rule="adamw",

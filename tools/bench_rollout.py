@@ -137,14 +137,15 @@ def worker(args) -> None:
 
 def run_ranks(args, prompts_file: Path) -> dict:
     from koda.distributed.comm import remove_shm_buffers
-    from koda.train.cli import free_port
+    from koda.distributed.local_launch import command as launch_command
+    from koda.distributed.local_launch import free_port
 
     out = prompts_file.with_name("ranks.json")
     port = free_port()
-    command = [sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
-               str(port), __file__, "--worker-out", str(out), "--prompts-file", str(prompts_file),
-               "--model", args.model, "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
-               "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    command = launch_command(2, port, __file__, [
+        "--worker-out", str(out), "--prompts-file", str(prompts_file), "--model", args.model,
+        "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+        "--threads", str(args.threads)], module=False)
     try:
         proc = subprocess.run(command, capture_output=True, text=True)
     finally:

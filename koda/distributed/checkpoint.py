@@ -285,6 +285,17 @@ def resolve_tag(directory: str | Path, tag: str | None = None) -> str | None:
     return None
 
 
+def read_extra(directory: str | Path, tag: str, name: str) -> object | None:
+    """One extra-state part of checkpoint `tag` without loading any engine (None when the
+    checkpoint has no such part), e.g. to learn how to build the engines before loading them."""
+    record = _read_record(Path(directory) / tag)
+    if name not in record.get("extra", []):
+        return None
+    path = Path(directory) / tag / name / "state.pt"
+    _check_file(Path(directory) / tag, f"{name}/state.pt", record["files"].get(f"{name}/state.pt"), content=True)
+    return torch.load(path, weights_only=False)
+
+
 @dataclass
 class Loaded:
     client_state: dict            # the first engine's DeepSpeed client state (KODA's "koda" record)

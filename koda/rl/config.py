@@ -33,6 +33,9 @@ class RLConfig:
     samples_per_prompt: int = 4      # completions per prompt (the group of grpo / rloo)
     max_new_tokens: int = 128
     temperature: float = 1.0
+    top_k: int = 0                   # sampling filters (0 / 1.0: off); log-probs stay those of softmax(logits/T)
+    top_p: float = 1.0
+    rollout_chunks: int = 2          # generate in chunks; chunk k is judged while k+1 is generated
     ppo_epochs: int = 1              # passes over one rollout; 1 makes PPO's ratio exactly 1
     advantage: str = "gae"           # gae (critic) | grpo | rloo (critic-free, per prompt group)
     gamma: float = 1.0
@@ -52,10 +55,18 @@ class RLConfig:
     gumbel_tau: float = 1.0
     straight_through: bool = True
     judge_budget_s: float = 2.0      # verifier seconds per program
+    judge_workers: int = 2           # sandbox processes per rank
+    task_seed: int = 0               # the task set's seed and size: koda eval --task-seed / --train / --heldout
+    tasks_train: int = 8
+    tasks_heldout: int = 3
+    critic_ds_config: str = "zero3_critic_smoke.json"
+    encoder_ds_config: str = "zero3_encoder_smoke.json"
+    encoder_dim: int = 128
     rewards: RewardWeights = field(default_factory=RewardWeights)
 
     def __post_init__(self) -> None:
-        for name in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "ppo_epochs", "n_critic"):
+        for name in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "ppo_epochs", "n_critic",
+                     "rollout_chunks", "judge_workers", "tasks_train", "encoder_dim"):
             _num(name, getattr(self, name), lo=1, integer=True)
         for name in ("temperature", "gumbel_tau"):
             _num(name, getattr(self, name), lo=0)
@@ -66,6 +77,18 @@ class RLConfig:
         for name in ("value_coef", "kl_coef", "entropy_coef", "lce", "lrl", "lvw", "gp_lambda"):
             _num(name, getattr(self, name), lo=0)
         _num("judge_budget_s", self.judge_budget_s, lo=0.1, hi=60)
+        _num("top_k", self.top_k, lo=0, integer=True)
+        _num("top_p", self.top_p, lo=0, hi=1)
+        if self.top_p == 0:
+            raise ConfigError("rl.top_p must be in (0, 1], got 0")
+        _num("task_seed", self.task_seed, lo=0, integer=True)
+        _num("tasks_heldout", self.tasks_heldout, lo=0, integer=True)
+        if self.rollout_chunks > self.prompts_per_step:
+            raise ConfigError(f"rl.rollout_chunks {self.rollout_chunks} exceeds rl.prompts_per_step "
+                              f"{self.prompts_per_step} (a chunk holds whole prompt groups)")
+        for name in ("critic_ds_config", "encoder_ds_config"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"rl.{name} must be a DeepSpeed config path or name")
         for name in ("clip", "value_clip"):
             if getattr(self, name) is not None:
                 _num(name, getattr(self, name), lo=0)
@@ -100,3 +123,13 @@ class RLConfig:
     @property
     def uses_encoder(self) -> bool:
         return self.lvw > 0
+
+    @property
+    def uses_rollouts(self) -> bool:
+        """CE alone (lrl = lvw = 0) trains on reference programs only: nothing is generated."""
+        return self.lrl > 0 or self.lvw > 0
+
+    @property
+    def uses_reference(self) -> bool:
+        """The frozen reference policy exists for the KL term only."""
+        return self.kl_coef > 0 and self.lrl > 0

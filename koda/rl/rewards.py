@@ -167,15 +167,23 @@ def reward_from_verdict(sample: RewardSample, verdict, weights: RewardWeights) -
 
 def score(samples: list[RewardSample], weights: RewardWeights, *, pool=None, policy=None,
           measure: bool = True, budget_s: float = 2.0) -> list[Reward]:
-    """Judge every sample once (``koda.judge.judge``) and return its Reward, in order.
+    """Judge every sample (``koda.judge.judge``) and return its Reward, in order.
 
-    The verifier runs only for samples whose task has a target and when the complexity
-    weight is not zero: it costs seconds per program.
+    Tests first; the verifier (seconds per program) then runs only where its verdict can
+    count: a program that passes every test, of a task with a target, when the complexity
+    weight is not zero. A wrong program earns no complexity reward whatever its growth.
     """
+    import dataclasses
+
     from koda.judge import Submission, judge
 
-    want_cx = weights.complexity > 0
-    subs = [Submission(s.program, s.tests, s.entry_point, complexity=want_cx and s.target is not None)
-            for s in samples]
-    verdicts = judge(subs, pool=pool, policy=policy, measure=measure, budget_s=budget_s)
+    verdicts = judge([Submission(s.program, s.tests, s.entry_point, complexity=False) for s in samples],
+                     pool=pool, policy=policy, measure=measure, budget_s=budget_s)
+    asked = [i for i, (s, v) in enumerate(zip(samples, verdicts, strict=True))
+             if weights.complexity > 0 and s.target is not None and v.passed]
+    if asked:
+        checked = judge([Submission(samples[i].program, None, samples[i].entry_point) for i in asked],
+                        pool=pool, policy=policy, measure=measure, budget_s=budget_s)
+        for i, v in zip(asked, checked, strict=True):
+            verdicts[i] = dataclasses.replace(verdicts[i], complexity=v.complexity)
     return [reward_from_verdict(s, v, weights) for s, v in zip(samples, verdicts, strict=True)]

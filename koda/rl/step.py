@@ -1,33 +1,32 @@
-"""One step of the hybrid RL stage on three DeepSpeed engines: actor, critic, encoder.
+"""One step of the hybrid RL stage on the engines of ``koda.rl.engines``.
 
-    engines = build_rl_engines(model_cfg, rl_plans(actor_ds, model_cfg, world, steps), rl)
-    step = RLStep(engines, tokenizer, train_tasks, rl)
-    metrics = step.run(step_index)           # collective; identical dict on every rank
+    engines = build_rl_engines(model_cfg, rl_plans(actor_ds, model_cfg, world, steps, rl), rl)
+    with RLStep(engines, tokenizer, train_tasks, rl, pool=pool) as step:
+        metrics = step.run(step_index)       # collective; identical dict on every rank
 
 Every rank runs the same sequence of forwards and backwards on every engine, whatever its
 data: ZeRO-3 gathers and AutoEP's all-to-all are collectives, so a rank that skipped one
 forward would pair its next call with another rank's different one. Nothing below branches
 on a rank's own data; the only branches read the config, which is the same everywhere.
 
-Order per step: rollout (gathered actor replica, lockstep) -> judge -> critic values (no
-grad) -> advantages -> actor update (one forward over rollout rows and reference rows: PPO
-surrogate + CE + the adversarial term) -> critic update (clipped value loss) -> ``n_critic``
-encoder updates (WGAN-GP). The adversarial term reaches the actor through Gumbel-softmax
+Order per step: rollout in ``rl.rollout_chunks`` chunks (gathered actor replica, lockstep),
+each chunk judged on a background thread while the next is generated -> reference log-probs
+and critic values (no grad) -> advantages (KL-in-reward folded in) -> ``rl.ppo_epochs`` times:
+actor update (one forward over rollout rows and reference rows: PPO surrogate + KL-in-loss
++ CE + the adversarial term) and critic update (clipped value loss) -> ``n_critic`` encoder
+updates (WGAN-GP). With ``lrl = lvw = 0`` nothing is generated: the step is CE on the
+reference programs alone. The adversarial term reaches the actor through Gumbel-softmax
 rows fed to the encoder; its gradient with respect to those rows is taken with
 ``torch.autograd.grad(..., inputs=rows)``, so no encoder parameter gradient is accumulated
-and the encoder's ZeRO-3 reduction hooks never fire inside the actor's step.
+and the encoder's reduction hooks never fire inside the actor's step.
 
 The encoder's plan (``ds_configs/zero3_encoder_smoke.json``) is ZeRO stage 2: WGAN-GP's
 penalty needs a double backward, which fails under ZeRO-3 in DeepSpeed 0.19.8 (docs/rl.md).
-
-No reference policy engine exists yet, so ``rl.kl_coef`` is not applied; ``rl/kl`` is the
-k3 estimate of KL(rollout policy || updated policy) over the completion tokens.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,14 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from koda.data.tokenizer import EOS, PAD
-from koda.distributed import comm, ds_config
-from koda.distributed.ds_config import DeepSpeedPlan
-from koda.distributed.engine import Engine, build_engine
+from koda.distributed import comm
 from koda.distributed.rollout import rollout_phase
 from koda.errors import KodaError
 from koda.infer.config import GenerationConfig
-from koda.model import KodaForCausalLM
-from koda.model.config import ModelConfig
 from koda.objectives import (
     critic_loss,
     gae,
@@ -51,6 +46,7 @@ from koda.objectives import (
     gradient_penalty,
     group_advantages,
     gumbel_softmax,
+    kl_penalty,
     masked_mean,
     policy_loss,
     token_entropy,
@@ -58,58 +54,14 @@ from koda.objectives import (
     value_loss,
 )
 from koda.rl.config import RLConfig
+from koda.rl.engines import RLEngines
 from koda.rl.experience import Experience
-from koda.rl.rewards import COMPONENTS, RewardSample, score
+from koda.rl.judging import OverlappedJudge
+from koda.rl.rewards import COMPONENTS, RewardSample
 from koda.rl.tracker import RunningMoments
 from koda.tasks import Task
-
-CRITIC_DS = "zero3_critic_smoke.json"
-ENCODER_DS = "zero3_encoder_smoke.json"
-
-
-@dataclass
-class RLEngines:
-    actor: Engine
-    critic: Engine | None      # None when the advantages need no critic (grpo / rloo, or lrl 0)
-    encoder: Engine | None     # None when rl.lvw is 0
-
-    def items(self) -> dict[str, Engine]:
-        """The engines that exist, by name (what ``koda.distributed.checkpoint.save`` takes)."""
-        return {n: e for n, e in (("actor", self.actor), ("critic", self.critic), ("encoder", self.encoder))
-                if e is not None}
-
-
-def rl_plans(actor_ds: dict, model: ModelConfig, world_size: int, train_steps: int, bf16_supported: bool = False,
-             critic_ds: str = CRITIC_DS, encoder_ds: str = ENCODER_DS) -> dict[str, DeepSpeedPlan]:
-    """Resolve the actor's config (AutoEP) and the critic's and encoder's (dense: no experts)."""
-    plans = {"actor": ds_config.resolve(actor_ds, model=model, world_size=world_size, train_steps=train_steps,
-                                        bf16_supported=bf16_supported)}
-    for name, path in (("critic", critic_ds), ("encoder", encoder_ds)):
-        raw = ds_config.load(path)
-        if (raw.get("expert_parallel") or {}).get("enabled"):
-            raise KodaError(f"ds_config {path}: the {name} is dense, expert_parallel must be off")
-        plans[name] = ds_config.resolve(raw, model=model, world_size=world_size, train_steps=train_steps,
-                                        bf16_supported=bf16_supported)
-    return plans
-
-
-def build_rl_engines(model: ModelConfig, plans: dict[str, DeepSpeedPlan], rl: RLConfig, seed: int = 0,
-                     encoder_dim: int = 128) -> RLEngines:
-    """Collective: the three networks, one ``build_engine`` call each (never nested)."""
-    from koda.model.critic import KodaCritic
-    from koda.model.encoder import EncoderConfig, KodaEncoder
-
-    torch.manual_seed(seed)
-    actor = build_engine("actor", functools.partial(KodaForCausalLM, model), plans["actor"])
-    critic = encoder = None
-    if rl.uses_critic:
-        torch.manual_seed(seed + 1)
-        critic = build_engine("critic", functools.partial(KodaCritic, model), plans["critic"])
-    if rl.uses_encoder:
-        torch.manual_seed(seed + 2)
-        enc_cfg = EncoderConfig(vocab_size=model.vocab_size, d_model=encoder_dim)
-        encoder = build_engine("encoder", functools.partial(KodaEncoder, enc_cfg), plans["encoder"])
-    return RLEngines(actor, critic, encoder)
+from koda.train.config import MoEConfig
+from koda.train.router_probe import RouterProbe
 
 
 def _pad(rows: list[list[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,24 +104,54 @@ class _Clock:
             self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion: what the update needs and what the judge reads."""
+    tokens: list[int]            # EOS included when it was sampled
+    logprobs: torch.Tensor       # [len(tokens)] fp32, log p under softmax(logits / temperature)
+    text_tokens: list[int]       # tokens without EOS: what is decoded into the program
+
+
 class RLStep:
     """The RL step over fixed engines, tokenizer and train tasks (see the module docstring).
 
     Prompts: rank r's i-th prompt of step s is task ``((s * W + r) * P + i) mod N``, so ranks
-    see disjoint slices each step and a rerun sees the same ones.
+    see disjoint slices each step and a rerun sees the same ones. Sampling, Gumbel noise and
+    the gradient penalty's interpolation draw from generators seeded by (seed, step, rank),
+    so a resumed step repeats the uninterrupted one without any saved RNG stream.
     """
 
     def __init__(self, engines: RLEngines, tokenizer, tasks: list[Task], rl: RLConfig, *, seed: int = 0,
-                 pool=None, policy=None):
+                 pool=None, policy=None, moe: MoEConfig | None = None):
         if not tasks:
             raise KodaError("RL step: no train tasks")
         self.engines, self.tokenizer, self.tasks, self.rl = engines, tokenizer, tasks, rl
-        self.seed, self.pool, self.policy = seed, pool, policy
+        self.seed = seed
         self.max_len = engines.actor.module.cfg.max_seq_len
         if rl.max_new_tokens >= self.max_len:
             raise KodaError(f"rl.max_new_tokens {rl.max_new_tokens} leaves no room for a prompt in "
                             f"model.max_seq_len {self.max_len}")
         self.advantage_moments = RunningMoments()
+        # AutoEP has no load balancing of its own: the actor keeps pre-training's balancing terms
+        self.moe = moe or MoEConfig(aux_loss_weight=0.0)
+        self.probe = RouterProbe(engines.actor.module, engines.actor.module.cfg.top_k)
+        self.judge = OverlappedJudge(rl.rewards, pool=pool, policy=policy, budget_s=rl.judge_budget_s)
+
+    # the step's state beyond the engines: what a checkpoint must carry
+    def state_dict(self) -> dict:
+        return {"advantage_moments": self.advantage_moments.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.advantage_moments.load_state_dict(state["advantage_moments"])
+
+    def close(self) -> None:
+        self.judge.close()
+
+    def __enter__(self) -> RLStep:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def prompts_of(self, step: int) -> list[Task]:
         P, W, r = self.rl.prompts_per_step, comm.world_size(), comm.rank()
@@ -179,99 +161,152 @@ class RLStep:
         """Collective: one RL step; returns the metrics averaged over ranks (same on every rank)."""
         rl, clock = self.rl, _Clock()
         tasks = self.prompts_of(step)
-        G = rl.samples_per_prompt
         prompt_rows = [self.tokenizer.encode(t.prompt)[-(self.max_len - rl.max_new_tokens):] for t in tasks]
         ref_rows = [self.tokenizer.encode(t.program())[:self.max_len] for t in tasks]
-        expanded = [row for row in prompt_rows for _ in range(G)]                 # B = P * G, siblings adjacent
-
-        cfg = GenerationConfig(strategy="sample", max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                               seed=self.seed)
-        with rollout_phase(self.engines.actor) as phase, clock("generation"):
-            rollout = phase.generate(expanded, cfg, step=step, eos_id=EOS)
-
-        samples = [RewardSample(tasks[i // G].program(self.tokenizer.decode(rollout.completion(i))),
-                                tasks[i // G].program(), tasks[i // G].tests(), tasks[i // G].entry_point,
-                                tasks[i // G].target) for i in range(len(expanded))]
-        with clock("judging"):
-            rewards = score(samples, rl.rewards, pool=self.pool, policy=self.policy, budget_s=rl.judge_budget_s)
-        exp = self._experience(expanded, rollout, torch.tensor([r.total for r in rewards], dtype=torch.float32),
-                               clock)
-
         metrics: dict[str, float] = {}
-        for name in (*COMPONENTS, "total", "failed"):
-            key = f"rl/reward/{name}"
-            metrics[key] = sum(r.log_items()[key] for r in rewards) / len(rewards)
-        metrics["rl/completion_tokens"] = float(rollout.mask.sum(dim=1).float().mean())
-        metrics |= self._actor_update(exp, ref_rows, step, clock)
-        if self.engines.critic is not None:
-            metrics |= self._critic_update(exp, clock)
+        exp = None
+        if rl.uses_rollouts:
+            expanded = [row for row in prompt_rows for _ in range(rl.samples_per_prompt)]   # B = P * G
+            completions, rewards = self._rollouts(tasks, prompt_rows, step, clock, metrics)
+            scores = torch.tensor([r.total for r in rewards], dtype=torch.float32)
+            exp = self._experience(expanded, completions, scores, clock, metrics)
+            for name in (*COMPONENTS, "total", "failed"):
+                key = f"rl/reward/{name}"
+                metrics[key] = sum(r.log_items()[key] for r in rewards) / len(rewards)
+        epochs = rl.ppo_epochs if exp is not None else 1
+        for _ in range(epochs):          # the last epoch's losses are logged
+            metrics |= self._actor_update(exp, ref_rows, step, clock)
+            if self.engines.critic is not None:
+                metrics |= self._critic_update(exp, clock)
         if self.engines.encoder is not None:
             metrics |= self._encoder_updates(exp, ref_rows, step, clock)
         return _mean_over_ranks(metrics | clock.seconds)
 
-    def _experience(self, prompts: list[list[int]], rollout, scores: torch.Tensor, clock: _Clock) -> Experience:
-        """Prompt + completion rows with the rollout's log-probs, values and advantages, [B, T]."""
+    def _rollouts(self, tasks: list[Task], prompt_rows: list[list[int]], step: int, clock: _Clock,
+                  metrics: dict) -> tuple[list[Completion], list]:
+        """Collective: G samples per prompt in ``rl.rollout_chunks`` lockstep chunks of whole
+        prompt groups; each chunk goes to the judge thread as soon as it is generated."""
+        rl, G, C = self.rl, self.rl.samples_per_prompt, self.rl.rollout_chunks
+        cfg = GenerationConfig(strategy="sample", max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
+                               top_k=rl.top_k, top_p=rl.top_p, seed=self.seed)
+        bounds = [len(tasks) * c // C for c in range(C + 1)]            # prompt index ranges per chunk
+        completions: list[Completion] = []
+        with clock("generation"), rollout_phase(self.engines.actor) as phase:
+            for c in range(C):
+                chunk = range(bounds[c], bounds[c + 1])
+                rows = [prompt_rows[i] for i in chunk for _ in range(G)]
+                rollout = phase.generate(rows, cfg, step=step * C + c, eos_id=EOS)   # same count on every rank
+                done = [Completion(rollout.ids[j][rollout.mask[j]].tolist(), rollout.logprobs[j][rollout.mask[j]],
+                                   rollout.completion(j)) for j in range(len(rows))]
+                completions += done
+                first = bounds[c] * G
+                self.judge.submit([self._sample(tasks[(first + j) // G], comp) for j, comp in enumerate(done)])
+        rewards, timing = self.judge.collect()
+        generated = sum(len(c.tokens) for c in completions)
+        metrics["rl/completion_tokens"] = generated / len(completions)
+        metrics["perf/rollout_tokens_per_s"] = generated / clock.seconds["time/generation"]
+        metrics["time/judging"] = timing.busy_s
+        metrics["time/judge_wait"] = timing.wait_s
+        metrics["perf/judge_hidden_fraction"] = timing.hidden_fraction
+        return completions, rewards
+
+    def _sample(self, task: Task, completion: Completion) -> RewardSample:
+        return RewardSample(task.program(self.tokenizer.decode(completion.text_tokens)), task.program(), task.tests(),
+                            task.entry_point, task.target)
+
+    def _experience(self, prompts: list[list[int]], completions: list[Completion], scores: torch.Tensor,
+                    clock: _Clock, metrics: dict) -> Experience:
+        """Prompt + completion rows with the rollout's and reference's log-probs, values and
+        advantages, all [B, T]."""
         rl = self.rl
-        completions = [rollout.ids[i][rollout.mask[i]].tolist() for i in range(len(prompts))]   # EOS kept
-        seq, att = _pad([p + c for p, c in zip(prompts, completions, strict=True)])
+        seq, att = _pad([p + c.tokens for p, c in zip(prompts, completions, strict=True)])
         action = torch.zeros_like(att)
         old = torch.zeros(att.shape, dtype=torch.float32)
         for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-            action[i, len(p):len(p) + len(c)] = True
-            old[i, len(p):len(p) + len(c)] = rollout.logprobs[i][rollout.mask[i]]
-        values = None
+            action[i, len(p):len(p) + len(c.tokens)] = True
+            old[i, len(p):len(p) + len(c.tokens)] = c.logprobs
+        values = ref = kl = None
+        if self.engines.reference is not None:
+            with torch.no_grad(), clock("reference_fwd"):
+                ref = _token_logprobs(self.engines.reference(seq, attention_mask=att), seq, rl.temperature) * action
+            kl = kl_penalty(old, ref, "k1") * action                         # [B, T], k1 per token
+            metrics["rl/kl_ref"] = float(kl.sum() / action.sum().clamp_min(1))
         if self.engines.critic is not None:
             critic = self.engines.critic
             critic.eval()
             with torch.no_grad(), clock("critic_fwd"):
                 values = _shift_right(critic(seq, att)).float() * action
+        in_reward = ref is not None and rl.kl_in == "reward"
         group = torch.arange(len(prompts)) // rl.samples_per_prompt
-        if rl.advantage == "gae":
-            if values is None:
-                raise KodaError("rl.advantage gae needs the critic engine (rl.lrl > 0)")
-            token_r = token_rewards(scores, action)
+        if rl.lrl == 0:            # the rollouts feed the adversarial term only
+            token_r = returns = None
+            adv = torch.zeros(att.shape)
+        elif rl.advantage == "gae":
+            token_r = token_rewards(scores, action, kl if in_reward else None, rl.kl_coef)
             adv, returns = gae(token_r, values, action, rl.gamma, rl.lam)
         else:
             token_r, returns = None, None
-            adv = group_advantages(scores, rl.samples_per_prompt, rl.advantage)[:, None] * action
-        if rl.normalize_advantages:
+            shaped = scores - rl.kl_coef * kl.sum(dim=1) if in_reward else scores
+            adv = group_advantages(shaped, rl.samples_per_prompt, rl.advantage)[:, None] * action
+        if rl.normalize_advantages and rl.lrl > 0:
             self.advantage_moments.update(adv, action)
             adv = self.advantage_moments.normalize(adv) * action
-        return Experience(seq, att, action, old, values=values, rewards=token_r, advantages=adv.float(),
-                          returns=returns, group=group)
+        return Experience(seq, att, action, old, ref_logprobs=ref, values=values, rewards=token_r,
+                          advantages=adv.float(), returns=returns, group=group)
 
-    def _actor_update(self, exp: Experience, ref_rows: list[list[int]], step: int, clock: _Clock) -> dict:
-        """One forward over [rollout rows; reference rows]: PPO + CE (+ adversarial), one step."""
+    def _actor_update(self, exp: Experience | None, ref_rows: list[list[int]], step: int, clock: _Clock) -> dict:
+        """One forward over [rollout rows; reference rows]: PPO + KL + CE (+ adversarial), one step.
+        `exp` None (no rollouts): CE on the reference rows alone."""
         rl, actor = self.rl, self.engines.actor
-        B = exp.batch_size
-        width = max(exp.sequences.shape[1], max(len(r) for r in ref_rows))
+        B = exp.batch_size if exp is not None else 0
+        width = max(exp.sequences.shape[1] if exp is not None else 0, max(len(r) for r in ref_rows))
         ref_ids, ref_att = _pad(ref_rows, width)
-        pad_cols = width - exp.sequences.shape[1]
-        ids = torch.cat([F.pad(exp.sequences, (0, pad_cols), value=PAD), ref_ids])            # [B + P, T]
-        att = torch.cat([F.pad(exp.attention_mask, (0, pad_cols)), ref_att])
-        action = F.pad(exp.action_mask, (0, pad_cols))                                          # [B, T]
+        ids, att = ref_ids, ref_att
+        if exp is not None:
+            pad_cols = width - exp.sequences.shape[1]
+            ids = torch.cat([F.pad(exp.sequences, (0, pad_cols), value=PAD), ref_ids])          # [B + P, T]
+            att = torch.cat([F.pad(exp.attention_mask, (0, pad_cols)), ref_att])
         actor.train()
+        out: dict[str, float] = {}
         with clock("actor_fwd"):
             logits = actor(ids, attention_mask=att)                                  # [B + P, T, V]
-            pol = policy_loss(_token_logprobs(logits[:B], ids[:B], rl.temperature),
-                              F.pad(exp.old_logprobs, (0, pad_cols)), F.pad(exp.advantages, (0, pad_cols)),
-                              action, rl.clip)
-            entropy = token_entropy(logits[:B, :-1] / rl.temperature, action[:, 1:])
             targets = ref_att.clone()
             targets[:, 0] = False                                                    # the first token has no context
             ce = masked_mean(-_token_logprobs(logits[B:], ids[B:]), targets)
-            loss = rl.lce * ce + rl.lrl * (pol.loss - rl.entropy_coef * entropy)
-            out = {"rl/policy_loss": float(pol.loss), "rl/kl": float(pol.approx_kl),
-                   "rl/clip_fraction": float(pol.clip_fraction), "rl/entropy": float(entropy), "rl/ce": float(ce)}
-            if self.engines.encoder is not None:
-                adv_term, gen = self._adversarial(logits[:B], ids[:B], att[:B], action, step)
-                loss = loss + rl.lvw * adv_term
-                out["gan/generator_loss"] = gen
+            aux, z = self.probe.losses()
+            loss = rl.lce * ce + self.moe.aux_loss_weight * aux + self.moe.z_loss_weight * z
+            out |= {"rl/ce": float(ce), "moe/aux_loss": float(aux)}
+            if exp is not None:
+                loss = loss + self._rl_terms(logits[:B], ids[:B], att[:B], exp, pad_cols, step, out)
             out["rl/actor_loss"] = float(loss)
         with clock("actor_bwd"):
             actor.backward(loss)
             actor.step()
         return out
+
+    def _rl_terms(self, logits: torch.Tensor, ids: torch.Tensor, att: torch.Tensor, exp: Experience,
+                  pad_cols: int, step: int, out: dict) -> torch.Tensor:
+        """The rollout rows' share of the actor loss: lrl * (PPO - entropy bonus + KL-in-loss)
+        + lvw * adversarial. logits: [B, T, V]; ids, att: [B, T] (padded to the batch width)."""
+        rl = self.rl
+        action = F.pad(exp.action_mask, (0, pad_cols))                                          # [B, T]
+        logprobs = _token_logprobs(logits, ids, rl.temperature)
+        pol = policy_loss(logprobs, F.pad(exp.old_logprobs, (0, pad_cols)), F.pad(exp.advantages, (0, pad_cols)),
+                          action, rl.clip)
+        entropy = token_entropy(logits[:, :-1] / rl.temperature, action[:, 1:])
+        term = pol.loss - rl.entropy_coef * entropy
+        if exp.ref_logprobs is not None and rl.kl_in == "loss":
+            kl = masked_mean(kl_penalty(logprobs, F.pad(exp.ref_logprobs, (0, pad_cols)), "k3"), action)
+            term = term + rl.kl_coef * kl
+            out["rl/kl_ref_loss"] = float(kl)
+        out |= {"rl/policy_loss": float(pol.loss), "rl/kl": float(pol.approx_kl),
+                "rl/clip_fraction": float(pol.clip_fraction), "rl/entropy": float(entropy)}
+        loss = rl.lrl * term
+        if self.engines.encoder is not None:
+            adv_term, gen = self._adversarial(logits, ids, att, action, step)
+            loss = loss + rl.lvw * adv_term
+            out["gan/generator_loss"] = gen
+        return loss
 
     def _adversarial(self, logits: torch.Tensor, ids: torch.Tensor, att: torch.Tensor, action: torch.Tensor,
                      step: int) -> tuple[torch.Tensor, float]:

@@ -21,6 +21,9 @@ from koda.train import config as run_config
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="koda train", description=__doc__.splitlines()[0])
+    p.add_argument("--stage", choices=("pretrain", "rl"), default="pretrain",
+                   help="pretrain: cross-entropy on the corpus; rl: the hybrid RL stage (the run config's rl "
+                   "section; start it from a pre-trained model with --init-from)")
     p.add_argument("--config", default="smoke", help="preset name (smoke, small, large) or a YAML path")
     p.add_argument("--run-dir", help="override run_dir")
     p.add_argument("--steps", type=int, help="override train.steps")
@@ -51,13 +54,17 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool):
-    """Everything that can be checked before ranks start; returns the resolved DeepSpeedPlan."""
+def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: str = "pretrain"):
+    """Everything that can be checked before ranks start; returns the actor's resolved DeepSpeedPlan."""
     from koda.distributed import ds_config
     from koda.distributed.checkpoint import refuse_overwrite
     from koda.run_layout import RunLayout
 
     refuse_overwrite(RunLayout(cfg.run_dir).checkpoints, resuming)
+    if stage == "rl":
+        from koda.rl.trainer import check_config
+
+        check_config(cfg, world_size)
     plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=world_size,
                              train_steps=cfg.train.steps, bf16_supported=supports_bf16())
     return plan if cfg.optimizer is None else ds_config.with_client_optimizer(plan, cfg.optimizer.lr)
@@ -71,7 +78,10 @@ def main(argv: list[str]) -> int:
         from koda.distributed import preemption
 
         preemption.install()            # first: until then a forwarded SIGUSR1 would end this rank
-        from koda.train.trainer import Trainer
+        if args.stage == "rl":
+            from koda.rl.trainer import RLTrainer as Trainer
+        else:
+            from koda.train.trainer import Trainer
 
         Trainer(cfg, resume=args.resume, resume_tag=args.resume_tag, init_from=args.init_from).run()
         return 0
@@ -79,7 +89,7 @@ def main(argv: list[str]) -> int:
         from koda.errors import KodaError
 
         raise KodaError("--init-from starts a new run; it cannot be combined with --resume / --resume-tag")
-    validate(cfg, cfg.world_size, resuming=bool(args.resume or args.resume_tag))
+    validate(cfg, cfg.world_size, resuming=bool(args.resume or args.resume_tag), stage=args.stage)
     if args.init_from:
         from koda.train.init_from import check_source
 

@@ -60,8 +60,14 @@ class ScheduleConfig:
     # naming the step (nothing is saved after it); "skip" drops its update (DeepSpeed does
     # not apply a non-finite gradient), counts it in train/skipped_steps and goes on.
     on_nonfinite: str = "stop"
+    # --stage rl: stop (saving a checkpoint) at the first step boundary after this many seconds
+    # of the run's steps; rank 0's clock decides for all. None: train.steps alone ends the run.
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
+        _check(self.time_budget_s is None or (isinstance(self.time_budget_s, int | float)
+                                              and not isinstance(self.time_budget_s, bool) and self.time_budget_s > 0),
+               f"train.time_budget_s must be a positive number of seconds or null, got {self.time_budget_s!r}")
         for name in ("steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,

@@ -33,8 +33,59 @@ def test_rl_section_loads_with_nested_reward_weights_and_overrides():
     ({"kl_in": "both"}, "rl.kl_in must be 'reward' or 'loss'"),
     ({"rewards": {"test": 1.0}}, "rl.rewards: unknown key 'test'"),
     ({"rewards": {"similarity": -0.1}}, "rl.rewards.similarity must be >= 0"),
+    ({"rollout_chunks": 5, "prompts_per_step": 4}, "rl.rollout_chunks 5 exceeds rl.prompts_per_step 4"),
+    ({"top_p": 0}, r"rl.top_p must be in \(0, 1\]"),
+    ({"top_k": -1}, "rl.top_k must be >= 0"),
+    ({"critic_ds_config": ""}, "rl.critic_ds_config must be a DeepSpeed config"),
     ({"gp_lamda": 10}, "rl: unknown key 'gp_lamda' \\(did you mean 'gp_lambda'\\?\\)"),
 ])
 def test_bad_rl_values_are_one_line_errors(rl, message):
     with pytest.raises(ConfigError, match=message):
         run_config.from_dict(_raw(**rl))
+
+
+def test_which_engines_a_config_needs():
+    assert not RLConfig(lrl=0, lvw=0).uses_rollouts                    # CE alone: nothing generated
+    assert RLConfig(lrl=0, lvw=0.1).uses_rollouts and not RLConfig(lrl=0, lvw=0.1).uses_reference
+    assert RLConfig().uses_reference and not RLConfig(kl_coef=0).uses_reference
+    assert not RLConfig(advantage="grpo").uses_critic
+
+
+def test_time_budget_is_validated():
+    raw = {**_raw(), "train": {"time_budget_s": -1}}
+    with pytest.raises(ConfigError, match="train.time_budget_s must be a positive number"):
+        run_config.from_dict(raw)
+    assert run_config.from_dict({**_raw(), "train": {"time_budget_s": 60}}).train.time_budget_s == 60
+
+
+def test_reference_plan_has_no_optimizer_and_keeps_autoep():
+    from koda.distributed import ds_config
+    from koda.model import preset
+    from koda.rl.engines import rl_plans
+
+    plans = rl_plans(ds_config.load("zero3_ep_rl_smoke.json"), preset("smoke"), 2, 50, RLConfig())
+    ref = plans["reference"]
+    assert "optimizer" not in ref.config and "scheduler" not in ref.config
+    assert ref.ep_size == plans["actor"].ep_size == 2 and ref.zero_stage == 3
+    assert "optimizer" in plans["actor"].config and plans["encoder"].zero_stage == 2
+
+
+def test_rl_stage_refuses_the_pretraining_optimizer_section(tmp_path):
+    import yaml
+
+    from koda.errors import KodaError
+    from koda.train.cli import main
+
+    path = tmp_path / "rl.yaml"
+    path.write_text(yaml.safe_dump({"model": {"preset": "smoke"}, "ds_config": "zero3_ep_rl_smoke.json",
+                                    "run_dir": str(tmp_path / "run"), "optimizer": {"name": "adamw", "lr": 1e-3}}))
+    with pytest.raises(KodaError, match="optimizer section applies to pre-training"):
+        main(["--stage", "rl", "--config", str(path)])
+
+
+def test_shipped_rl_preset_resolves_all_its_plans():
+    from koda.rl.trainer import check_config
+
+    cfg = run_config.load("rl_smoke")
+    check_config(cfg, cfg.world_size)
+    assert cfg.rl.uses_critic and cfg.rl.uses_encoder and cfg.rl.uses_reference

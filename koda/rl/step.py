@@ -275,7 +275,7 @@ class RLStep:
             ce = masked_mean(-_token_logprobs(logits[B:], ids[B:]), targets)
             aux, z = self.probe.losses()
             loss = rl.lce * ce + self.moe.aux_loss_weight * aux + self.moe.z_loss_weight * z
-            out |= {"rl/ce": float(ce), "moe/aux_loss": float(aux)}
+            out |= {"rl/ce": float(ce.detach()), "moe/aux_loss": float(aux.detach())}
             if exp is not None:
                 loss = loss + self._rl_terms(logits[:B], ids[:B], att[:B], exp, pad_cols, step, out)
             out["rl/actor_loss"] = float(loss)

@@ -25,7 +25,8 @@ import torch
 from koda import __version__
 from koda.data.prepare import prepare
 from koda.distributed import checkpoint, comm, ds_config, preemption
-from koda.distributed.accelerator import configure_accelerator, configure_cpu_threads, supports_bf16
+from koda.distributed.accelerator import supports_bf16
+from koda.distributed.rank_start import start_rank
 from koda.errors import KodaError
 from koda.rl.engines import build_rl_engines, rl_plans
 from koda.rl.step import RLStep
@@ -51,13 +52,7 @@ def check_config(cfg: RunConfig, world_size: int) -> None:
 class RLTrainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, resume_tag: str | None = None,
                  init_from: str | None = None):
-        self.stop = preemption.install()
-        configure_accelerator()
-        comm.init()
-        configure_cpu_threads()
-        import deepspeed.utils.logging as ds_logging
-
-        ds_logging.logger.setLevel("WARNING")
+        self.stop = start_rank()
         self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
         self.layout = RunLayout(cfg.run_dir)
         self.ckpt_dir = self.layout.checkpoints

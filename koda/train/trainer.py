@@ -28,14 +28,9 @@ from koda.data.loader import BatchLayout, TokenStream, TrainLoader, eval_batches
 from koda.data.prepare import prepare
 from koda.data.shards import open_split
 from koda.distributed import checkpoint, comm, ds_config, preemption, universal
-from koda.distributed.accelerator import (
-    configure_accelerator,
-    configure_cpu_threads,
-    local_world_size,
-    on_cpu,
-    supports_bf16,
-)
+from koda.distributed.accelerator import local_world_size, on_cpu, supports_bf16
 from koda.distributed.engine import build_engine
+from koda.distributed.rank_start import start_rank
 from koda.errors import KodaError
 from koda.model import KodaForCausalLM
 from koda.model.init import load_weights
@@ -52,13 +47,7 @@ from koda.train.router_probe import RouterProbe
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, resume_tag: str | None = None,
                  init_from: str | None = None):
-        self.stop = preemption.install()     # also done first thing by koda train's rank entry
-        configure_accelerator()
-        comm.init()
-        configure_cpu_threads()
-        import deepspeed.utils.logging as ds_logging
-
-        ds_logging.logger.setLevel("WARNING")
+        self.stop = start_rank()
         self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
         self.layout = RunLayout(cfg.run_dir)
         self.run_dir, self.ckpt_dir = self.layout.root, self.layout.checkpoints

@@ -162,7 +162,8 @@ class RLStep:
         rl, clock = self.rl, _Clock()
         tasks = self.prompts_of(step)
         prompt_rows = [self.tokenizer.encode(t.prompt)[-(self.max_len - rl.max_new_tokens):] for t in tasks]
-        ref_rows = [self.tokenizer.encode(t.program())[:self.max_len] for t in tasks]
+        # reference programs end with EOS, as sampled completions do: CE teaches the actor to stop
+        ref_rows = [(self.tokenizer.encode(t.program()) + [EOS])[:self.max_len] for t in tasks]
         metrics: dict[str, float] = {}
         exp = None
         if rl.uses_rollouts:

@@ -20,7 +20,8 @@ def _moved(engine, before: list[torch.Tensor]) -> float:
     return float(out)
 
 
-def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2, lvw: float = 0.1) -> dict:
+def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2, lvw: float = 0.1, kl_coef: float = 0.0,
+                 kl_in: str = "reward") -> dict:
     """TINY actor (ZeRO-3 + AutoEP), critic and encoder; `steps` RL steps of 8 new tokens."""
     from koda.data.tokenizer import Tokenizer
     from koda.distributed import comm, ds_config
@@ -32,14 +33,14 @@ def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2, lvw: fl
     from tests.helpers.tiny import TINY
 
     rl = RLConfig(prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8, advantage=advantage, n_critic=2,
-                  lvw=lvw, judge_budget_s=0.5, kl_coef=0.0)
+                  lvw=lvw, judge_budget_s=0.5, kl_coef=kl_coef, kl_in=kl_in)
     actor_ds = ds_config.load("zero3_ep_smoke.json")
     actor_ds.pop("scheduler")         # WarmupCosineLR starts at lr 0: two steps would not move the actor
     plans = rl_plans(actor_ds, TINY, comm.world_size(), train_steps=10, rl=rl)
     engines = build_rl_engines(TINY, plans, rl, seed=3, encoder_dim=32)
     tasks = [t for t in build_tasks(seed=0, train=2, heldout=0) if t.split == "train"]
     before = {name: _local_partitions(e) for name, e in engines.items().items()}
-    out: dict = {"rank": comm.rank(), "engines": sorted(engines.items())}
+    out: dict = {"rank": comm.rank(), "engines": sorted(engines.items()), "reference": engines.reference is not None}
     policy = SandboxPolicy(timeout_s=2.0, memory_mb=256, nproc=16)
     with SandboxPool(workers=1, policy=policy) as pool, RLStep(engines, Tokenizer(tokenizer), tasks, rl, seed=1,
                                                                  pool=pool) as step:

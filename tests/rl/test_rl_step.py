@@ -57,11 +57,14 @@ def test_ranks_agree_on_logged_metrics_and_take_their_own_prompts(two_steps):
         assert not set(r0["prompts"][s]) & set(r1["prompts"][s])       # disjoint slices per step
 
 
-def test_group_advantages_run_the_actor_alone(tiny_data, tmp_path):
+def test_group_advantages_run_the_actor_alone_with_kl_to_the_reference_in_the_loss(tiny_data, tmp_path):
     r0, r1 = run_ranks("tests.helpers.rl_jobs:two_rl_steps",
-                       {"tokenizer": tiny_data.tokenizer, "advantage": "grpo", "steps": 1, "lvw": 0.0}, tmp_path)
+                       {"tokenizer": tiny_data.tokenizer, "advantage": "grpo", "steps": 1, "lvw": 0.0,
+                        "kl_coef": 0.1, "kl_in": "loss"}, tmp_path)
     for r in (r0, r1):
-        assert r["engines"] == ["actor"] and r["finite"]
+        assert r["engines"] == ["actor"] and r["reference"] and r["finite"]
+        # the actor starts as the reference: KL ~ 0, but the term is computed (and logged)
+        assert abs(r["metrics"][0]["rl/kl_ref_loss"]) < 1e-5 and abs(r["metrics"][0]["rl/kl_ref"]) < 1e-5
         assert not any(k.startswith(("gan/", "rl/value", "time/critic", "time/encoder")) for k in r["metrics"][0])
         assert r["moved"]["actor"] > 1e-6
     assert r0["metrics"] == r1["metrics"]

@@ -23,7 +23,11 @@ values it decoded itself and never reads the program's stdout, so printed "PASSE
 nothing); a sample whose run did not reach a verdict on every test (a hang, memory
 exhaustion, a crash, an exit or an escaping exception: sandbox status ``timeout``,
 ``memory``, ``crash`` or ``error``) gets the fixed ``failure`` reward as its total, however
-similar to the reference it looks.
+similar to the reference it looks. So does a completion that writes no code (the entry point
+holds only the prompt's docstring, ``pass`` or ``...``): an empty completion parses, so without
+this rule it would escape the syntax penalty that a real attempt risks, and an RL run on the
+smoke model learned exactly that within 25 steps (docs/rl.md). The structural terms compare
+function bodies without the shared docstring for the same reason.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from koda.errors import ConfigError, KodaError
 
 COMPONENTS = ("tests", "complexity", "syntax", "similarity", "spectral", "poincare")
 FAILURE_STATUSES = ("timeout", "memory", "crash", "error")
+NO_CODE = "no_code"          # the completion added nothing to the entry point: failure reward too
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Reward:
     total: float
     components: dict[str, float]     # unweighted, one per COMPONENTS name
     failed: bool                     # hang / crash: total is the failure reward
-    status: str                      # the sandbox's run status, or "syntax_error"
+    status: str                      # the sandbox's run status, "syntax_error" or "no_code"
 
     def log_items(self) -> dict[str, float]:
         return {f"rl/reward/{k}": v for k, v in self.components.items()} | {
@@ -84,8 +89,11 @@ class Reward:
 
 
 def _function_tree(source: str, name: str | None):
-    """The entry point's FunctionDef if the program defines it, else the module; None: no parse."""
+    """The entry point's FunctionDef without its docstring if the program defines it, else
+    the module; None: no parse. The docstring is the prompt's, shared by every sample and the
+    reference: left in, it would make an empty body look similar to the solution."""
     import ast
+    import copy
 
     from koda.analysis.parse import parse_source
 
@@ -94,8 +102,38 @@ def _function_tree(source: str, name: str | None):
         return None
     for node in parsed.tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
+            node = copy.copy(node)
+            node.body = _without_docstring(node.body) or [ast.Pass()]
             return node
     return parsed.tree
+
+
+def _without_docstring(body: list) -> list:
+    import ast
+
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        return body[1:]
+    return body
+
+
+def writes_code(program: str, entry_point: str | None) -> bool:
+    """False when the program defines the entry point with nothing in it but the prompt's
+    docstring, ``pass`` or ``...``: the completion wrote no code. (A program that does not
+    parse, or does not define the entry point, is judged by the tests and syntax terms.)"""
+    import ast
+
+    from koda.analysis.parse import parse_source
+
+    parsed = parse_source(program)
+    if not parsed.ok:
+        return True
+    for node in parsed.tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == entry_point:
+            return any(not (isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr)
+                                                           and isinstance(stmt.value, ast.Constant)))
+                       for stmt in _without_docstring(node.body))
+    return True
 
 
 def structure_components(program: str, reference: str, entry_point: str | None) -> dict[str, float]:
@@ -160,7 +198,9 @@ def reward_from_verdict(sample: RewardSample, verdict, weights: RewardWeights) -
         "complexity": complexity_component(verdict, sample.target),
         "syntax": 0.0 if verdict.syntax_ok else -1.0,
     } | structure_components(sample.program, sample.reference, sample.entry_point)
-    failed = status in FAILURE_STATUSES
+    if verdict.syntax_ok and not writes_code(sample.program, sample.entry_point):
+        status = NO_CODE
+    failed = status in FAILURE_STATUSES or status == NO_CODE
     total = weights.failure if failed else weights.total(components)
     return Reward(total, components, failed, status)
 

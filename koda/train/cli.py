@@ -54,13 +54,31 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: str = "pretrain"):
+def check_stage(checkpoints, tag: str | None, stage: str) -> None:
+    """The checkpoint to resume was written by this stage (the RL stage's carry an ``rl`` part)."""
+    from koda.distributed import checkpoint
+    from koda.errors import KodaError
+
+    found = checkpoint.resolve_tag(checkpoints, tag)
+    if found is None:
+        return
+    written = "rl" if "rl" in checkpoint.verify(checkpoints, found, content=False).get("extra", []) else "pretrain"
+    if written != stage:
+        raise KodaError(f"checkpoint {checkpoints / found}: written by the {written} stage; resume it with "
+                        f"--stage {written}" + (" (or start the RL stage from it with --init-from)"
+                                                if written == "pretrain" else ""))
+
+
+def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: str = "pretrain",
+             resume_tag: str | None = None):
     """Everything that can be checked before ranks start; returns the actor's resolved DeepSpeedPlan."""
     from koda.distributed import ds_config
     from koda.distributed.checkpoint import refuse_overwrite
     from koda.run_layout import RunLayout
 
     refuse_overwrite(RunLayout(cfg.run_dir).checkpoints, resuming)
+    if resuming:
+        check_stage(RunLayout(cfg.run_dir).checkpoints, resume_tag, stage)
     if stage == "rl":
         from koda.rl.trainer import check_config
 
@@ -89,7 +107,8 @@ def main(argv: list[str]) -> int:
         from koda.errors import KodaError
 
         raise KodaError("--init-from starts a new run; it cannot be combined with --resume / --resume-tag")
-    validate(cfg, cfg.world_size, resuming=bool(args.resume or args.resume_tag), stage=args.stage)
+    validate(cfg, cfg.world_size, resuming=bool(args.resume or args.resume_tag), stage=args.stage,
+             resume_tag=args.resume_tag)
     if args.init_from:
         from koda.train.init_from import check_source
 

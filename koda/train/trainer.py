@@ -138,6 +138,9 @@ class Trainer:
         state, rank_state = loaded.client_state.get("koda"), loaded.rank_state
         if state is None:
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: not written by KODA (no 'koda' state)")
+        if state.get("stage", "pretrain") != "pretrain":
+            raise KodaError(f"checkpoint {self.ckpt_dir / found}: written by the {state['stage']} stage; "
+                            f"resume it with --stage {state['stage']}")
         if state["model"] != self.cfg.model.to_dict():
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: written for another model configuration")
         saved = state.get("optimizer", "deepspeed")

@@ -22,6 +22,8 @@ COMPLETIONS = {
     "hang": REF.replace("    return square\n", "    while True:\n        pass\n    return square\n"),
     "exit": "    import os\n    os._exit(0)\n",
     "fake": "    print('4 passed, 0 failed')\n    print('PASSED')\n" + WRONG,
+    "empty": "",                      # the prompt's docstring alone: parses, writes nothing
+    "pass": "    pass\n",
 }
 POLICY = SandboxPolicy(timeout_s=5.0, memory_mb=256, nproc=16)
 
@@ -93,3 +95,18 @@ def test_weights_are_validated():
         RewardWeights(tests=-1)
     with pytest.raises(ConfigError, match="rl.rewards.failure must be a finite number"):
         RewardWeights(failure=float("nan"))
+
+
+@pytest.mark.parametrize("name", ["empty", "pass"])
+def test_a_completion_that_writes_no_code_gets_the_failure_reward(rewards, name):
+    """An empty completion parses (the prompt's function has a docstring): without this rule it
+    scored above any attempt that risks a syntax error, and RL collapsed to it."""
+    r = rewards[name]
+    assert r.status == "no_code" and r.failed and r.total == RewardWeights().failure
+    assert r.total < rewards["syntax"].total and r.total < rewards["wrong"].total
+
+
+def test_the_shared_docstring_does_not_count_as_similarity():
+    docstring_only = PROMPT + "    return 0\n"
+    parts = structure_components(docstring_only, PROMPT + REF, "fast_power")
+    assert parts["similarity"] < 0.2, parts          # 0.36 with the docstring compared

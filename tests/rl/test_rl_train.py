@@ -102,3 +102,13 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(straight, source, t
         assert {k for k in mine if not TIMED.match(k)} - {"time"} == keys
         for key in keys:
             assert mine[key] == theirs[key], (mine["step"], key, mine[key], theirs[key])
+
+
+def test_resuming_an_rl_run_as_pretraining_is_refused_before_any_rank_starts(straight):
+    from koda.errors import KodaError
+    from koda.train.cli import main
+
+    run_dir, _, _ = straight
+    config = run_dir.parent / "rl.yaml"
+    with pytest.raises(KodaError, match="written by the rl stage; resume it with --stage rl"):
+        main(["--config", str(config), "--resume"])

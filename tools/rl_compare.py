@@ -54,9 +54,11 @@ def evaluate(model: str | Path, report: Path, args) -> dict:
 def run_summary(run: Path) -> dict:
     """Steps reached and tokens trained on, from the run's metrics."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    rl = json.loads((run / "config.json").read_text())["rl"]
+    samples = rl["prompts_per_step"] * rl["samples_per_prompt"]          # per rank per step
     last = records[-1]
     return {"steps": last["step"], "seconds": last.get("perf/elapsed_s", 0.0),
-            "rollout_tokens": sum(r.get("rl/completion_tokens", 0.0) for r in records)}
+            "rollout_tokens": samples * sum(r.get("rl/completion_tokens", 0.0) for r in records)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             run = out / f"{v}-seed{seed}"
             train(run, args, seed, VARIANTS[v][1])
             rows.append((v, seed, run_summary(run), evaluate(run, out / f"{v}-seed{seed}_eval.json", args)))
-    print("\n| variant | seed | steps | train s | rollout tokens/rank | pass@1 | complexity met | syntax valid |")
+    print("\n| variant | seed | steps | train s | tokens sampled per rank | pass@1 | complexity met | syntax valid |")
     print("|---|---|---|---|---|---|---|---|")
     for v, seed, s, e in rows:
         name = VARIANTS[v][0] if v in VARIANTS else "pre-trained start"

@@ -279,7 +279,7 @@ class RLStep:
             out |= {"rl/ce": float(ce.detach()), "moe/aux_loss": float(aux.detach())}
             if exp is not None:
                 loss = loss + self._rl_terms(logits[:B], ids[:B], att[:B], exp, pad_cols, step, out)
-            out["rl/actor_loss"] = float(loss)
+            out["rl/actor_loss"] = float(loss.detach())
         with clock("actor_bwd"):
             actor.backward(loss)
             actor.step()
@@ -299,9 +299,9 @@ class RLStep:
         if exp.ref_logprobs is not None and rl.kl_in == "loss":
             kl = masked_mean(kl_penalty(logprobs, F.pad(exp.ref_logprobs, (0, pad_cols)), "k3"), action)
             term = term + rl.kl_coef * kl
-            out["rl/kl_ref_loss"] = float(kl)
-        out |= {"rl/policy_loss": float(pol.loss), "rl/kl": float(pol.approx_kl),
-                "rl/clip_fraction": float(pol.clip_fraction), "rl/entropy": float(entropy)}
+            out["rl/kl_ref_loss"] = float(kl.detach())
+        out |= {"rl/policy_loss": float(pol.loss.detach()), "rl/kl": float(pol.approx_kl),
+                "rl/clip_fraction": float(pol.clip_fraction), "rl/entropy": float(entropy.detach())}
         loss = rl.lrl * term
         if self.engines.encoder is not None:
             adv_term, gen = self._adversarial(logits, ids, att, action, step)
@@ -324,7 +324,7 @@ class RLStep:
         encoder.eval()
         gen = generator_loss(encoder.module(rows, att))
         (grad,) = torch.autograd.grad(gen, [rows])
-        return (fake * grad).sum(), float(gen)
+        return (fake * grad).sum(), float(gen.detach())
 
     def _critic_update(self, exp: Experience, clock: _Clock) -> dict:
         rl, critic = self.rl, self.engines.critic
@@ -335,7 +335,7 @@ class RLStep:
         with clock("critic_bwd"):
             critic.backward(rl.value_coef * loss)
             critic.step()
-        return {"rl/value_loss": float(loss),
+        return {"rl/value_loss": float(loss.detach()),
                 "rl/value_mean": float(masked_mean(exp.values, exp.action_mask))}
 
     def _encoder_updates(self, exp: Experience, ref_rows: list[list[int]], step: int, clock: _Clock) -> dict:
@@ -361,7 +361,7 @@ class RLStep:
             with clock("encoder_bwd"):
                 encoder.backward(d_loss + rl.gp_lambda * gp)
                 encoder.step()
-            w_sum, gp_sum = w_sum - float(d_loss), gp_sum + float(gp)
+            w_sum, gp_sum = w_sum - float(d_loss.detach()), gp_sum + float(gp.detach())
         return {"gan/wasserstein": w_sum / rl.n_critic, "gan/gp": gp_sum / rl.n_critic}
 
 

@@ -185,7 +185,10 @@ def read_sidecar(directory: str | Path) -> tuple[dict[str, tucker.TuckerFactors]
     if not path.is_file():
         raise KodaError(f"{directory}: no {SIDECAR} (not written by koda compress)")
     with safe_open(str(path), framework="pt") as handle:
-        record = json.loads(handle.metadata()["koda_tucker"])
+        meta = handle.metadata() or {}
+        if "koda_tucker" not in meta:
+            raise KodaError(f"{path}: no koda_tucker record (not written by koda compress)")
+        record = json.loads(meta["koda_tucker"])
         parts = {name: tucker.TuckerFactors(handle.get_tensor(f"{name}.core"),
                                             tuple(handle.get_tensor(f"{name}.factor{m}") for m in range(3)))
                  for name in record["tensors"]}

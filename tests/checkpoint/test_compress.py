@@ -134,6 +134,17 @@ def test_bad_ranks_are_one_line_errors_before_any_work(source, tmp_path, spec, m
     assert not (tmp_path / "m").exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ratio=0.0), "--ratio 0.0 must be > 0"),
+    (dict(ratio=0.5, iterations=0), "--iterations 0 must be at least 1"),
+    (dict(ratio=0.5, ranks={"*": (4, 8, 8)}), "exactly one of --ranks and --ratio"),
+])
+def test_bad_ratio_and_iterations_are_one_line_errors(source, tmp_path, kwargs, message):
+    with pytest.raises(KodaError, match=message):
+        compress_model_dir(source[0], tmp_path / "m", **kwargs, **quiet)
+    assert not (tmp_path / "m").exists()
+
+
 def test_bad_directories_are_refused_in_one_line(source, tmp_path, capsys):
     torch.manual_seed(0)
     save_standalone(KodaForCausalLM(TINY), tmp_path / "hf", fmt="hf-mixtral")

@@ -61,10 +61,13 @@ def main() -> None:
     p.add_argument("--shards-dir", help="the run's shards, when its data.shards_dir is relative to elsewhere")
     p.add_argument("--ratios", default="1.0,0.5,0.25,0.1")
     p.add_argument("--iterations", type=int, default=20, help="HOOI sweeps (koda compress --iterations)")
+    p.add_argument("--max-batches", type=int, help="evaluate only the first N validation micro-batches")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
 
     load_before = os.getloadavg()
-    batches = validation(args.run, args.shards_dir)
+    batches = validation(args.run, args.shards_dir)[:args.max_batches]
     info = read_config(args.model)
     m = info.model
     full = {"gate_up_proj": (m.n_experts, 2 * m.ffn_hidden, m.d_model),

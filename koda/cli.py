@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "topology": ("koda.topology.cli", "show a topology file, its placement and latency model"),
     "report": ("koda.report.cli", "write plots and an HTML summary of one or more runs"),
     "convert": ("koda.checkpoint.convert_cli", "convert a ZeRO-3/AutoEP checkpoint to a standalone model"),
+    "compress": ("koda.checkpoint.compress_cli", "Tucker-compress the expert weights of a standalone model"),
     "generate": ("koda.infer.cli", "sample from a standalone model or a checkpoint"),
     "tasks": ("koda.tasks.cli", "export or check the task set (train / held-out function-writing tasks)"),
     "eval": ("koda.evaluate.cli", "pass@k, complexity and syntax of a model's samples on a task set"),

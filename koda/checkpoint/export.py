@@ -62,10 +62,13 @@ def _active(cfg: ModelConfig, shapes: dict[str, tuple]) -> int:
 
 def write_model_dir(out: str | Path, cfg: ModelConfig, shapes: dict[str, tuple], get: Callable[[str], torch.Tensor],
                     *, dtype: torch.dtype, fmt: str = "koda", tokenizer: str | Path | None = None,
-                    source: dict | None = None, max_shard_size: str | int = "2GB") -> ExportSummary:
+                    source: dict | None = None, max_shard_size: str | int = "2GB",
+                    extra: Callable[[Path], None] | None = None) -> ExportSummary:
     """shapes: KODA name -> shape in file order; get(name) -> that tensor (any float dtype).
 
     Refuses an existing `out`; the tokenizer file, if given, is copied beside the weights.
+    `extra(directory)` writes further files (``koda compress``'s Tucker factors) into the
+    directory before it is published, so they appear with the model or not at all.
     """
     out = Path(out)
     if fmt not in FORMATS:
@@ -93,6 +96,8 @@ def write_model_dir(out: str | Path, cfg: ModelConfig, shapes: dict[str, tuple],
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, tmp / TOKENIZER)
+        if extra is not None:
+            extra(tmp)
         _fsync_tree(tmp)
         os.rename(tmp, out)
     except BaseException:

@@ -83,7 +83,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="smoke", help="the MoE run config (preset name or YAML path)")
     p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--eval-every", type=int, default=10, help="validations are the points koda scaling fits")
+    p.add_argument("--eval-every", type=int, default=5, help="validations are the points koda scaling fits")
     p.add_argument("--eval-batches", type=int, default=4)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--root", default="runs/moe-vs-dense")

@@ -10,7 +10,7 @@ For fixed breakpoints this is linear in β, γ (ordinary least squares); the bre
 found by a grid search over every admissible combination (batched normal equations), and
 the best few are refined by Nelder-Mead on the residual sum of squares. Continuity is built
 into the basis, so a breakpoint never opens a jump. Each segment must hold at least
-``min_segment_points`` points, else its slope would be fitted to one or no point.
+``min_segment_points`` distinct compute values, else its slope would rest on one or none.
 
 ``select`` picks K by the Bayesian information criterion, ``n·ln(RSS/n) + p·ln n`` with
 ``p = 2 + 2K`` (two line parameters, then a slope change and a position per breakpoint).
@@ -105,7 +105,8 @@ def _bic(rss: float, n: int, k: int, y: np.ndarray) -> float:
 
 
 def _admissible(x: np.ndarray, t: np.ndarray, min_points: int) -> bool:
-    """t sorted inside the data, each of the K + 1 segments holding >= min_points points."""
+    """t sorted, each of the K + 1 segments holding >= min_points of the sorted distinct
+    compute values x (distinct, so the segment's slope is determined: full-rank design)."""
     edges = [0, *np.searchsorted(x, t, side="right").tolist(), len(x)]
     return all(t[i] < t[i + 1] for i in range(len(t) - 1)) and all(
         b - a >= min_points for a, b in zip(edges[:-1], edges[1:], strict=True))
@@ -172,16 +173,17 @@ def fit(compute, loss, breakpoints: int = 0, min_segment_points: int = 2) -> Pow
     if k == 0:
         coef, rss = _solve(x, y, np.empty(0))
         return PowerLawFit((), float(coef[0]), (float(coef[1]),), rss, n, _bic(rss, n, 0, y))
-    combos = _candidates(x, k, min_segment_points)
+    distinct = np.unique(x)
+    combos = _candidates(distinct, k, min_segment_points)
     if not len(combos):
         raise KodaError(f"{n} points cannot give each of the {k + 1} segments {min_segment_points} points "
-                        f"(distinct compute values: {len(np.unique(x))})")
+                        f"(distinct compute values: {len(distinct)})")
     rss = _grid_rss(x, y, combos)
     best_t, best_rss = combos[int(np.argmin(rss))], float(rss.min())
 
     def objective(t: np.ndarray) -> float:
         t = np.sort(t)
-        return _solve(x, y, t)[1] if _admissible(x, t, min_segment_points) else math.inf
+        return _solve(x, y, t)[1] if _admissible(distinct, t, min_segment_points) else math.inf
 
     for start in combos[np.argsort(rss)[:REFINE_STARTS]]:
         result = minimize(objective, start, method="Nelder-Mead",   # x: 1e-5 decade; f: relative to the grid's best

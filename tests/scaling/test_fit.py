@@ -89,3 +89,15 @@ def test_bad_points_are_one_line_errors():
         fit(np.geomspace(1e15, 1e18, 5), np.linspace(3, 2, 5), breakpoints=2)
     with pytest.raises(KodaError, match="same compute"):
         fit([1e15, 1e15, 1e15], [3.0, 2.9, 2.8])
+
+
+def test_segments_count_distinct_compute_values():
+    # two runs of one batch and model give the same compute at the same steps
+    x = np.repeat(np.linspace(15.0, 18.0, 12), 2)
+    y = curve(x, 2.0, [-0.05, -0.15], [16.5]) + np.tile([0.001, -0.001], 12)
+    result = fit(10.0**x, 10.0**y, breakpoints=1)
+    assert abs(result.breakpoints_log[0] - 16.5) < 0.05
+    # 8 points but 4 distinct compute values: 3 segments cannot each have 2
+    x4 = np.repeat([15.0, 16.0, 17.0, 18.0], 2)
+    with pytest.raises(KodaError, match="distinct compute values: 4"):
+        fit(10.0**x4, 10.0 ** (2.0 - 0.1 * x4), breakpoints=2)

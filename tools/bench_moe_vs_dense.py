@@ -102,7 +102,8 @@ def main() -> None:
         overrides.append(f"ds_config={(root / 'dense_ds_config.json').resolve()}")
     run_config.load(args.config, [*args.set, *overrides])     # a bad dense config fails before any run
     load_before = os.getloadavg()[0]
-    rows = {"moe": train("moe", args, root, []), "dense": train("dense", args, root, overrides)}
+    dense = train("dense", args, root, overrides)    # first: the less tried of the two fails early
+    rows = {"moe": train("moe", args, root, []), "dense": dense}
     label = machine_label(load_before, os.getloadavg()[0])
     moe, dense = rows["moe"], rows["dense"]
     print(f"{args.config} MoE (E={cfg.model.n_experts}, k={cfg.model.top_k}, F={cfg.model.ffn_hidden}) vs dense "

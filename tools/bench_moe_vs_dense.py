@@ -62,6 +62,11 @@ def train(name: str, args, root: Path, overrides: list[str]) -> dict:
     if done.returncode:
         tail = "\n".join(done.stdout.splitlines()[-15:])
         raise SystemExit(f"bench_moe_vs_dense: the {name} run failed (exit {done.returncode}):\n{tail}")
+    return summarise(run, wall)
+
+
+def summarise(run: Path, wall: float | None) -> dict:
+    """The figures of one finished run directory (wall time None when it was not timed here)."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     speeds = [r["perf/tokens_per_s"] for r in records if "perf/tokens_per_s" in r]
     config = json.loads((run / "config.json").read_text())
@@ -89,6 +94,8 @@ def main() -> None:
     p.add_argument("--root", default="runs/moe-vs-dense")
     p.add_argument("--dense-ep", choices=("on", "off"), default="on",
                    help="keep AutoEP on for the dense run (1 expert) or give it a config with it off")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="train nothing: print the table of the runs already in --root (no wall times)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for both runs")
     args = p.parse_args()
     root = Path(args.root)
@@ -102,8 +109,11 @@ def main() -> None:
         overrides.append(f"ds_config={(root / 'dense_ds_config.json').resolve()}")
     run_config.load(args.config, [*args.set, *overrides])     # a bad dense config fails before any run
     load_before = os.getloadavg()[0]
-    dense = train("dense", args, root, overrides)    # first: the less tried of the two fails early
-    rows = {"moe": train("moe", args, root, []), "dense": dense}
+    if args.summarise_only:
+        rows = {name: summarise(root / name, None) for name in ("moe", "dense")}
+    else:
+        dense = train("dense", args, root, overrides)    # first: the less tried of the two fails early
+        rows = {"moe": train("moe", args, root, []), "dense": dense}
     label = machine_label(load_before, os.getloadavg()[0])
     moe, dense = rows["moe"], rows["dense"]
     print(f"{args.config} MoE (E={cfg.model.n_experts}, k={cfg.model.top_k}, F={cfg.model.ffn_hidden}) vs dense "
@@ -112,6 +122,8 @@ def main() -> None:
     for key, label_, fmt in (("flops_per_token", "FLOPs/token", ".4g"), ("tokens_per_s", "tokens/s", ",.0f"),
                              ("model_flops_per_s", "model FLOP/s", ".3g"), ("val_loss", "final val loss", ".4f"),
                              ("wall_s", "wall s", ".1f")):
+        if moe[key] is None or dense[key] is None:
+            continue
         print(f"{label_:>18} {moe[key]:>12{fmt}} {dense[key]:>12{fmt}} {dense[key] / moe[key]:>10.3f}")
     (root / "summary.json").write_text(json.dumps({"machine": label, "steps": args.steps, **rows}, indent=1))
     print(f"run directories {moe['run']} and {dense['run']}; fit them with: koda scaling {moe['run']}")

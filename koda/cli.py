@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("koda.infer.cli", "sample from a standalone model or a checkpoint"),
     "tasks": ("koda.tasks.cli", "export or check the task set (train / held-out function-writing tasks)"),
     "eval": ("koda.evaluate.cli", "pass@k, complexity and syntax of a model's samples on a task set"),
+    "scaling": ("koda.scaling.cli", "fit loss = a*C^(-b) with breakpoints to runs or points; extrapolate"),
 }
 
 

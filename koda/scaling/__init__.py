@@ -1,0 +1,1 @@
+"""Scaling laws: (compute, loss) points from runs, a piecewise power-law fit, its plot."""

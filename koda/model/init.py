@@ -88,6 +88,13 @@ class SpectrumRow:
     mp_high: float   # std·(sqrt(max) - sqrt(min)) and std·(sqrt(max) + sqrt(min))
 
 
+def mp_edges(shape: tuple[int, int], std: float) -> tuple[float, float]:
+    """Marchenko-Pastur edges of the singular values of an i.i.d. N(0, std²) matrix of `shape`:
+    std·(sqrt(max) - sqrt(min)) and std·(sqrt(max) + sqrt(min)) (the large-matrix limit)."""
+    m, n = max(shape), min(shape)
+    return std * (math.sqrt(m) - math.sqrt(n)), std * (math.sqrt(m) + math.sqrt(n))
+
+
 @torch.no_grad()
 def spectrum_report(model: nn.Module, cfg: ModelConfig) -> list[SpectrumRow]:
     rows = []
@@ -96,11 +103,9 @@ def spectrum_report(model: nn.Module, cfg: ModelConfig) -> list[SpectrumRow]:
         if not mats:
             continue
         values = torch.cat([torch.linalg.svdvals(m.float()) for m in mats])
-        m, n = max(mats[0].shape), min(mats[0].shape)
-        std = _std_for(name, cfg)
         rows.append(SpectrumRow(name, tuple(param.shape), values.min().item(), values.max().item(),
                                 values.mean().item(), (values.max() / values.min().clamp_min(1e-30)).item(),
-                                std * (math.sqrt(m) - math.sqrt(n)), std * (math.sqrt(m) + math.sqrt(n))))
+                                *mp_edges(tuple(mats[0].shape), _std_for(name, cfg))))
     return rows
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +89,39 @@ class MoEConfig:
 
 
 @dataclass(frozen=True)
+class IsometryConfig:
+    """Orthogonality penalty and singular-value diagnostics (docs/isometry.md)."""
+
+    # loss += lambda_t * sum ||W^T W - I||_F^2 over the selected weights (each expert's slice
+    # separately; the smaller Gram side, so a wide W is penalised through W W^T); 0: off
+    ortho_lambda: float = 0.0
+    ortho_warmup_steps: int = 0     # lambda_t rises linearly to ortho_lambda over this many steps
+    # regexes searched in parameter names of the training engine's module (AutoEP layout:
+    # experts are ``mlp.experts.w1/w2/w3``); only 2-D and 3-D weights are selected
+    ortho_patterns: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    spectrum_every: int = 0         # log iso/<kind>/* singular-value statistics every N steps; 0: never
+    spectrum_layers: int = 3        # decoder layers sampled for them (evenly spaced, first and last included)
+
+    def __post_init__(self) -> None:
+        lam = self.ortho_lambda
+        _check(isinstance(lam, int | float) and not isinstance(lam, bool) and math.isfinite(lam) and lam >= 0,
+               f"isometry.ortho_lambda must be a finite number >= 0, got {lam!r}")
+        for name, low in (("ortho_warmup_steps", 0), ("spectrum_every", 0), ("spectrum_layers", 1)):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                   f"isometry.{name} must be an integer >= {low}, got {value!r}")
+        _check(isinstance(self.ortho_patterns, tuple) and all(isinstance(p, str) and p for p in self.ortho_patterns),
+               f"isometry.ortho_patterns must be a list of non-empty strings, got {self.ortho_patterns!r}")
+        _check(lam == 0 or len(self.ortho_patterns) > 0,
+               f"isometry.ortho_lambda {lam} needs at least one entry in isometry.ortho_patterns")
+        for pattern in self.ortho_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(f"isometry.ortho_patterns: {pattern!r} is not a regular expression ({err})") from None
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     wandb_project: str = "koda"
     wandb_entity: str | None = None
@@ -111,6 +146,7 @@ class RunConfig:
     moe: MoEConfig = field(default_factory=MoEConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rl: RLConfig = field(default_factory=RLConfig)   # read by the RL stage only
+    isometry: IsometryConfig = field(default_factory=IsometryConfig)   # read by the pre-training loop
     # None: the DeepSpeed config's optimizer runs; a section: KODA's (koda.optim), K-FAC or AdamW
     optimizer: OptimizerConfig | None = None
 
@@ -125,7 +161,7 @@ class RunConfig:
 
 
 _SECTIONS = {"data": DataConfig, "train": ScheduleConfig, "moe": MoEConfig, "logging": LoggingConfig,
-             "rl": RLConfig}
+             "rl": RLConfig, "isometry": IsometryConfig}
 
 
 def _section(cls, values, name: str):

@@ -30,6 +30,7 @@ from koda.data.shards import open_split
 from koda.distributed import checkpoint, comm, ds_config, preemption, universal
 from koda.distributed.accelerator import local_world_size, on_cpu, supports_bf16
 from koda.distributed.engine import build_engine
+from koda.distributed.gather import full_weights
 from koda.distributed.rank_start import start_rank
 from koda.errors import KodaError
 from koda.model import KodaForCausalLM
@@ -39,6 +40,7 @@ from koda.run_layout import RunLayout
 from koda.train.config import RunConfig
 from koda.train.flops import measure_matmul_peak, train_flops_per_token
 from koda.train.init_from import initial_state
+from koda.train.isometry import OrthoPenalty, merge_spectra, penalty_weight, spectrum_sample, spectrum_summary
 from koda.train.metrics import MetricsLogger
 from koda.train.optimizer import ClientOptimizer, latency
 from koda.train.router_probe import RouterProbe
@@ -97,6 +99,14 @@ class Trainer:
                                        optimizer=self.client)
             self.client.attach(self.engine)
         self.probe = RouterProbe(self.engine.module, cfg.model.top_k)
+        iso = cfg.isometry
+        # expert terms scaled by ep_size: DeepSpeed averages expert gradients over the whole world
+        self.ortho = (OrthoPenalty(self.engine.module, iso.ortho_patterns, expert_scale=self.plan.ep_size)
+                      if iso.ortho_lambda > 0 else None)
+        matrices = [n for n, p in self.engine.module.named_parameters()
+                    if len(getattr(p, "ds_shape", p.shape)) in (2, 3)]
+        self.spectrum_names = (spectrum_sample(matrices, cfg.model.n_layers, iso.spectrum_layers)
+                               if iso.spectrum_every else [])
         self.dtype = self.plan.dtype
 
         layout = BatchLayout(cfg.data.seq_len, self.plan.micro_batch, self.plan.grad_accum, self.rank, self.world)
@@ -174,7 +184,7 @@ class Trainer:
 
     # ------------------------------------------------------------- step boundary
     def _boundary(self, losses: torch.Tensor, discarded_before: int) -> str | None:
-        """Collective, after every optimizer step. `losses`: this rank's [ce, aux, z].
+        """Collective, after every optimizer step. `losses`: this rank's [ce, aux, z, ortho, lambda·ortho].
         Raises on a non-finite step under ``on_nonfinite: stop``; returns the name of the
         stop signal any rank received, or None to go on."""
         received = [float(self.stop.signal == sig) for sig in preemption.STOP_SIGNALS]
@@ -224,18 +234,22 @@ class Trainer:
 
     # ------------------------------------------------------------------- the loop
     def train_step(self) -> torch.Tensor:
-        """One optimizer step; returns this rank's [ce, aux, z] means over its micro-batches."""
+        """One optimizer step; returns this rank's [ce, aux, z, ortho, lambda·ortho] means over
+        its micro-batches (ortho: this rank's orthogonality penalty term, 0 when off)."""
         self.engine.train()
-        sums = torch.zeros(3)
+        sums = torch.zeros(5)
+        iso = self.cfg.isometry
+        lam = penalty_weight(iso.ortho_lambda, iso.ortho_warmup_steps, self.step)
         batches = self.loader.next_batches()
         for batch in batches:
             logits = self.engine(batch[:, :-1])
             ce = next_token_loss(logits, batch[:, 1:])
             aux, z = self.probe.losses()
-            loss = ce + self.cfg.moe.aux_loss_weight * aux + self.cfg.moe.z_loss_weight * z
+            ortho = self.ortho.take() if self.ortho is not None else torch.zeros(())
+            loss = ce + self.cfg.moe.aux_loss_weight * aux + self.cfg.moe.z_loss_weight * z + lam * ortho
             self.engine.backward(loss)
             self.engine.step()
-            sums += torch.stack([ce.detach(), aux.detach(), z.detach()]).float()
+            sums += torch.stack([ce.detach(), aux.detach(), z.detach(), ortho.detach(), lam * ortho.detach()]).float()
         self.step += 1
         return sums / len(batches)
 
@@ -253,6 +267,14 @@ class Trainer:
         loss = loss_sum / count
         return {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}
 
+    def _spectrum(self) -> dict:
+        """iso/<kind>/* statistics of the sampled weights. Collective: every rank gathers the
+        same weights; dense ones are summarised by rank 0 alone, experts (3-D: this rank's
+        share) by every rank, so each kind is counted uniformly (see ``merge_spectra``)."""
+        weights = full_weights(self.engine.module, self.spectrum_names)
+        mine = {name: w for name, w in weights.items() if w.dim() == 3 or self.rank == 0}
+        return merge_spectra(comm.all_gather_object(spectrum_summary(mine)))
+
     def _load_metrics(self) -> dict:
         counts = self.probe.take_counts()
         if not counts:
@@ -268,11 +290,12 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg.train
-        window, window_time, window_steps, last_val = torch.zeros(3), 0.0, 0, {}
+        window, window_time, window_steps, last_val = torch.zeros(5), 0.0, 0, {}
+        spectrum_every = self.cfg.isometry.spectrum_every
         try:
             if self.step == 0:              # the untrained baseline the validation curve starts from
                 last_val = self.evaluate()
-                self.metrics.log(0, last_val)
+                self.metrics.log(0, {**last_val, **(self._spectrum() if spectrum_every else {})})
                 self.metrics.print(_console_line(0, cfg.steps, last_val))
             while self.step < cfg.steps:
                 start = time.perf_counter()        # logging, eval and saving are not training time
@@ -285,11 +308,12 @@ class Trainer:
                 self.metrics.advance()
                 metrics = {}
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    ce, aux, z = (comm.all_reduce_sum(window / window_steps) / self.world).tolist()
+                    # ortho: the mean over ranks of each rank's term is the whole model's penalty
+                    ce, aux, z, ortho, weighted = (comm.all_reduce_sum(window / window_steps) / self.world).tolist()
                     tokens_per_s = self.tokens_per_step * window_steps / window_time
                     moe = self.cfg.moe
                     mfu = tokens_per_s * self.flops_per_token / (self.peak_flops * self._devices())
-                    metrics = {"train/loss": ce + moe.aux_loss_weight * aux + moe.z_loss_weight * z,
+                    metrics = {"train/loss": ce + moe.aux_loss_weight * aux + moe.z_loss_weight * z + weighted,
                                "train/ce": ce, "train/aux_loss": aux, "train/z_loss": z,
                                "train/lr": self.engine.lr(), "train/grad_norm": self.engine.grad_norm(),
                                "perf/tokens_per_s": tokens_per_s, "perf/step_s": window_time / window_steps,
@@ -297,10 +321,17 @@ class Trainer:
                                **self._memory()}
                     if self.client is not None and self.client.kfac is not None:
                         metrics["kfac/kl_scale"] = self.client.kfac.last_kl_scale   # 1: the KL clip was idle
-                    window, window_time, window_steps = torch.zeros(3), 0.0, 0
+                    if self.ortho is not None:
+                        metrics["train/ortho"] = ortho
+                        metrics["train/ortho_lambda"] = penalty_weight(self.cfg.isometry.ortho_lambda,
+                                                                       self.cfg.isometry.ortho_warmup_steps,
+                                                                       self.step - 1)
+                    window, window_time, window_steps = torch.zeros(5), 0.0, 0
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     last_val = self.evaluate()
                     metrics.update(last_val)
+                if spectrum_every and (self.step % spectrum_every == 0 or self.step == cfg.steps):
+                    metrics.update(self._spectrum())
                 if metrics:
                     self.metrics.log(self.step, metrics)
                     self.metrics.print(_console_line(self.step, cfg.steps, metrics))

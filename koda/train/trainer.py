@@ -38,6 +38,7 @@ from koda.distributed.accelerator import (
 from koda.distributed.engine import build_engine
 from koda.errors import KodaError
 from koda.model import KodaForCausalLM
+from koda.model.favor import set_training_step
 from koda.model.init import load_weights
 from koda.objectives import next_token_loss
 from koda.run_layout import RunLayout
@@ -234,6 +235,7 @@ class Trainer:
     def train_step(self) -> torch.Tensor:
         """One optimizer step; returns this rank's [ce, aux, z] means over its micro-batches."""
         self.engine.train()
+        set_training_step(self.engine.module, self.step)      # FAVOR+ feature redraws; no-op otherwise
         sums = torch.zeros(3)
         batches = self.loader.next_batches()
         for batch in batches:

@@ -132,14 +132,18 @@ def padding_of(mask: torch.Tensor, past: int) -> torch.Tensor:
 
     FAVOR+ has no score matrix to mask, so only masks that are causal plus key padding (what
     the model builds for left-padded batches) can be honoured; each query row must see the
-    causal keys that are real, plus itself (a padded row sees only itself, output ignored).
+    causal keys that are real; a padded query row sees only itself (its output is ignored).
     """
     B, _, S, T = mask.shape
+    if T - past != S:
+        raise KodaError(f"model.attention favor: a [B, 1, {S}, {T}] mask after {past} cached tokens")
     keep = mask[:, 0, -1, :].clone()                                               # [B, T]
     query_pos = torch.arange(past, past + S, device=mask.device)[:, None]
     key_pos = torch.arange(T, device=mask.device)[None, :]
-    expected = ((key_pos <= query_pos)[None] & keep[:, None, :]) | (key_pos == query_pos)[None]
-    if T - past != S or not torch.equal(mask[:, 0], expected):
+    own = keep[:, past:, None]                                                     # [B, S, 1] query is real
+    # a real query sees the causal real keys (itself among them); a padded one only itself
+    expected = torch.where(own, (key_pos <= query_pos)[None] & keep[:, None, :], (key_pos == query_pos)[None])
+    if not torch.equal(mask[:, 0], expected):
         raise KodaError("model.attention favor takes only causal masks with left padding; this "
                         "[B, 1, S, T] pattern is another (e.g. contrastive search): use sdpa")
     return keep

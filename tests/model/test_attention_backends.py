@@ -197,8 +197,14 @@ def test_favor_left_padding_gives_the_unpadded_logits_and_other_masks_are_refuse
     with torch.no_grad():
         torch.testing.assert_close(model(padded, attention_mask=keep)[:, 4:], model(x), atol=1e-4, rtol=1e-4)
         full = torch.ones(1, 1, 10, 10, dtype=torch.bool)              # bidirectional: not causal
+        # contrastive search's pattern: 3 candidates after 7 tokens, each sees the context and itself
+        candidates = torch.cat([torch.ones(3, 7, dtype=torch.bool), torch.eye(3, dtype=torch.bool)], 1)[None, None]
         with pytest.raises(KodaError, match="favor takes only causal masks"):
             model(x, attention_mask=full, position_ids=torch.arange(10)[None])
+        cache = model.new_cache(1, 16)
+        model(x[:, :7], cache=cache)
+        with pytest.raises(KodaError, match="favor takes only causal masks"):
+            model(x[:, 7:], attention_mask=candidates, cache=cache, position_ids=torch.full((1, 3), 7))
 
 
 def test_tiny_favor_model_trains():

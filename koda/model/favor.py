@@ -71,8 +71,9 @@ def query_features(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 class FavorState:
-    """Running sums of one layer: kv [B, Hkv, m, d], z [B, Hkv, m], stab [B, Hkv] (the key
-    stabiliser the sums are scaled by: they hold sum phi(k) exp(-stab) ...)."""
+    """Running sums of one layer over the keys so far, all scaled by exp(-stab):
+    kv = sum phi(k) v^T [B, Hkv, m, d], z = sum phi(k) [B, Hkv, m], stab [B, Hkv] the largest
+    key feature logit seen (float32 throughout)."""
 
     def __init__(self, batch: int, n_kv: int, m: int, d: int, device):
         self.kv = torch.zeros(batch, n_kv, m, d, device=device)

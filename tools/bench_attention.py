@@ -23,6 +23,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,9 +107,9 @@ def accuracy(args) -> None:
               f"{'yes' if mean > CRITERION else 'no'} | {loss:.4f} | {loss / base_loss:.3f} |", flush=True)
 
 
-def one(backend: str, length: int, heads: int, kv_heads: int, head_dim: int, features: int) -> dict:
+def one(backend: str, length: int, heads: int, kv_heads: int, head_dim: int, features: int, threads: int) -> dict:
     """Child process: one forward call; seconds (best of 2 after a warm-up when short) and peak RSS growth."""
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     q = torch.randn(1, heads, length, head_dim) * 0.5
     k, v = torch.randn(1, kv_heads, length, head_dim) * 0.5, torch.randn(1, kv_heads, length, head_dim)
@@ -121,11 +122,25 @@ def one(backend: str, length: int, heads: int, kv_heads: int, head_dim: int, fea
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv_heads != heads)
             return core(q, k, v)
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is dominated by importing torch; poll the RSS during the call instead
+    page, samples, done = resource.getpagesize(), [], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            with open("/proc/self/statm") as statm:
+                samples.append(int(statm.read().split()[1]) * page)
+            time.sleep(0.0005)
+
+    with open("/proc/self/statm") as statm:
+        before = int(statm.read().split()[1]) * page
+    poller = threading.Thread(target=poll)
+    poller.start()
     start = time.perf_counter()
     call()
     first = time.perf_counter() - start
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024     # KiB -> MiB
+    done.set()
+    poller.join()
+    peak = (max(samples, default=before) - before) / 2**20
     times = [first]
     if first < 2.0:
         for _ in range(2):
@@ -137,7 +152,8 @@ def one(backend: str, length: int, heads: int, kv_heads: int, head_dim: int, fea
 
 def speed(args, heads: int, kv_heads: int, head_dim: int) -> None:
     print(f"\n## Time and peak memory: one causal attention forward, batch 1, {heads} heads "
-          f"({kv_heads} kv), head_dim {head_dim}, FAVOR+ m={args.speed_features}; {machine()}")
+          f"({kv_heads} kv), head_dim {head_dim}, FAVOR+ m={args.speed_features}, {args.threads} thread(s); "
+          f"peak = RSS growth during the call, polled; {machine()}")
     print("| length | SDPA s | FAVOR+ s | FAVOR+/SDPA time | SDPA peak MiB | FAVOR+ peak MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
     stopped = None
@@ -145,8 +161,8 @@ def speed(args, heads: int, kv_heads: int, head_dim: int) -> None:
         row = {}
         for backend in ("sdpa", "favor"):
             out = subprocess.run([sys.executable, __file__, "--one", backend, str(length), str(heads), str(kv_heads),
-                                  str(head_dim), str(args.speed_features)], capture_output=True, text=True,
-                                 check=True)
+                                  str(head_dim), str(args.speed_features), str(args.threads)],
+                                 capture_output=True, text=True, check=True)
             row[backend] = json.loads(out.stdout.strip().splitlines()[-1])
         s, f = row["sdpa"], row["favor"]
         print(f"| {length} | {s['seconds']:.4f} | {f['seconds']:.4f} | {f['seconds'] / s['seconds']:.2f} | "
@@ -174,6 +190,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
     p.add_argument("--speed-features", type=int, default=256)
     p.add_argument("--budget", type=float, default=30.0, help="stop lengths after SDPA exceeds this many seconds")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the speed part (1: steadiest "
+                   "on a shared machine; 2 threads spin against other jobs)")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args(argv)

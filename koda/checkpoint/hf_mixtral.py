@@ -29,6 +29,9 @@ def check_exportable(cfg: ModelConfig) -> None:
     if not cfg.is_mixtral_layout:
         raise KodaError(f"--format hf-mixtral needs every layer MoE with top-2 routing (Mixtral's layout); "
                         f"this model has moe_every={cfg.moe_every}, top_k={cfg.top_k}: use --format koda")
+    if cfg.attention == "favor":
+        raise KodaError("--format hf-mixtral cannot carry model.attention favor (Mixtral computes softmax "
+                        "attention): use --format koda")
 
 
 def hf_config(cfg: ModelConfig, dtype: torch.dtype) -> dict:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from koda.errors import ConfigError
 
+ATTENTION_BACKENDS = ("sdpa", "flash", "auto", "favor")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -31,10 +33,16 @@ class ModelConfig:
     norm_eps: float = 1e-5
     init: str = "normal"         # "normal" (std init_std) or "orthogonal" (gain-scaled orthogonal)
     init_std: float = 0.02
+    # Attention kernel (docs/attention.md): "sdpa", "flash" (flash-attn, CUDA), "auto" (flash
+    # where it runs, else sdpa) or "favor" (Performer FAVOR+, linear in sequence length).
+    attention: str = "sdpa"
+    favor_features: int = 256    # FAVOR+ random features m per head (error falls as 1/sqrt(m))
+    favor_redraw: int = 0        # redraw the features every this many optimizer steps; 0 = fixed
+    favor_seed: int = 0          # the features are regenerated from this seed, never saved
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden",
-                     "n_experts", "top_k", "moe_every", "dense_ffn_hidden", "max_seq_len"):
+                     "n_experts", "top_k", "moe_every", "dense_ffn_hidden", "max_seq_len", "favor_features"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
@@ -53,6 +61,12 @@ class ModelConfig:
             raise ConfigError(f"model.init must be 'normal' or 'orthogonal', got {self.init!r}")
         if not self.init_std > 0:
             raise ConfigError(f"model.init_std must be > 0, got {self.init_std!r}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ConfigError(f"model.attention must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}")
+        for name in ("favor_redraw", "favor_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"model.{name} must be a non-negative integer, got {value!r}")
 
     @property
     def head_dim(self) -> int:

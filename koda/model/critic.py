@@ -22,10 +22,10 @@ from koda.model.rope import rope_angles
 class CriticLayer(nn.Module):
     """Pre-norm residual block, like the actor's ``DecoderLayer`` with a dense MLP."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, index: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.self_attn = Attention(cfg)
+        self.self_attn = Attention(cfg, index)
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = DenseMLP(cfg.d_model, cfg.dense_ffn_hidden)
 
@@ -50,7 +50,7 @@ class KodaCritic(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(CriticLayer(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(CriticLayer(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.value_head = nn.Linear(cfg.d_model, 1)
         init_weights(self, cfg)

@@ -8,6 +8,7 @@ from torch import nn
 
 from koda.model.attention import Attention, build_attention_mask
 from koda.model.config import ModelConfig
+from koda.model.favor import FavorCache
 from koda.model.init import init_weights
 from koda.model.kv_cache import KVCache
 from koda.model.moe import DenseMLP, MoEBlock
@@ -21,7 +22,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, index: int):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.self_attn = Attention(cfg)
+        self.self_attn = Attention(cfg, index)
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MoEBlock(cfg) if cfg.is_moe_layer(index) else DenseMLP(cfg.d_model, cfg.dense_ffn_hidden)
         self.index = index
@@ -103,8 +104,12 @@ class KodaForCausalLM(nn.Module):
             cache.advance(S)
         return self.model.norm(x)
 
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
+    def new_cache(self, batch: int, capacity: int) -> KVCache | FavorCache:
+        """A decoding cache: keys/values, or FAVOR+'s running sums (constant size per layer)."""
         ref = self.lm_head.weight
+        if self.cfg.attention == "favor":
+            return FavorCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads, self.cfg.favor_features,
+                              self.cfg.head_dim, capacity, ref.device)
         return KVCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads, self.cfg.head_dim, capacity,
                        ref.dtype, ref.device)
 

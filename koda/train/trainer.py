@@ -34,6 +34,7 @@ from koda.distributed.gather import full_weights
 from koda.distributed.rank_start import start_rank
 from koda.errors import KodaError
 from koda.model import KodaForCausalLM
+from koda.model.favor import set_training_step
 from koda.model.init import load_weights
 from koda.objectives import next_token_loss
 from koda.run_layout import RunLayout
@@ -237,6 +238,7 @@ class Trainer:
         """One optimizer step; returns this rank's [ce, aux, z, ortho, lambda·ortho] means over
         its micro-batches (ortho: this rank's orthogonality penalty term, 0 when off)."""
         self.engine.train()
+        set_training_step(self.engine.module, self.step)      # FAVOR+ feature redraws; no-op otherwise
         sums = torch.zeros(5)
         iso = self.cfg.isometry
         lam = penalty_weight(iso.ortho_lambda, iso.ortho_warmup_steps, self.step)

@@ -57,8 +57,8 @@ class _Feedback(torch.autograd.Function):
     @staticmethod
     def backward(ctx, error: torch.Tensor):
         state: DirectFeedback = ctx.state
-        state.events.append("error")
-        state.last_error = error.detach() if state.keep_error else None
+        if state.events is not None:
+            state.events.append("error")
         return (None, *(error @ b.t() for b in state.matrices_for(error)))
 
 
@@ -74,9 +74,7 @@ class DirectFeedback:
                  d_model: int, seed: int, scale: float):
         self.matrices = feedback_matrices(len(blocks) + (embedding is not None), d_model, seed, scale)
         self.enabled = True
-        self.events: list[str] = []          # "error" when e arrives; tests read the order
-        self.keep_error = False              # tests: keep the last e
-        self.last_error: torch.Tensor | None = None
+        self.events: list[str] | None = None  # a list: "error" is appended when e arrives (tests)
         self._recorded: list[torch.Tensor] = []
         self._cast: dict[tuple, list[torch.Tensor]] = {}
         self._handles = []

@@ -137,6 +137,7 @@ def test_no_true_gradient_reaches_a_block_from_the_blocks_above():
 def test_the_error_is_captured_before_any_block_gradient():
     model = _model()
     dfa = DirectFeedback.for_causal_lm(model, seed=3, scale=1.0)
+    dfa.events = []
     for name, p in model.named_parameters():
         p.register_hook(lambda g, name=name: dfa.events.append(name))
     _loss(model, _batch()).backward()

@@ -26,7 +26,9 @@ def run(config: str, steps: int, feedback: str, root: Path, extra: list[str]) ->
                "--run-dir", str(run_dir), "--set", f"train.feedback={feedback}",
                "--set", f"train.checkpoint_every={steps}", "--set", "logging.wandb_mode=disabled",
                "--set", "logging.progress_bar=false", *extra]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{feedback} run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -52,7 +54,7 @@ def main() -> None:
     args = p.parse_args()
     extra = [x for kv in [*args.set, f"train.dfa_align_every={args.align_every}",
                           f"train.eval_every={args.eval_every}"] for x in ("--set", kv)]
-    bp, dfa = (by_step(run(args.config, args.steps, mode, Path(args.root), extra)) for mode in ("backprop", "dfa"))
+    dfa, bp = (by_step(run(args.config, args.steps, mode, Path(args.root), extra)) for mode in ("dfa", "backprop"))
 
     slots = sorted({k for m in dfa.values() for k in m if k.startswith("dfa/") and k != "dfa/alignment"})
     labels = [s.split("/")[1].replace("layer", "L").replace("embedding", "emb") for s in slots]

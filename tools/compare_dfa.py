@@ -56,7 +56,8 @@ def main() -> None:
                           f"train.eval_every={args.eval_every}"] for x in ("--set", kv)]
     dfa, bp = (by_step(run(args.config, args.steps, mode, Path(args.root), extra)) for mode in ("dfa", "backprop"))
 
-    slots = sorted({k for m in dfa.values() for k in m if k.startswith("dfa/") and k != "dfa/alignment"})
+    slots = sorted({k for m in dfa.values() for k in m if k.startswith("dfa/") and k != "dfa/alignment"},
+                   key=lambda k: -1 if "embedding" in k else int(k.split("/")[1][len("layer"):]))
     labels = [s.split("/")[1].replace("layer", "L").replace("embedding", "emb") for s in slots]
     print(f"{'step':>5} {'bp ce':>8} {'dfa ce':>8} {'bp val':>8} {'dfa val':>8} {'align':>7}  "
           + " ".join(f"{lab:>6}" for lab in labels))

@@ -79,6 +79,18 @@ class Engine:
         self.ds.step()
         return boundary
 
+    def gradients(self) -> GradientAccess:
+        """The gradients between backward and step, by the engine module's parameter names."""
+        if self._grads is None:
+            self._grads = GradientAccess(self.module)
+        return self._grads
+
+    def discard_gradients(self) -> None:
+        """Forget the gradients of the backward passes since the last step without stepping (a
+        diagnostic backward): ZeRO-3 reduces every micro-batch into its gradient partitions and
+        copies rather than adds on the first micro-batch after ``zero_grad``."""
+        self.ds.optimizer.zero_grad()
+
     def grad_norm(self) -> float:
         norm = self.ds.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")

@@ -79,6 +79,10 @@ def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: 
     refuse_overwrite(RunLayout(cfg.run_dir).checkpoints, resuming)
     if resuming:
         check_stage(RunLayout(cfg.run_dir).checkpoints, resume_tag, stage)
+    if stage == "rl" and cfg.train.feedback != "backprop":
+        from koda.errors import ConfigError
+
+        raise ConfigError(f"train.feedback={cfg.train.feedback} is for pre-training; the RL stage trains by backprop")
     if stage == "rl":
         from koda.rl.trainer import check_config
 

@@ -65,8 +65,25 @@ class ScheduleConfig:
     # --stage rl: stop (saving a checkpoint) at the first step boundary after this many seconds
     # of the run's steps; rank 0's clock decides for all. None: train.steps alone ends the run.
     time_budget_s: float | None = None
+    # How the transformer blocks get their gradient: "backprop", or "dfa" (direct feedback
+    # alignment, docs/dfa.md): fixed random [D, D] feedback matrices drawn from dfa_seed with
+    # entries N(0, dfa_scale^2 / D). dfa_align_every: steps between measurements of each block's
+    # DFA-vs-backprop gradient cosine (two extra forward/backward passes; 0: never).
+    feedback: str = "backprop"
+    dfa_seed: int = 0
+    dfa_scale: float = 1.0
+    dfa_align_every: int = 50
 
     def __post_init__(self) -> None:
+        _check(self.feedback in ("backprop", "dfa"), f"train.feedback must be backprop or dfa, got {self.feedback!r}")
+        _check(isinstance(self.dfa_seed, int) and not isinstance(self.dfa_seed, bool) and self.dfa_seed >= 0,
+               f"train.dfa_seed must be a non-negative integer, got {self.dfa_seed!r}")
+        _check(isinstance(self.dfa_scale, int | float) and not isinstance(self.dfa_scale, bool)
+               and math.isfinite(self.dfa_scale) and self.dfa_scale > 0,
+               f"train.dfa_scale must be a finite number > 0, got {self.dfa_scale!r}")
+        _check(isinstance(self.dfa_align_every, int) and not isinstance(self.dfa_align_every, bool)
+               and self.dfa_align_every >= 0,
+               f"train.dfa_align_every must be a non-negative integer (0: never), got {self.dfa_align_every!r}")
         _check(self.time_budget_s is None or (isinstance(self.time_budget_s, int | float)
                                               and not isinstance(self.time_budget_s, bool) and self.time_budget_s > 0),
                f"train.time_budget_s must be a positive number of seconds or null, got {self.time_budget_s!r}")

@@ -6,7 +6,8 @@
 ``train/skipped_steps`` (non-finite steps discarded so far), ``perf/tokens_per_s``, ``perf/mfu``,
 ``perf/step_s``, ``moe/load_max_min`` (worst layer),
 ``moe/layer<N>/load_max_min``, ``moe/layer<N>/tokens`` (a list, per expert), ``mem/rss_gb``,
-``mem/peak_rss_gb`` (``mem/gpu_peak_gb`` on GPUs), ``val/loss``, ``val/ppl``. Later stages add
+``mem/peak_rss_gb`` (``mem/gpu_peak_gb`` on GPUs), ``val/loss``, ``val/ppl``; ``dfa/alignment``,
+``dfa/embedding/alignment``, ``dfa/layer<N>/alignment`` under ``train.feedback: dfa``. Later stages add
 their own groups (``rl/``, ``gan/``) through the same ``log`` call. ``koda report`` reads
 this file. On resume the lines after the resumed step are dropped, so the file always
 describes the trajectory the model actually took.

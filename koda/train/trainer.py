@@ -39,6 +39,7 @@ from koda.model.init import load_weights
 from koda.objectives import next_token_loss
 from koda.run_layout import RunLayout
 from koda.train.config import RunConfig
+from koda.train.dfa import DirectFeedback, measure_alignment
 from koda.train.flops import measure_matmul_peak, train_flops_per_token
 from koda.train.init_from import initial_state
 from koda.train.isometry import OrthoPenalty, merge_spectra, penalty_weight, spectrum_sample, spectrum_summary
@@ -108,6 +109,10 @@ class Trainer:
                     if len(getattr(p, "ds_shape", p.shape)) in (2, 3)]
         self.spectrum_names = (spectrum_sample(matrices, cfg.model.n_layers, iso.spectrum_layers)
                                if iso.spectrum_every else [])
+        # train.feedback: dfa trains the blocks by direct feedback alignment (docs/dfa.md)
+        self.dfa = (DirectFeedback.for_causal_lm(self.engine.module, cfg.train.dfa_seed, cfg.train.dfa_scale)
+                    if cfg.train.feedback == "dfa" else None)
+        self.dfa_metrics: dict = {}
         self.dtype = self.plan.dtype
 
         layout = BatchLayout(cfg.data.seq_len, self.plan.micro_batch, self.plan.grad_accum, self.rank, self.world)
@@ -243,6 +248,9 @@ class Trainer:
         iso = self.cfg.isometry
         lam = penalty_weight(iso.ortho_lambda, iso.ortho_warmup_steps, self.step)
         batches = self.loader.next_batches()
+        every = self.cfg.train.dfa_align_every
+        if self.dfa is not None and every and (self.step == 0 or (self.step + 1) % every == 0):
+            self.dfa_metrics = measure_alignment(self.engine, self.dfa, lambda: self._diagnostic_ce(batches[0]))
         for batch in batches:
             logits = self.engine(batch[:, :-1])
             ce = next_token_loss(logits, batch[:, 1:])
@@ -254,6 +262,15 @@ class Trainer:
             sums += torch.stack([ce.detach(), aux.detach(), z.detach(), ortho.detach(), lam * ortho.detach()]).float()
         self.step += 1
         return sums / len(batches)
+
+    def _diagnostic_ce(self, batch: torch.Tensor) -> torch.Tensor:
+        """CE of one micro-batch [b, S+1] for a diagnostic backward; its router logits are
+        dropped so the load statistics and balancing loss see training forwards only."""
+        logits = self.engine(batch[:, :-1])
+        self.probe.discard()
+        if self.ortho is not None:
+            self.ortho.take()          # the penalty hooks also saw this forward: not a training term
+        return next_token_loss(logits, batch[:, 1:])
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -334,6 +351,9 @@ class Trainer:
                     metrics.update(last_val)
                 if spectrum_every and (self.step % spectrum_every == 0 or self.step == cfg.steps):
                     metrics.update(self._spectrum())
+                if self.dfa_metrics:
+                    metrics.update(self.dfa_metrics)
+                    self.dfa_metrics = {}
                 if metrics:
                     self.metrics.log(self.step, metrics)
                     self.metrics.print(_console_line(self.step, cfg.steps, metrics))
@@ -353,7 +373,8 @@ def _console_line(step: int, total: int, m: dict) -> str:
     parts = [f"step {step}/{total}"]
     for key, label, fmt in (("train/ce", "loss", ".4f"), ("val/loss", "val", ".4f"), ("train/lr", "lr", ".2e"),
                             ("train/grad_norm", "gnorm", ".3f"), ("perf/tokens_per_s", "tok/s", ",.0f"),
-                            ("perf/mfu", "mfu", ".1%"), ("moe/load_max_min", "load max/min", ".2f")):
+                            ("perf/mfu", "mfu", ".1%"), ("moe/load_max_min", "load max/min", ".2f"),
+                            ("dfa/alignment", "dfa align", ".3f")):
         if key in m and m[key] is not None:
             parts.append(f"{label} {m[key]:{fmt}}")
     return "  ".join(parts)

@@ -172,3 +172,32 @@ def test_koda_train_refuses_before_any_rank_starts(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.startswith("koda train: error: ds_config.expert_parallel.enabled is true, but model.router is 'hash'")
     assert "\n" not in err
+
+
+# ------------------------------------------------------------------ two ranks
+@pytest.mark.slow
+def test_hash_router_trains_under_zero3_without_expert_parallelism(tiny_data, tmp_path):
+    """ZeRO-3, expert parallelism off: KODA's own block runs with the token ids threaded
+    through, its experts partitioned across the ranks, and the load metrics are logged."""
+    import json
+
+    from tests.helpers.ranks import run_ranks
+    from tests.helpers.tiny import write_run_config
+
+    run_dir = tmp_path / "run"
+    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=20,
+                              model={"router": "hash", "top_k": 1})
+    raw = json.loads(config.with_suffix(".ds.json").read_text())
+    raw["expert_parallel"] = ds_config.load("zero3_smoke.json")["expert_parallel"]
+    config.with_suffix(".ds.json").write_text(json.dumps(raw))
+    results = run_ranks("tests.helpers.router_jobs:train_and_describe", {"config_path": str(config)}, tmp_path / "o")
+    for r in results:
+        assert r["layer_type"] == "MoEBlock" and not r["has_gate"] and r["ep_size"] == 1, r
+        assert r["local_numel"] * 2 == r["full_numel"], r          # each rank holds half of every expert tensor
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "train/ce" in r]
+    assert len(train) == 20 and sum(r["train/ce"] for r in train[-5:]) < sum(r["train/ce"] for r in train[:5]) - 0.5
+    assert all(r["train/aux_loss"] == 0.0 for r in train)
+    last = train[-1]
+    assert 0 < last["moe/utilisation"] <= 1 and last["moe/load_std"] >= 0
+    assert sum(last["moe/layer0/share"]) == pytest.approx(1.0)

@@ -139,11 +139,11 @@ class MoEBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, S, D] -> [B, S, D]."""
         flat = x.reshape(-1, x.shape[-1])                            # [T, D]
-        weights, experts = self.route(flat)
+        weights, experts = self.choose(flat)
         self.routed_counts = torch.bincount(experts.reshape(-1).detach(), minlength=self.n_experts)
         return self.experts(flat, weights, experts).view_as(x)
 
-    def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """flat: [T, D] -> (weights [T, k] fp32, experts [T, k] long) by ``model.router``."""
         if self.router == "hash":
             if self.token_ids is None or self.token_ids.numel() != flat.shape[0]:

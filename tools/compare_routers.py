@@ -10,7 +10,7 @@ half the expert FLOPs of top-2). The table gives the final validation loss and i
 against topk, and the load of the last logged window, worst layer: busiest/idlest expert,
 the standard deviation of the experts' shares, and the fraction of experts that got tokens.
 
-    python tools/compare_routers.py --config smoke --steps 60
+    python tools/compare_routers.py --config smoke --steps 40
 """
 
 from __future__ import annotations
@@ -59,25 +59,24 @@ def summarise(records: list[dict]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="smoke")
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=40, help="above the smoke schedule's 30 warmup steps")
     p.add_argument("--routers", nargs="+", choices=ROUTERS, default=list(ROUTERS))
     p.add_argument("--root", default="runs/routers", help="run directories go to ROOT/<router> (must not exist)")
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     args = p.parse_args()
     routers = ["topk", *(r for r in args.routers if r != "topk")]          # the baseline first, always
     extra = [x for kv in args.set for x in ("--set", kv)]
-    rows = {}
-    for router in routers:
-        records, seconds = run(args.config, args.steps, router, Path(args.root), extra)
-        rows[router] = {**summarise(records), "seconds": seconds}
-    base = rows["topk"]
     print(f"config {args.config}, {args.steps} steps per router; load = last logged window, worst layer")
     print(f"{'router':>12} {'val loss':>9} {'vs topk':>8} {'max/min':>8} {'load std':>9} {'util':>5} "
-          f"{'aux':>6} {'tok/s vs topk':>13} {'wall s':>7}")
-    for router, row in rows.items():
+          f"{'aux':>6} {'tok/s vs topk':>13} {'wall s':>7}", flush=True)
+    base = None
+    for router in routers:                      # each row as soon as its run ends
+        records, seconds = run(args.config, args.steps, router, Path(args.root), extra)
+        row = summarise(records)
+        base = base or row
         print(f"{router:>12} {row['val_loss']:>9.4f} {row['val_loss'] - base['val_loss']:>+8.4f} "
               f"{row['max_min']:>8.2f} {row['std']:>9.4f} {row['util']:>5.2f} {row['aux']:>6.3f} "
-              f"{row['tok_s'] / base['tok_s']:>13.2f} {row['seconds']:>7.1f}")
+              f"{row['tok_s'] / base['tok_s']:>13.2f} {seconds:>7.1f}", flush=True)
 
 
 if __name__ == "__main__":

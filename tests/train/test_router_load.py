@@ -201,3 +201,20 @@ def test_hash_router_trains_under_zero3_without_expert_parallelism(tiny_data, tm
     last = train[-1]
     assert 0 < last["moe/utilisation"] <= 1 and last["moe/load_std"] >= 0
     assert sum(last["moe/layer0/share"]) == pytest.approx(1.0)
+
+
+def test_compare_tool_gives_each_router_a_config_that_resolves():
+    """tools/compare_routers.py: topk keeps the smoke config's AutoEP, the others run without it."""
+    import importlib.util
+    from pathlib import Path
+
+    from koda.train import config as run_config
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "compare_routers.py"
+    spec = importlib.util.spec_from_file_location("compare_routers", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for router in tool.ROUTERS:
+        cfg = run_config.load("smoke", tool.overrides(router))
+        plan = _resolve(cfg.ds_config, cfg.model)
+        assert cfg.model.router == router and plan.ep_size == (2 if router == "topk" else 1), router

@@ -40,15 +40,15 @@ def route_switch(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return weights, experts
 
 
-HASH_MULTIPLIER = 2654435761   # Knuth's multiplicative hash constant, floor(2^32 / golden ratio)
+HASH_MULTIPLIER = 2654435761   # Knuth's multiplicative hash: a prime near 2^32 / golden ratio
 
 
 def hash_experts(token_ids: torch.Tensor, n_experts: int) -> torch.Tensor:
     """Hash routing (Roller et al. 2021): a fixed function of the token id, nothing learned.
 
     expert = (((id * 2654435761) mod 2^32) >> 16) mod E. The high half of the 32-bit product
-    is used because its low bits are just the id's low bits (the constant is odd), which
-    would make ``mod E`` a plain ``id mod E`` for a power-of-two E.
+    is used because its low b bits depend only on the id's low b bits, which would make
+    ``mod E`` a function of ``id mod E`` for a power-of-two E (here exactly ``id mod 4``).
     token_ids: [T] (any integer dtype) -> experts [T] long.
     """
     product = (token_ids.long() * HASH_MULTIPLIER) % (1 << 32)    # < 2^63 for ids < 2^31

@@ -167,6 +167,10 @@ def _resolve_expert_parallel(cfg: dict, model: ModelConfig, world_size: int) -> 
     ep = cfg.get("expert_parallel")
     if not ep or not ep.get("enabled", False):
         return
+    if model.router != "topk":
+        raise ConfigError(f"ds_config.expert_parallel.enabled is true, but model.router is {model.router!r}: "
+                          "AutoEP routes with its own top-k; use a ds_config with expert parallelism off "
+                          "(ds_configs/zero3_smoke.json)")
     if ep.get("load_balance_coeff") is not None:
         raise ConfigError("ds_config.expert_parallel.load_balance_coeff is refused by this DeepSpeed's AutoEP; "
                           "KODA balances experts itself: set moe.aux_loss_weight in the run config")

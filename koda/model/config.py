@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from koda.errors import ConfigError
 
 ATTENTION_BACKENDS = ("sdpa", "flash", "auto", "favor")
+# Routers the MoE block implements; only "topk" is what DeepSpeed AutoEP runs (see docs/routers.md).
+ROUTERS = ("topk", "switch", "hash", "topk_gumbel")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class ModelConfig:
     favor_features: int = 256    # FAVOR+ random features m per head (error falls as 1/sqrt(m))
     favor_redraw: int = 0        # redraw the features every this many optimizer steps; 0 = fixed
     favor_seed: int = 0          # the features are regenerated from this seed, never saved
+    router: str = "topk"         # topk, switch, hash or topk_gumbel (koda.model.moe; docs/routers.md)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden",
@@ -59,6 +62,11 @@ class ModelConfig:
                               "the model would have no MoE layer")
         if self.init not in ("normal", "orthogonal"):
             raise ConfigError(f"model.init must be 'normal' or 'orthogonal', got {self.init!r}")
+        if self.router not in ROUTERS:
+            raise ConfigError(f"model.router must be one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if self.router in ("switch", "hash") and self.top_k != 1:
+            raise ConfigError(f"model.router {self.router!r} sends each token to one expert: set model.top_k 1 "
+                              f"(got {self.top_k})")
         if not self.init_std > 0:
             raise ConfigError(f"model.init_std must be > 0, got {self.init_std!r}")
         if self.attention not in ATTENTION_BACKENDS:
@@ -84,7 +92,14 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; those in ``_WRITTEN_WHEN_SET`` only when they differ from their
+        default, so a model that does not use a later option is described (in checkpoints, and
+        in the resume checks that compare descriptions) exactly as before the option existed."""
+        values = dataclasses.asdict(self)
+        for name in _WRITTEN_WHEN_SET:
+            if values[name] == _DEFAULTS[name]:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
@@ -93,6 +108,10 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"model: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         return cls(**values)
+
+
+_WRITTEN_WHEN_SET = ("attention", "favor_features", "favor_redraw", "favor_seed", "router")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 
 # Named sizes. `smoke` trains a few hundred steps in minutes on 2 CPU cores; `small` is a

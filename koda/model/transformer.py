@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -98,11 +100,28 @@ class KodaForCausalLM(nn.Module):
                 position_ids = torch.arange(past, past + S, device=input_ids.device).expand(B, S)
         cos, sin = rope_angles(position_ids, self.cfg.head_dim, self.cfg.rope_theta)
         x = self.model.embed_tokens(input_ids)
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, mask, cache)
+        with self._token_ids_for_hash_routing(input_ids):
+            for layer in self.model.layers:
+                x = layer(x, cos, sin, mask, cache)
         if cache is not None:
             cache.advance(S)
         return self.model.norm(x)
+
+    @contextlib.contextmanager
+    def _token_ids_for_hash_routing(self, input_ids: torch.Tensor):
+        """Hash-routed blocks pick experts from the token ids [B, S]; they are set on the blocks
+        for this forward only, so neither the layers' nor the blocks' signatures change (an
+        AutoEP layer, which replaces a block, is called with the hidden states alone)."""
+        hashed = self.cfg.router == "hash"
+        blocks = [layer.mlp for layer in self.model.layers
+                  if hashed and isinstance(layer.mlp, MoEBlock) and layer.mlp.router == "hash"]
+        for block in blocks:
+            block.token_ids = input_ids
+        try:
+            yield
+        finally:
+            for block in blocks:
+                block.token_ids = None
 
     def new_cache(self, batch: int, capacity: int) -> KVCache | FavorCache:
         """A decoding cache: keys/values, or FAVOR+'s running sums (constant size per layer)."""

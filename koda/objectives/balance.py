@@ -19,11 +19,21 @@ def switch_balance_loss(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor,
     takes everything. Returns (loss scalar fp32, assignment counts [E] long).
     """
     num_experts = logits.shape[-1]
-    probs = F.softmax(logits.float(), dim=-1)                             # [T, E]
-    chosen = torch.topk(probs, k=top_k, dim=-1).indices                   # [T, k]
+    chosen = torch.topk(F.softmax(logits.float(), dim=-1), k=top_k, dim=-1).indices   # [T, k]
     counts = torch.bincount(chosen.reshape(-1), minlength=num_experts)    # [E]
-    fraction = counts.float() / chosen.numel()
-    return num_experts * torch.dot(fraction, probs.mean(dim=0)), counts
+    return balance_loss_from_counts(logits, counts), counts
+
+
+def balance_loss_from_counts(logits: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The same loss with f_e from the assignments a router actually made.
+
+    logits: [T, E]; counts: [E], the tokens each expert received from these T tokens (T·k
+    in all). A router that does not pick the plain top-k of the logits (switch's top-1,
+    Gumbel-perturbed top-k) is balanced on what it did. Returns a scalar fp32.
+    """
+    probs = F.softmax(logits.float(), dim=-1)                             # [T, E]
+    fraction = counts.float() / counts.sum().clamp_min(1)
+    return logits.shape[-1] * torch.dot(fraction, probs.mean(dim=0))
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,10 @@
 <name>: value, ...}``. Names are slash-separated groups W&B charts by: ``train/loss``,
 ``train/ce``, ``train/aux_loss``, ``train/z_loss``, ``train/lr``, ``train/grad_norm``,
 ``train/skipped_steps`` (non-finite steps discarded so far), ``perf/tokens_per_s``, ``perf/mfu``,
-``perf/step_s``, ``moe/load_max_min`` (worst layer),
-``moe/layer<N>/load_max_min``, ``moe/layer<N>/tokens`` (a list, per expert), ``mem/rss_gb``,
+``perf/step_s``, ``moe/load_max_min``, ``moe/load_std``, ``moe/utilisation`` (worst layer),
+``moe/layer<N>/load_max_min``, ``moe/layer<N>/load_std``, ``moe/layer<N>/utilisation``,
+``moe/layer<N>/tokens`` and ``moe/layer<N>/share`` (lists, per expert; see
+``koda.train.router_probe.load_stats``), ``mem/rss_gb``,
 ``mem/peak_rss_gb`` (``mem/gpu_peak_gb`` on GPUs), ``val/loss``, ``val/ppl``; ``dfa/alignment``,
 ``dfa/embedding/alignment``, ``dfa/layer<N>/alignment`` under ``train.feedback: dfa``. Later stages add
 their own groups (``rl/``, ``gan/``) through the same ``log`` call. ``koda report`` reads

@@ -45,7 +45,7 @@ from koda.train.init_from import initial_state
 from koda.train.isometry import OrthoPenalty, merge_spectra, penalty_weight, spectrum_sample, spectrum_summary
 from koda.train.metrics import MetricsLogger
 from koda.train.optimizer import ClientOptimizer, latency
-from koda.train.router_probe import RouterProbe
+from koda.train.router_probe import RouterProbe, load_stats
 
 
 class Trainer:
@@ -100,7 +100,7 @@ class Trainer:
             self.engine = build_engine("actor", network, self.plan, parameters=self.client.parameters,
                                        optimizer=self.client)
             self.client.attach(self.engine)
-        self.probe = RouterProbe(self.engine.module, cfg.model.top_k)
+        self.probe = RouterProbe(self.engine.module, cfg.model.top_k, log=log)
         iso = cfg.isometry
         # expert terms scaled by ep_size: DeepSpeed averages expert gradients over the whole world
         self.ortho = (OrthoPenalty(self.engine.module, iso.ortho_patterns, expert_scale=self.plan.ep_size)
@@ -300,12 +300,7 @@ class Trainer:
             return {}
         layers = sorted(counts)
         table = comm.all_reduce_sum(torch.stack([counts[i].double() for i in layers]))   # [L, E]
-        out = {}
-        for layer, row in zip(layers, table, strict=True):
-            out[f"moe/layer{layer}/tokens"] = [int(v) for v in row.tolist()]
-            out[f"moe/layer{layer}/load_max_min"] = float(row.max() / row.min().clamp_min(1.0))
-        out["moe/load_max_min"] = max(v for k, v in out.items() if k.endswith("load_max_min"))
-        return out
+        return load_stats(dict(zip(layers, table, strict=True)))
 
     def run(self) -> dict:
         cfg = self.cfg.train

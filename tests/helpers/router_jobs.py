@@ -1,0 +1,16 @@
+"""Rank jobs for the router tests (run through tests.helpers.ranks.run_ranks)."""
+
+from __future__ import annotations
+
+
+def train_and_describe(config_path: str) -> dict:
+    """Train with the real Trainer, then describe the MoE block ZeRO-3 left on this rank."""
+    from koda.train import config as run_config
+    from koda.train.trainer import Trainer
+
+    trainer = Trainer(run_config.load(config_path))
+    trainer.run()
+    block = trainer.engine.module.model.layers[0].mlp
+    experts = block.experts.gate_up_proj                       # [E, 2F, D] in full
+    return {"layer_type": type(block).__name__, "has_gate": hasattr(block, "gate"), "ep_size": trainer.plan.ep_size,
+            "full_numel": int(experts.ds_numel), "local_numel": int(experts.ds_tensor.numel())}

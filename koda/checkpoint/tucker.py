@@ -14,13 +14,13 @@ and the full-rank round trip then loses nothing measurable in the stored dtype).
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import tensorly as tl
 import torch
 from tensorly.decomposition import tucker
 
+from koda.analysis.spectra import one_thread
 from koda.errors import KodaError
 
 Ranks = tuple[int, int, int]
@@ -103,23 +103,12 @@ def decompose(weight: torch.Tensor, ranks: Ranks, iterations: int = ITERATIONS) 
     At most `iterations` HOOI sweeps after the HOSVD start (each sweep is three SVDs);
     tensorly stops earlier once the error changes by less than 1e-4 between sweeps.
     """
-    with _one_thread(), tl.backend_context("pytorch"):
+    with one_thread(), tl.backend_context("pytorch"):  # small SVDs: threads only spin
         core, factors = tucker(weight.detach().to(torch.float64).cpu(), rank=list(ranks), n_iter_max=iterations,
                                init="svd", svd="truncated_svd", tol=1e-4, random_state=0)
     return TuckerFactors(core.contiguous(), tuple(u.contiguous() for u in factors))
 
 
-@contextmanager
-def _one_thread():
-    """The SVDs run on one thread: they are small, so threads gain little on an idle machine
-    and lose ~10x on a busy one (spinning BLAS workers), and one thread keeps the factors
-    independent of the machine's core count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def reconstruct(parts: TuckerFactors) -> torch.Tensor:

@@ -2,9 +2,7 @@
 KODA's model, fused [E, out, in] expert tensors included, and move it through the bench's own
 training loop; their state memory is counted."""
 
-import importlib.util
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,16 +10,13 @@ import torch
 
 from koda.model import KodaForCausalLM
 from tests.helpers.tiny import TINY
+from tests.helpers.tools import load_tool
 
 pytest.importorskip("pytorch_optimizer")
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[2] / "tools" / "bench_optim.py"
-    spec = importlib.util.spec_from_file_location("bench_optim", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_optim")
 
 
 @pytest.mark.parametrize("name", ["soap", "shampoo"])

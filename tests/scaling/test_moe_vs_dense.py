@@ -1,8 +1,6 @@
 """tools/bench_moe_vs_dense.py's dense model: the same active FFN parameters per token as the
 MoE model, and its one-expert block computes a plain SwiGLU of width k·F."""
 
-import importlib.util
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -10,14 +8,11 @@ import torch.nn.functional as F
 from koda.model.moe import MoEBlock
 from koda.train import config as run_config
 from koda.train.flops import active_matmul_params
+from tests.helpers.tools import load_tool
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[2] / "tools" / "bench_moe_vs_dense.py"
-    spec = importlib.util.spec_from_file_location("bench_moe_vs_dense", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_moe_vs_dense")
 
 
 def test_dense_model_matches_the_moe_models_active_parameters():

@@ -205,15 +205,10 @@ def test_hash_router_trains_under_zero3_without_expert_parallelism(tiny_data, tm
 
 def test_compare_tool_gives_each_router_a_config_that_resolves():
     """tools/compare_routers.py: topk keeps the smoke config's AutoEP, the others run without it."""
-    import importlib.util
-    from pathlib import Path
-
     from koda.train import config as run_config
+    from tests.helpers.tools import load_tool
 
-    path = Path(__file__).resolve().parents[2] / "tools" / "compare_routers.py"
-    spec = importlib.util.spec_from_file_location("compare_routers", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("compare_routers")
     for router in tool.ROUTERS:
         cfg = run_config.load("smoke", tool.overrides(router))
         plan = _resolve(cfg.ds_config, cfg.model)

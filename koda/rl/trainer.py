@@ -41,12 +41,13 @@ STAGE = "rl"
 EXTRA = "rl"          # the checkpoint's extra-state part
 
 
-def check_config(cfg: RunConfig, world_size: int) -> None:
-    """What ``koda train --stage rl`` checks before starting ranks: the three DeepSpeed plans."""
+def check_config(cfg: RunConfig, world_size: int) -> dict:
+    """What ``koda train --stage rl`` checks before starting ranks; returns the resolved plans
+    (actor, critic, encoder, reference)."""
     if cfg.optimizer is not None:
         raise KodaError("the run config's optimizer section applies to pre-training; --stage rl uses the "
                         "DeepSpeed configs' optimizers (remove the optimizer section)")
-    rl_plans(ds_config.load(cfg.ds_config), cfg.model, world_size, cfg.train.steps, cfg.rl, supports_bf16())
+    return rl_plans(ds_config.load(cfg.ds_config), cfg.model, world_size, cfg.train.steps, cfg.rl, supports_bf16())
 
 
 class RLTrainer:
@@ -70,9 +71,7 @@ class RLTrainer:
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: not written by the RL stage (no '{EXTRA}' part); "
                             "start the RL stage from it with --init-from instead")
         self.init_from = saved["init_from"] if saved else init_from
-        check_config(cfg, self.world)
-        plans = rl_plans(ds_config.load(cfg.ds_config), cfg.model, self.world, cfg.train.steps, cfg.rl,
-                         supports_bf16())
+        plans = check_config(cfg, self.world)
         # On resume the actor's weights come from the checkpoint; the source is read again
         # only for the frozen reference.
         need_source = self.init_from is not None and (not found or cfg.rl.uses_reference)

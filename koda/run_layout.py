@@ -7,7 +7,7 @@ heavy (no torch), so the report tools can use it::
     <run_dir>/
       config.json        the run config as it ran (RunConfig.to_dict)
       ds_config.json     the DeepSpeed config after ``auto`` was resolved
-      metrics.jsonl      one JSON object per logged step (koda.train.metrics)
+      metrics.jsonl      one JSON object per logged step (koda.run.metrics)
       checkpoints/       latest, step<N>/ (koda.distributed.checkpoint)
 
 The tokenizer is not inside the run: the run config names it (``data.tokenizer``), and a

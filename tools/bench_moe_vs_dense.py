@@ -12,7 +12,7 @@ parameters per layer). With ``--dense-ep on`` (the default) the dense run keeps 
 (expert-parallel size gcd(2, 1) = 1); ``--dense-ep off`` gives it a copy of the DeepSpeed
 config with ``expert_parallel.enabled: false`` instead.
 
-Printed, per model and as dense/MoE ratio: training FLOPs per token (``koda.train.flops``),
+Printed, per model and as dense/MoE ratio: training FLOPs per token (``koda.run.flops``),
 tokens/s (mean of ``perf/tokens_per_s`` over the logged windows after the first, so
 start-up and the first steps' warm-up are out), the matmul FLOP/s that implies, the final
 validation loss and the wall time of the whole ``koda train`` call. The run directories are
@@ -35,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
+from koda.config import run as run_config
 from koda.distributed import ds_config as ds
 from koda.scaling.points import flops_per_token
-from koda.train import config as run_config
 
 
 def dense_overrides(model) -> list[str]:

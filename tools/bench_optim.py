@@ -34,13 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from koda.config.run import DataConfig
 from koda.data.loader import BatchLayout, TokenStream, TrainLoader, eval_batches
 from koda.data.prepare import prepare
 from koda.data.shards import open_split
 from koda.model import KodaForCausalLM, preset
 from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
 from koda.optim.optimizer import KodaOptimizer, parameter_groups
-from koda.train.config import DataConfig
 
 
 def data(args):

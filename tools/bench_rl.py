@@ -34,11 +34,11 @@ PHASES = ("generation", "judge_wait", "reference_fwd", "critic_fwd", "critic_bwd
 
 def standalone_tokens_per_s(args, rl, world: int) -> float:
     """(a): completions of exactly rl.max_new_tokens tokens for the prompts every rank samples."""
+    from koda.config import run as run_config
     from koda.data.prepare import prepare
     from koda.infer import GenerationConfig, generate
     from koda.infer.loading import load_model
     from koda.tasks import build_tasks
-    from koda.train import config as run_config
 
     cfg = run_config.load(args.config)
     tokenizer = prepare(cfg.data, cfg.model.vocab_size, build_missing=False, log=lambda *_: None)
@@ -74,7 +74,7 @@ def main() -> None:
     args = p.parse_args()
     if args.steps < 2:
         raise SystemExit("--steps must be >= 2 (the first step is warm-up)")
-    from koda.train import config as run_config
+    from koda.config import run as run_config
 
     cfg = run_config.load(args.config, args.set)
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -34,8 +34,8 @@ import torch
 from koda.distributed.accelerator import configure_accelerator, supports_bf16
 from koda.model import KodaForCausalLM, preset
 from koda.objectives import next_token_loss
-from koda.train.flops import measure_matmul_peak, train_flops_per_token
-from koda.train.router_probe import RouterProbe
+from koda.run.flops import measure_matmul_peak, train_flops_per_token
+from koda.run.router_probe import RouterProbe
 
 AUX_WEIGHT = 0.01
 

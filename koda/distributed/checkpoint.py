@@ -67,6 +67,9 @@ def tag_for(step: int) -> str:
     return f"step{step:08d}"
 
 
+_TAG = re.compile(r"step\d{8}")
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "w") as out:
@@ -136,7 +139,11 @@ def save(engines: dict, directory: str | Path, step: int, client_state: dict, ra
     target = directory / tag
     if comm.rank() == 0:
         directory.mkdir(parents=True, exist_ok=True)
-        if target.exists():          # a crashed save of this step, or a re-save after resume
+        if (target / COMPLETE).exists():    # a re-save after resuming from an older checkpoint: keep it
+            kept = target.with_name(f"{tag}.replaced-{int(time.time())}")
+            target.rename(kept)
+            print(f"checkpoint {target} existed: moved aside to {kept.name}, not overwritten", flush=True)
+        elif target.exists():               # a crashed save of this step: never complete, nothing to keep
             shutil.rmtree(target)
         target.mkdir()
     comm.barrier()
@@ -249,11 +256,12 @@ def engine_dir(directory: str | Path, tag: str, engine: str = ACTOR, record: dic
 
 
 def complete_tags(directory: str | Path) -> list[str]:
-    """Tags with a COMPLETE marker, oldest first (tags sort by step)."""
+    """Tags with a COMPLETE marker, oldest first (tags sort by step). Only ``step<N>`` names:
+    a damaged checkpoint moved aside by ``save`` is neither resumed nor pruned."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted(p.parent.name for p in directory.glob(f"*/{COMPLETE}"))
+    return sorted(p.parent.name for p in directory.glob(f"*/{COMPLETE}") if _TAG.fullmatch(p.parent.name))
 
 
 def refuse_overwrite(directory: str | Path, resuming: bool) -> None:
@@ -264,25 +272,46 @@ def refuse_overwrite(directory: str | Path, resuming: bool) -> None:
                         "to continue that run, or another --run-dir")
 
 
-def resolve_tag(directory: str | Path, tag: str | None = None) -> str | None:
-    """`tag` if given (verified), else the tag in ``latest`` if it verifies, else the newest
-    complete one; None when there is nothing to resume. Checks presence and sizes only:
-    the digests are checked by ``load``, once, split over the ranks."""
+def latest_tag(directory: str | Path) -> str | None:
+    """The tag ``latest`` names, else the newest complete one; unverified (for messages)."""
+    latest = Path(directory) / LATEST
+    if latest.is_file():
+        return latest.read_text().strip()
+    tags = complete_tags(directory)
+    return tags[-1] if tags else None
+
+
+def resolve_tag(directory: str | Path, tag: str | None = None, *, older: bool = False, log=None) -> str | None:
+    """The checkpoint to resume: `tag` if given, else the newest (the one ``latest`` names);
+    None when nothing was ever completed. A damaged newest checkpoint (a file missing or of
+    another size; with `older`, also a digest mismatch) is refused in one line naming the
+    file, never guessed past: with `older` the newest older complete checkpoint is taken and
+    `log` says which. A damaged checkpoint is never modified or deleted here. Without
+    `older`, digests are checked by ``load``, once, split over the ranks."""
     directory = Path(directory)
     if tag is not None:
         verify(directory, tag, content=False)
         return tag
     candidates = complete_tags(directory)[::-1]
-    latest = directory / LATEST
-    if latest.is_file():
-        candidates.insert(0, latest.read_text().strip())
+    newest = latest_tag(directory)
+    if newest is not None:              # what ``latest`` names comes first (written after COMPLETE)
+        candidates = [newest, *(c for c in candidates if c != newest)]
+    if not candidates:
+        return None
+    damaged = []
     for candidate in candidates:
         try:
-            verify(directory, candidate, content=False)
-            return candidate
-        except KodaError:
+            verify(directory, candidate, content=older)
+        except KodaError as err:
+            if not older:
+                raise KodaError(f"{err}; not resuming (the newest checkpoint {candidate} is damaged and is left as "
+                                "it is; --resume-older resumes from the newest older complete one)") from None
+            damaged.append(candidate)
             continue
-    return None
+        if damaged and log is not None:
+            log(f"checkpoint {', '.join(damaged)} damaged (left as it is): resuming from the older {candidate}")
+        return candidate
+    raise KodaError(f"checkpoints {directory}: every complete checkpoint is damaged ({', '.join(damaged)})")
 
 
 def read_extra(directory: str | Path, tag: str, name: str) -> object | None:

@@ -12,8 +12,10 @@ then SIGKILL), and neither it nor ``runner.py`` handles SIGUSR1, whose default a
 them. A scheduler's stop notice must reach the ranks instead, which save at the next step
 boundary and exit 0 (``koda.distributed.preemption``); then launch.py and runner.py exit 0 on
 their own. So the front process starts the launcher in its own session and forwards
-SIGTERM/SIGUSR1 to launch.py's children, the ranks; a second signal stops the whole
-launcher group (the old behaviour, for a run that does not stop by itself).
+SIGTERM/SIGUSR1/SIGINT to launch.py's children, the ranks; a second signal stops the whole
+launcher group (for a run that does not stop by itself). A terminal's Ctrl-C reaches only the
+front (the launcher is in another session), so it is a stop request like SIGTERM. If the front
+dies without forwarding anything (SIGKILL), ``koda.distributed.guardian`` stops the group.
 """
 
 from __future__ import annotations
@@ -107,21 +109,36 @@ class StopForwarder:
                 signal.signal(sig, handler)
 
 
+def start_guardian(pgid: int) -> subprocess.Popen:
+    """The sidecar that stops process group `pgid` when this process ends by any means."""
+    return subprocess.Popen([sys.executable, "-m", "koda.distributed.guardian", str(pgid)], stdin=subprocess.PIPE,
+                            start_new_session=True)
+
+
 def run(cmd: list[str], env: dict | None = None) -> int:
     """Run a launcher command to its end, forwarding stop signals; returns its exit code
     (0 when the ranks stopped cleanly on a forwarded signal)."""
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    forwarder = StopForwarder([proc])
-    try:
-        with forwarder.installed():
+    forwarder = StopForwarder([])
+    with forwarder.installed():           # before the launcher exists: no signal may be missed
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        forwarder.procs.append(proc)
+        guardian = start_guardian(proc.pid)
+        try:
             while proc.poll() is None:
                 forwarder.forward()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.5)
-    except BaseException:           # Ctrl-C or an error here: leave no orphans behind
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
-        raise
+        except BaseException:           # an error here: leave no orphans behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+        finally:
+            guardian.stdin.close()          # the launcher is gone: the guardian finds an empty group
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                guardian.wait(timeout=15)
+    if forwarder.hard:
+        print(f"stopped at once on a second {signal.Signals(forwarder.pending).name}: no checkpoint written "
+              "after the last complete one", file=sys.stderr, flush=True)
     return proc.returncode
 

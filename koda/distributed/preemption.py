@@ -1,4 +1,4 @@
-"""Stopping a run cleanly on SIGTERM or SIGUSR1 (a scheduler's preemption notice).
+"""Stopping a run cleanly on SIGTERM or SIGUSR1 (a scheduler's preemption notice) or SIGINT (Ctrl-C).
 
 SLURM's convention (``sbatch --signal=USR1@120``, or TERM before a kill) is: save at the next
 step boundary, exit 0, and let the requeued job ``--resume``. A rank cannot save on its
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import signal
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)   # SIGINT: Ctrl-C in a terminal
 
 
 class StopRequest:
@@ -39,7 +39,7 @@ class StopRequest:
                 # DeepSpeed's launch.py after a rank failed. Take the default action.
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
-            return                      # a repeated SIGUSR1 (sent to the rank and forwarded) is the same request
+            return          # a repeated SIGUSR1 / SIGINT (sent to the rank and forwarded) is the same request
         self.signal = signum
 
     @property

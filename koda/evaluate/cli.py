@@ -94,8 +94,8 @@ def _run_dir(model: Path) -> Path | None:
 
 
 def _log_wandb(run_dir: Path, name: str, report: dict) -> None:
-    from koda.train.config import LoggingConfig
-    from koda.train.metrics import _start_wandb, wandb_mode
+    from koda.config.run import LoggingConfig
+    from koda.run.metrics import _start_wandb, wandb_mode
 
     raw = json.loads((run_dir / "config.json").read_text()).get("logging", {})
     cfg = LoggingConfig(**{k: v for k, v in raw.items() if k in LoggingConfig.__dataclass_fields__})

@@ -122,7 +122,7 @@ class MoEBlock(nn.Module):
 
     Load balancing is not computed here: KODA observes the router logits through a forward
     hook on ``gate`` and the routing taken through ``routed_counts`` (see
-    ``koda.train.router_probe``), which works the same whether this block or AutoEP's
+    ``koda.run.router_probe``), which works the same whether this block or AutoEP's
     replacement runs. The ``hash`` router has no ``gate``: it reads the token ids that
     ``KodaForCausalLM`` sets on the block (``token_ids``, [B, S]) before each forward.
     """

@@ -1,7 +1,7 @@
 """Load-balancing terms for top-k routers, from the router's logits.
 
 DeepSpeed AutoEP (0.19.8) has no auxiliary loss of its own, so these are what keep the
-experts evenly used (``koda.train.router_probe`` feeds them the captured logits).
+experts evenly used (``koda.run.router_probe`` feeds them the captured logits).
 """
 
 from __future__ import annotations

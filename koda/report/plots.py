@@ -5,7 +5,7 @@ global backend or figure registry is touched, so a report is headless on any mac
 renders on save) and building figures inside a test or another program leaks nothing.
 ``build_plots`` returns figures (tests inspect their lines); ``save_plot`` writes a PNG.
 
-A fixed set of plots covers the names ``koda/train/metrics.py`` documents; every other
+A fixed set of plots covers the names ``koda/run/metrics.py`` documents; every other
 scalar metric is drawn generically, one figure per top-level group (``rl/``, ``gan/``, the
 remaining ``train/`` terms, ...), so later stages show up without a change here.
 """

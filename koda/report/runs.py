@@ -1,7 +1,7 @@
 """Reading a run directory: ``metrics.jsonl`` into per-key series, plus the two config files.
 
 The metrics file is written line by line by a process that can die at any moment (see
-``koda/train/metrics.py``), so the reader is forgiving where a live or killed run leaves
+``koda/run/metrics.py``), so the reader is forgiving where a live or killed run leaves
 marks (a truncated last line, ``null`` for a non-finite loss, keys that appear only every
 ``eval_every`` steps) and strict only where nothing useful is left (no directory, no file,
 no readable line). Everything forgiven is reported as a warning on the run, never dropped

@@ -39,7 +39,7 @@ def parameter_counts(model: dict) -> tuple[int, int] | None:
 
         from koda.model.config import ModelConfig
         from koda.model.transformer import KodaForCausalLM
-        from koda.train.flops import active_matmul_params
+        from koda.run.flops import active_matmul_params
 
         cfg = ModelConfig.from_dict(model)
         with torch.device("meta"):

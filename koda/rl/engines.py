@@ -9,7 +9,7 @@ One ``build_engine`` call per network, never nested. The actor keeps its DeepSpe
 the actor's architecture and starting weights under the actor's ZeRO-3 / AutoEP config with
 the optimizer and scheduler removed: an inference engine whose forward is a collective like
 the others', and whose weights never change (it is rebuilt, not checkpointed: see
-``koda.rl.trainer``).
+``koda.rl.stage``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from koda.config.rl import RLConfig
 from koda.distributed import ds_config
 from koda.distributed.ds_config import DeepSpeedPlan
 from koda.distributed.engine import Engine, build_engine
@@ -26,7 +27,6 @@ from koda.errors import KodaError
 from koda.model import KodaForCausalLM
 from koda.model.config import ModelConfig
 from koda.model.init import load_weights
-from koda.rl.config import RLConfig
 
 TRAINED = ("actor", "critic", "encoder")      # the engines with optimizers, in checkpoint order
 
@@ -76,7 +76,7 @@ def build_rl_engines(model: ModelConfig, plans: dict[str, DeepSpeedPlan], rl: RL
                      encoder_dim: int = 128, initial: dict[str, torch.Tensor] | None = None,
                      actor_optimizer: dict | None = None) -> RLEngines:
     """Collective: the networks `rl` needs. `initial`: the actor's (and reference's) starting
-    weights (``koda.train.init_from.initial_state``), else a fresh draw from `seed`.
+    weights (``koda.run.init_from.initial_state``), else a fresh draw from `seed`.
     `actor_optimizer`: ``build_engine``'s ``parameters`` / ``optimizer`` for a client optimizer."""
     from koda.model.critic import KodaCritic
     from koda.model.encoder import EncoderConfig, KodaEncoder

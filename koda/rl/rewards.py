@@ -33,35 +33,14 @@ function bodies without the shared docstring for the same reason.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from koda.errors import ConfigError, KodaError
+from koda.config.rl import COMPONENTS as COMPONENTS  # re-exported: the reward names live with their weights
+from koda.config.rl import RewardWeights as RewardWeights
+from koda.errors import KodaError
 
-COMPONENTS = ("tests", "complexity", "syntax", "similarity", "spectral", "poincare")
 FAILURE_STATUSES = ("timeout", "memory", "crash", "error")
 NO_CODE = "no_code"          # the completion added nothing to the entry point: failure reward too
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    tests: float = 1.0
-    complexity: float = 0.5
-    syntax: float = 0.5
-    similarity: float = 0.1
-    spectral: float = 0.1
-    poincare: float = 0.1
-    failure: float = -1.0    # the total (not a weight) of a sample that hangs or crashes
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-                raise ConfigError(f"rl.rewards.{f.name} must be a finite number, got {value!r}")
-            if f.name != "failure" and value < 0:
-                raise ConfigError(f"rl.rewards.{f.name} must be >= 0, got {value}")
-
-    def total(self, components: dict[str, float]) -> float:
-        return sum(getattr(self, name) * components[name] for name in COMPONENTS)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from koda.config.rl import RLConfig
+from koda.config.run import MoEConfig
 from koda.data.tokenizer import EOS, PAD
 from koda.distributed import comm
 from koda.distributed.rollout import rollout_phase
@@ -53,15 +55,13 @@ from koda.objectives import (
     token_rewards,
     value_loss,
 )
-from koda.rl.config import RLConfig
 from koda.rl.engines import RLEngines
 from koda.rl.experience import Experience
 from koda.rl.judging import OverlappedJudge
 from koda.rl.rewards import COMPONENTS, RewardSample
 from koda.rl.tracker import RunningMoments
+from koda.run.router_probe import RouterProbe
 from koda.tasks import Task
-from koda.train.config import MoEConfig
-from koda.train.router_probe import RouterProbe
 
 
 def _pad(rows: list[list[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,6 +182,29 @@ class RLStep:
         if self.engines.encoder is not None:
             metrics |= self._encoder_updates(exp, ref_rows, step, clock)
         return _mean_over_ranks(metrics | clock.seconds)
+
+    @torch.no_grad()
+    def heldout_ce(self, tasks: list[Task]) -> dict[str, float]:
+        """Collective: the actor's CE on the reference programs (ending with EOS) of `tasks`,
+        teacher-forced. Rows are split over the ranks; each rank runs one forward of the same
+        [ceil(N / W), T] shape (filler rows carry no weight), so the collectives pair up."""
+        W, r = comm.world_size(), comm.rank()
+        rows = [(self.tokenizer.encode(t.program()) + [EOS])[:self.max_len] for t in tasks]
+        per = -(-len(rows) // W)
+        mine = rows[r * per:(r + 1) * per]
+        real = len(mine)
+        ids, att = _pad(mine + [rows[0]] * (per - real), max(len(x) for x in rows))       # [per, T]
+        actor = self.engines.actor
+        actor.eval()
+        self.probe.enabled = False
+        logits = actor(ids, attention_mask=att)                                          # [per, T, V]
+        self.probe.enabled = True
+        targets = att.clone()
+        targets[:, 0] = False
+        targets[real:] = False
+        nll = -_token_logprobs(logits, ids)
+        total = comm.all_reduce_sum(torch.stack([(nll * targets).sum().float(), targets.sum().float()]))
+        return {"val/heldout_ce": float(total[0] / total[1])}
 
     def _rollouts(self, tasks: list[Task], prompt_rows: list[list[int]], step: int, clock: _Clock,
                   metrics: dict) -> tuple[list[Completion], list]:

@@ -3,7 +3,7 @@
 A run directory gives one point per validation: compute after ``step`` optimizer steps is
 ``step · tokens_per_step · flops_per_token``, where tokens per step is DeepSpeed's
 ``train_batch_size`` (sequences per step over all ranks, from ``ds_config.json``) times
-``data.seq_len``, and FLOPs per token is ``koda.train.flops.train_flops_per_token`` of the
+``data.seq_len``, and FLOPs per token is ``koda.run.flops.train_flops_per_token`` of the
 model in ``config.json`` (6·N_active plus attention; the same figure MFU is logged against).
 The step-0 validation (the untrained baseline) has zero compute and no place on a log axis,
 so it is left out. A table is a ``.csv`` with a header naming ``compute`` and ``loss``, or a
@@ -52,7 +52,7 @@ def _config(path: Path, what: str) -> dict:
 def flops_per_token(config: dict, source: Path) -> tuple[float, int]:
     """(training FLOPs per token, seq_len) of the model a run's config.json describes."""
     from koda.model.config import ModelConfig
-    from koda.train.flops import train_flops_per_token  # imports torch: only when a run is read
+    from koda.run.flops import train_flops_per_token  # imports torch: only when a run is read
 
     try:
         model = ModelConfig.from_dict(config["model"])

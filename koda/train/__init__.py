@@ -1,1 +1,1 @@
-"""Pre-training: run config, the rank loop, metrics, and the ``koda train`` command."""
+"""The ``koda train`` command: validates a run, starts the ranks, runs the chosen stage on each."""

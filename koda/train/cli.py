@@ -6,8 +6,14 @@ then starts ``world_size`` local ranks through DeepSpeed's launcher, so a bad co
 once, here, before any rank starts. Started by a launcher (``deepspeed ... --module
 koda.train``, or ``koda launch``), i.e. with RANK/LOCAL_RANK set, it is one rank and trains.
 
-SIGTERM or SIGUSR1 to ``koda train`` makes every rank save at the next step boundary and
-exit; the command then exits 0 and ``--resume`` continues (``koda.distributed.preemption``).
+SIGTERM, SIGUSR1 or Ctrl-C (SIGINT) to ``koda train`` makes every rank save at the next step
+boundary and exit; the command then exits 0 and ``--resume`` continues
+(``koda.distributed.preemption``). A second one stops everything at once (no checkpoint is
+half-written: a save becomes a checkpoint only when its COMPLETE record is). If ``koda train``
+itself dies, even by SIGKILL, the launcher and the ranks stop too (``koda.distributed.guardian``).
+
+The stages: ``pretrain`` (``koda.pretrain.stage``) and ``rl`` (``koda.rl.stage``), each run by
+``koda.run.loop.RunLoop``. A config field that only the other stage reads is refused.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from koda.config import run as run_config
 from koda.distributed.accelerator import configure_accelerator, supports_bf16
-from koda.train import config as run_config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,9 +38,15 @@ def parser() -> argparse.ArgumentParser:
                    help="override any config field, e.g. --set moe.aux_loss_weight=0")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     p.add_argument("--resume-tag", help="continue from this checkpoint tag")
+    p.add_argument("--resume-older", action="store_true",
+                   help="with --resume: if the newest checkpoint is damaged, continue from the newest older complete "
+                   "one (says which; the damaged one is kept as it is). Without it a damaged newest checkpoint is "
+                   "refused")
     p.add_argument("--init-from", metavar="RUN_OR_CKPT",
                    help="start from these weights (converted directory, run or checkpoint of any world size) "
                    "with a fresh optimizer, schedule and step count")
+    p.add_argument("--random-weights", action="store_true",
+                   help="--stage rl only: start from random weights on purpose (otherwise --init-from is required)")
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)   # added by DeepSpeed's launcher
     return p
 
@@ -54,12 +66,12 @@ def under_launcher() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def check_stage(checkpoints, tag: str | None, stage: str) -> None:
+def check_stage(checkpoints, tag: str | None, stage: str, older: bool = False) -> None:
     """The checkpoint to resume was written by this stage (the RL stage's carry an ``rl`` part)."""
     from koda.distributed import checkpoint
     from koda.errors import KodaError
 
-    found = checkpoint.resolve_tag(checkpoints, tag)
+    found = checkpoint.resolve_tag(checkpoints, tag, older=older)
     if found is None:
         return
     written = "rl" if "rl" in checkpoint.verify(checkpoints, found, content=False).get("extra", []) else "pretrain"
@@ -70,21 +82,18 @@ def check_stage(checkpoints, tag: str | None, stage: str) -> None:
 
 
 def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: str = "pretrain",
-             resume_tag: str | None = None):
+             resume_tag: str | None = None, resume_older: bool = False):
     """Everything that can be checked before ranks start; returns the actor's resolved DeepSpeedPlan."""
     from koda.distributed import ds_config
     from koda.distributed.checkpoint import refuse_overwrite
     from koda.run_layout import RunLayout
 
+    run_config.refuse_unread(cfg, stage)
     refuse_overwrite(RunLayout(cfg.run_dir).checkpoints, resuming)
     if resuming:
-        check_stage(RunLayout(cfg.run_dir).checkpoints, resume_tag, stage)
-    if stage == "rl" and cfg.train.feedback != "backprop":
-        from koda.errors import ConfigError
-
-        raise ConfigError(f"train.feedback={cfg.train.feedback} is for pre-training; the RL stage trains by backprop")
+        check_stage(RunLayout(cfg.run_dir).checkpoints, resume_tag, stage, resume_older)
     if stage == "rl":
-        from koda.rl.trainer import check_config
+        from koda.rl.stage import check_config
 
         check_config(cfg, world_size)
     plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=world_size,
@@ -92,29 +101,48 @@ def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: 
     return plan if cfg.optimizer is None else ds_config.with_client_optimizer(plan, cfg.optimizer.lr)
 
 
+def run_rank(args, cfg: run_config.RunConfig) -> None:
+    """This process is one rank: join the group and run the chosen stage's loop."""
+    from koda.distributed.rank_start import start_rank
+
+    start_rank()                         # first: until then a forwarded stop signal would end this rank
+    run_config.refuse_unread(cfg, args.stage)
+    options = dict(resume=args.resume, resume_tag=args.resume_tag, init_from=args.init_from,
+                   resume_older=args.resume_older)
+    if args.stage == "rl":
+        from koda.rl.stage import train
+
+        train(cfg, random_weights=args.random_weights, **options)
+    else:
+        from koda.pretrain.stage import train
+
+        train(cfg, **options)
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     cfg = load_config(args)
     configure_accelerator()
     if under_launcher():
-        from koda.distributed import preemption
-
-        preemption.install()            # first: until then a forwarded SIGUSR1 would end this rank
-        if args.stage == "rl":
-            from koda.rl.trainer import RLTrainer as Trainer
-        else:
-            from koda.train.trainer import Trainer
-
-        Trainer(cfg, resume=args.resume, resume_tag=args.resume_tag, init_from=args.init_from).run()
+        run_rank(args, cfg)
         return 0
-    if args.init_from and (args.resume or args.resume_tag):
-        from koda.errors import KodaError
+    from koda.errors import KodaError
 
+    resuming = bool(args.resume or args.resume_tag)
+    if args.init_from and resuming:
         raise KodaError("--init-from starts a new run; it cannot be combined with --resume / --resume-tag")
-    validate(cfg, cfg.world_size, resuming=bool(args.resume or args.resume_tag), stage=args.stage,
-             resume_tag=args.resume_tag)
+    if args.resume_older and not args.resume:
+        raise KodaError("--resume-older goes with --resume")
+    if args.random_weights and args.stage != "rl":
+        raise KodaError("--random-weights is for --stage rl (pre-training starts from random weights anyway)")
+    if args.stage == "rl" and not resuming:
+        from koda.rl.stage import check_source as check_rl_source
+
+        check_rl_source(args.init_from, args.random_weights)
+    validate(cfg, cfg.world_size, resuming=resuming, stage=args.stage, resume_tag=args.resume_tag,
+             resume_older=args.resume_older)
     if args.init_from:
-        from koda.train.init_from import check_source
+        from koda.run.init_from import check_source
 
         check_source(args.init_from, cfg.model)
     from koda.data.prepare import prepare

@@ -37,13 +37,39 @@ def test_interrupted_save_is_skipped(tmp_path):
         checkpoint.verify(tmp_path, "step00000200")
 
 
-def test_truncated_file_falls_back_to_the_previous_checkpoint(tmp_path):
+def test_a_damaged_latest_checkpoint_is_refused_and_left_as_it_is(tmp_path):
     _fake(tmp_path, 100)
     _fake(tmp_path, 200, corrupt=True)
     (tmp_path / "latest").write_text(checkpoint.tag_for(200))
-    assert checkpoint.resolve_tag(tmp_path) == "step00000100"
+    before = sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*"))
+    with pytest.raises(KodaError, match=r"step00000200: file zero_pp_rank_0_mp_rank_00_model_states.pt is 60 bytes, "
+                                        r"100 when saved .*--resume-older") as err:
+        checkpoint.resolve_tag(tmp_path)
+    assert "\n" not in str(err.value)
+    assert sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*")) == before
+
+
+def test_resume_older_takes_the_newest_complete_one_and_says_which(tmp_path):
+    _fake(tmp_path, 100)
+    _fake(tmp_path, 150)
+    _fake(tmp_path, 200, corrupt=True)
+    (tmp_path / "latest").write_text(checkpoint.tag_for(200))
+    said = []
+    assert checkpoint.resolve_tag(tmp_path, older=True, log=said.append) == "step00000150"
+    assert said == ["checkpoint step00000200 damaged (left as it is): resuming from the older step00000150"]
     with pytest.raises(KodaError, match=r"60 bytes, 100 when saved"):
         checkpoint.resolve_tag(tmp_path, "step00000200")
+
+
+def test_a_missing_file_or_a_latest_without_its_directory_is_refused(tmp_path):
+    _fake(tmp_path, 100)
+    tag = _fake(tmp_path, 200)
+    (tmp_path / tag / "zero_pp_rank_0_mp_rank_00_model_states.pt").unlink()
+    with pytest.raises(KodaError, match=r"step00000200: file zero_pp_rank_0_mp_rank_00_model_states.pt is missing"):
+        checkpoint.resolve_tag(tmp_path)
+    (tmp_path / "latest").write_text(checkpoint.tag_for(300))
+    with pytest.raises(KodaError, match=r"step00000300: incomplete"):
+        checkpoint.resolve_tag(tmp_path)
 
 
 def test_nothing_to_resume(tmp_path):

@@ -10,10 +10,10 @@ def engine_logits(config_path: str, tag: str, inputs_path: str, out_path: str) -
     save the engine's evaluation logits on fixed inputs (rank 0 writes them)."""
     import torch
 
+    from koda.config import run as run_config
     from koda.distributed import checkpoint, comm, ds_config
     from koda.distributed.engine import build_engine
     from koda.model import KodaForCausalLM
-    from koda.train import config as run_config
 
     cfg = run_config.load(config_path)
     resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=comm.world_size(),
@@ -41,15 +41,15 @@ def train_then_save_format1(config_path: str, run_dir: str, steps: int) -> dict:
     import torch
 
     from koda import __version__
+    from koda.config import run as run_config
     from koda.distributed import checkpoint, comm
-    from koda.train import config as run_config
-    from koda.train.trainer import Trainer
+    from koda.pretrain.stage import build
 
     cfg = run_config.load(config_path, [f"run_dir={run_dir}"])
-    trainer = Trainer(cfg)
-    trainer.evaluate()                              # what run() does before step 1 (no state changes)
-    for _ in range(steps):
-        trainer.train_step()
+    trainer = build(cfg)
+    trainer.evaluate()                              # what the loop does before step 1 (no state changes)
+    for step in range(steps):
+        trainer.train_step(step)
     state = {"koda": {"step": trainer.step, "loader": trainer.loader.state_dict(), "world_size": trainer.world,
                       "model": cfg.model.to_dict(), "tokens": trainer.step * trainer.tokens_per_step,
                       "format": 1, "koda_version": __version__}}
@@ -65,7 +65,6 @@ def train_then_save_format1(config_path: str, run_dir: str, steps: int) -> dict:
                                                      "files": files}, indent=1))
         (directory / "latest").write_text(tag)
     comm.barrier()
-    trainer.metrics.close()
     return {"tag": tag, "pid": os.getpid()}
 
 
@@ -77,11 +76,11 @@ def save_and_load_two_engines(config_path: str, out_dir: str) -> dict:
 
     import torch
 
+    from koda.config import run as run_config
     from koda.distributed import checkpoint, comm, ds_config
     from koda.distributed.engine import build_engine
     from koda.errors import KodaError
     from koda.model import KodaForCausalLM
-    from koda.train import config as run_config
 
     cfg = run_config.load(config_path)
     actor_cfg = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=comm.world_size(),

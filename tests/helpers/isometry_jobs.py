@@ -52,7 +52,7 @@ def ortho_under_zero3(lam: float) -> dict:
     from koda.model import KodaForCausalLM
     from koda.naming import koda_to_autoep, moe_blocks
     from koda.objectives.language_model import next_token_loss
-    from koda.train.isometry import OrthoPenalty, gram_deviation
+    from koda.pretrain.isometry import OrthoPenalty, gram_deviation
     from tests.helpers.tiny import TINY
 
     rank, world = comm.rank(), comm.world_size()

@@ -9,10 +9,10 @@ def autoep_structure(config_path: str) -> dict:
 
     import torch
 
+    from koda.config import run as run_config
     from koda.distributed import comm, ds_config
     from koda.distributed.engine import build_engine
     from koda.model import KodaForCausalLM
-    from koda.train import config as run_config
 
     cfg = run_config.load(config_path)
     resolved = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=comm.world_size(),
@@ -31,7 +31,7 @@ def autoep_structure(config_path: str) -> dict:
             if any(torch.allclose(full_gate[e], w, atol=1e-6) for w in local_w1)]
     # KODA's load counts (RouterProbe, from the gate logits) against what AutoEP routed
     # (its own tokens_per_expert buffer), on a batch that differs per rank.
-    from koda.train.router_probe import RouterProbe
+    from koda.run.router_probe import RouterProbe
 
     probe = RouterProbe(engine.module, cfg.model.top_k)
     layers = [engine.module.model.layers[i].mlp for i in probe.layers]

@@ -23,9 +23,9 @@ def _moved(engine, before: list[torch.Tensor]) -> float:
 def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2, lvw: float = 0.1, kl_coef: float = 0.0,
                  kl_in: str = "reward") -> dict:
     """TINY actor (ZeRO-3 + AutoEP), critic and encoder; `steps` RL steps of 8 new tokens."""
+    from koda.config.rl import RLConfig
     from koda.data.tokenizer import Tokenizer
     from koda.distributed import comm, ds_config
-    from koda.rl.config import RLConfig
     from koda.rl.engines import build_rl_engines, rl_plans
     from koda.rl.step import RLStep
     from koda.sandbox import SandboxPolicy, SandboxPool

@@ -82,7 +82,7 @@ def lockstep_rollouts() -> dict:
     from koda.distributed import comm
     from koda.distributed.rollout import rollout_phase
     from koda.infer import GenerationConfig, generate
-    from koda.train.router_probe import RouterProbe
+    from koda.run.router_probe import RouterProbe
     from tests.helpers.infer import random_prompts
 
     rank = comm.rank()
@@ -138,7 +138,7 @@ def failure_on_one_rank() -> dict:
     from koda.distributed.rollout import rollout_phase
     from koda.errors import KodaError
     from koda.infer import GenerationConfig
-    from koda.train.router_probe import RouterProbe
+    from koda.run.router_probe import RouterProbe
     from tests.helpers.infer import random_prompts
 
     rank = comm.rank()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from koda.config.run import DataConfig
 from koda.data.prepare import prepare
 from koda.distributed import ds_config
 from koda.model.config import ModelConfig
-from koda.train.config import DataConfig
 
 TINY = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96,
                    n_experts=4, top_k=2, dense_ffn_hidden=128, max_seq_len=64)
@@ -43,6 +43,8 @@ def write_run_config(path: Path, data: DataConfig, run_dir: Path, steps: int, **
                   "checkpoint_every": steps, "seed": 7},
         "logging": {"wandb_mode": "disabled", "peak_tflops": 1.0, "progress_bar": False},
     }
+    if "rl" in sections:            # the RL stage evaluates every held-out task: no eval_batches
+        del raw["train"]["eval_batches"]
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
     path.write_text(yaml.safe_dump(raw))

@@ -5,9 +5,9 @@ MoE model, and its one-expert block computes a plain SwiGLU of width k·F."""
 import torch
 import torch.nn.functional as F
 
+from koda.config import run as run_config
 from koda.model.moe import MoEBlock
-from koda.train import config as run_config
-from koda.train.flops import active_matmul_params
+from koda.run.flops import active_matmul_params
 from tests.helpers.tools import load_tool
 
 

@@ -9,8 +9,8 @@ import pytest
 from koda import cli
 from koda.errors import KodaError
 from koda.model.config import ModelConfig
+from koda.run.flops import train_flops_per_token
 from koda.scaling.points import read_run
-from koda.train.flops import train_flops_per_token
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODEL = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96,

@@ -12,7 +12,7 @@ from koda.model import KodaForCausalLM
 from koda.model.moe import hash_experts, route
 from koda.objectives import switch_balance_loss
 from koda.objectives.balance import balance_loss_from_counts
-from koda.train.router_probe import RouterProbe, load_stats
+from koda.run.router_probe import RouterProbe, load_stats
 from tests.helpers.tiny import TINY
 
 IDS = torch.randint(0, TINY.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))   # [B, S]
@@ -205,7 +205,7 @@ def test_hash_router_trains_under_zero3_without_expert_parallelism(tiny_data, tm
 
 def test_compare_tool_gives_each_router_a_config_that_resolves():
     """tools/compare_routers.py: topk keeps the smoke config's AutoEP, the others run without it."""
-    from koda.train import config as run_config
+    from koda.config import run as run_config
     from tests.helpers.tools import load_tool
 
     tool = load_tool("compare_routers")

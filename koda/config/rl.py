@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field, fields
 
 from koda.errors import ConfigError
-from koda.rl.rewards import RewardWeights
 
 ADVANTAGES = ("gae", "grpo", "rloo")
+COMPONENTS = ("tests", "complexity", "syntax", "similarity", "spectral", "poincare")   # koda.rl.rewards
 
 
 def _num(name: str, value, lo: float | None = None, hi: float | None = None, integer: bool = False) -> None:
@@ -25,6 +25,29 @@ def _num(name: str, value, lo: float | None = None, hi: float | None = None, int
         raise ConfigError(f"rl.{name} must be >= {lo}, got {value}")
     if hi is not None and value > hi:
         raise ConfigError(f"rl.{name} must be <= {hi}, got {value}")
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    tests: float = 1.0
+    complexity: float = 0.5
+    syntax: float = 0.5
+    similarity: float = 0.1
+    spectral: float = 0.1
+    poincare: float = 0.1
+    failure: float = -1.0    # the total (not a weight) of a sample that hangs or crashes
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"rl.rewards.{f.name} must be a finite number, got {value!r}")
+            if f.name != "failure" and value < 0:
+                raise ConfigError(f"rl.rewards.{f.name} must be >= 0, got {value}")
+
+    def total(self, components: dict[str, float]) -> float:
+        return sum(getattr(self, name) * components[name] for name in COMPONENTS)
+
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 import json
 
-from koda.train.config import LoggingConfig
-from koda.train.metrics import METRICS_FILE, MetricsLogger, wandb_mode
+from koda.config.run import LoggingConfig
+from koda.run.metrics import METRICS_FILE, MetricsLogger, wandb_mode
 
 
 def test_jsonl_stream_and_resume_truncation(tmp_path):
@@ -12,11 +12,22 @@ def test_jsonl_stream_and_resume_truncation(tmp_path):
     log.close()
     lines = [json.loads(x) for x in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5] and lines[0]["val/loss"] is None
-    resumed = MetricsLogger(tmp_path, cfg, {}, 10, enabled=True, resume_step=3)
+    resumed = MetricsLogger(tmp_path, cfg, {}, 10, enabled=True, start_step=3)
     resumed.log(4, {"train/loss": 9.0})
     resumed.close()
     lines = [json.loads(x) for x in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4] and lines[-1]["train/loss"] == 9.0
+
+
+def test_a_restart_from_step_0_rewrites_the_stream_instead_of_repeating_steps(tmp_path):
+    cfg = LoggingConfig(wandb_mode="disabled", progress_bar=False)
+    for _ in range(2):          # e.g. --resume with no checkpoint saved yet: the run starts over at 0
+        log = MetricsLogger(tmp_path, cfg, {}, 10, enabled=True, start_step=0)
+        for step in range(0, 3):
+            log.log(step, {"train/loss": 1.0})
+        log.close()
+    steps = [json.loads(x)["step"] for x in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert steps == [0, 1, 2]
 
 
 def test_disabled_logger_writes_nothing(tmp_path):

@@ -6,10 +6,10 @@ import pytest
 import torch
 import yaml
 
+from koda.config import run as run_config
 from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM
-from koda.train import config as run_config
-from koda.train.isometry import (
+from koda.pretrain.isometry import (
     OrthoPenalty,
     gram_deviation,
     gram_penalty,

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
+from koda.config.rl import RLConfig
 from koda.errors import ConfigError
 from koda.model.config import ModelConfig, preset
 from koda.optim.config import OptimizerConfig
-from koda.rl.config import RLConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -62,8 +62,9 @@ class ScheduleConfig:
     # naming the step (nothing is saved after it); "skip" drops its update (DeepSpeed does
     # not apply a non-finite gradient), counts it in train/skipped_steps and goes on.
     on_nonfinite: str = "stop"
-    # --stage rl: stop (saving a checkpoint) at the first step boundary after this many seconds
-    # of the run's steps; rank 0's clock decides for all. None: train.steps alone ends the run.
+    # Stop (saving a checkpoint) at the first step boundary after this many seconds of the
+    # run's training steps (evaluation and saving not counted; kept across resumes); rank 0's
+    # clock decides for all. None: train.steps alone ends the run.
     time_budget_s: float | None = None
     # How the transformer blocks get their gradient: "backprop", or "dfa" (direct feedback
     # alignment, docs/dfa.md): fixed random [D, D] feedback matrices drawn from dfa_seed with
@@ -166,6 +167,9 @@ class RunConfig:
     isometry: IsometryConfig = field(default_factory=IsometryConfig)   # read by the pre-training loop
     # None: the DeepSpeed config's optimizer runs; a section: KODA's (koda.optim), K-FAC or AdamW
     optimizer: OptimizerConfig | None = None
+    # the dotted keys the YAML and --set overrides named (``train.steps``, ``optimizer``): what
+    # a stage that does not read a field refuses (``refuse_unread``); not part of to_dict
+    explicit: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         _check(isinstance(self.world_size, int) and self.world_size >= 1,
@@ -174,7 +178,27 @@ class RunConfig:
                f"data.seq_len {self.data.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out.pop("explicit")
+        return out
+
+
+# Fields one stage reads and the other does not (prefixes of dotted keys). A config naming one
+# of them for the other stage is refused: silently ignoring it would run something else than asked.
+STAGE_FIELDS = {
+    "pretrain": ("isometry", "optimizer", "train.feedback", "train.dfa_seed", "train.dfa_scale",
+                 "train.dfa_align_every", "train.eval_batches"),
+    "rl": ("rl",),
+}
+
+
+def refuse_unread(cfg: RunConfig, stage: str) -> None:
+    """One ConfigError line for the first field `cfg` sets that only another stage reads."""
+    for key in sorted(cfg.explicit):
+        for owner, prefixes in STAGE_FIELDS.items():
+            if owner != stage and any(key == p or key.startswith(p + ".") for p in prefixes):
+                raise ConfigError(f"{key} is read by --stage {owner} only; --stage {stage} would ignore it "
+                                  "(remove it from the config)")
 
 
 _SECTIONS = {"data": DataConfig, "train": ScheduleConfig, "moe": MoEConfig, "logging": LoggingConfig,
@@ -217,8 +241,10 @@ def from_dict(raw: dict) -> RunConfig:
     sections = {name: _section(cls, raw.get(name), name) for name, cls in _SECTIONS.items()}
     _check(raw.get("optimizer") is None or isinstance(raw["optimizer"], dict), "optimizer must be a mapping")
     optimizer = None if raw.get("optimizer") is None else OptimizerConfig.from_dict(raw["optimizer"])
+    explicit = {f"{name}.{key}" if isinstance(value, dict) else name
+                for name, value in raw.items() for key in (value if isinstance(value, dict) else [None])}
     return RunConfig(model=_model(raw.get("model")), ds_config=raw["ds_config"], run_dir=raw["run_dir"],
-                     world_size=raw.get("world_size", 2), optimizer=optimizer,
+                     world_size=raw.get("world_size", 2), optimizer=optimizer, explicit=frozenset(explicit),
                      **sections)
 
 

@@ -7,12 +7,13 @@
 ``perf/step_s``, ``moe/load_max_min``, ``moe/load_std``, ``moe/utilisation`` (worst layer),
 ``moe/layer<N>/load_max_min``, ``moe/layer<N>/load_std``, ``moe/layer<N>/utilisation``,
 ``moe/layer<N>/tokens`` and ``moe/layer<N>/share`` (lists, per expert; see
-``koda.train.router_probe.load_stats``), ``mem/rss_gb``,
+``koda.run.router_probe.load_stats``), ``mem/rss_gb``,
 ``mem/peak_rss_gb`` (``mem/gpu_peak_gb`` on GPUs), ``val/loss``, ``val/ppl``; ``dfa/alignment``,
 ``dfa/embedding/alignment``, ``dfa/layer<N>/alignment`` under ``train.feedback: dfa``. Later stages add
 their own groups (``rl/``, ``gan/``) through the same ``log`` call. ``koda report`` reads
-this file. On resume the lines after the resumed step are dropped, so the file always
-describes the trajectory the model actually took.
+this file. A run starting at step S keeps only the lines before it (and S's own line when
+S > 0, logged before that checkpoint was saved): a resumed run, or one restarted from step 0,
+holds each step once, on the trajectory the model actually took.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from koda.config.run import LoggingConfig
 from koda.run_layout import METRICS as METRICS_FILE
-from koda.train.config import LoggingConfig
 
 
 def wandb_mode(configured: str) -> str:
@@ -41,7 +42,7 @@ def wandb_mode(configured: str) -> str:
 
 
 def truncate_after(path: Path, step: int) -> None:
-    """Drop metric lines with step > `step` (atomically), for a resumed run."""
+    """Drop metric lines with step > `step` (atomically); -1 drops them all."""
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
@@ -60,15 +61,14 @@ class MetricsLogger:
     """Rank 0's sink for the metrics stream (other ranks construct it with enabled=False)."""
 
     def __init__(self, run_dir: str | Path, cfg: LoggingConfig, run_config: dict, total_steps: int,
-                 enabled: bool, resume_step: int | None = None):
+                 enabled: bool, start_step: int = 0):
         self.enabled = enabled
         self.path = Path(run_dir) / METRICS_FILE
         self._wandb = None
         self._bar = None
         if not enabled:
             return
-        if resume_step is not None:
-            truncate_after(self.path, resume_step)
+        truncate_after(self.path, start_step if start_step > 0 else -1)
         self._file = self.path.open("a", buffering=1)
         mode = wandb_mode(cfg.wandb_mode)
         if mode != "disabled":
@@ -76,7 +76,7 @@ class MetricsLogger:
         if cfg.progress_bar and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=resume_step or 0, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:

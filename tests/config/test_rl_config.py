@@ -1,9 +1,9 @@
 import pytest
 
+from koda.config import run as run_config
+from koda.config.rl import RLConfig
 from koda.errors import ConfigError
-from koda.rl.config import RLConfig
 from koda.rl.rewards import RewardWeights
-from koda.train import config as run_config
 
 
 def _raw(**rl):
@@ -79,12 +79,43 @@ def test_rl_stage_refuses_the_pretraining_optimizer_section(tmp_path):
     path = tmp_path / "rl.yaml"
     path.write_text(yaml.safe_dump({"model": {"preset": "smoke"}, "ds_config": "zero3_ep_rl_smoke.json",
                                     "run_dir": str(tmp_path / "run"), "optimizer": {"name": "adamw", "lr": 1e-3}}))
-    with pytest.raises(KodaError, match="optimizer section applies to pre-training"):
-        main(["--stage", "rl", "--config", str(path)])
+    with pytest.raises(KodaError, match=r"^optimizer.lr is read by --stage pretrain only; --stage rl would ignore it"):
+        main(["--stage", "rl", "--config", str(path), "--random-weights"])
+
+
+def test_rl_stage_without_init_from_is_refused_unless_random_weights_are_asked_for(tmp_path):
+    from koda.errors import KodaError
+    from koda.train.cli import main
+
+    args = ["--stage", "rl", "--config", "rl_smoke", "--run-dir", str(tmp_path / "run"), "--set", "ds_config=no_such_plan.json"]
+    with pytest.raises(KodaError, match=r"^--stage rl needs --init-from RUN_OR_CKPT .* --random-weights"):
+        main(args)
+    # asked for by name, the run goes past that check (and stops at the next one: the missing plan)
+    with pytest.raises(Exception, match="no_such_plan"):
+        main([*args, "--random-weights"])
+    with pytest.raises(KodaError, match="contradict"):
+        from koda.rl.stage import check_source
+
+        check_source("runs/x", True)
+
+
+@pytest.mark.parametrize(("stage", "override", "owner"), [
+    ("rl", "isometry.ortho_lambda=0.1", "pretrain"), ("rl", "train.feedback=dfa", "pretrain"),
+    ("rl", "train.eval_batches=3", "pretrain"), ("pretrain", "rl.kl_coef=0.1", "rl")])
+def test_a_field_only_the_other_stage_reads_is_refused_in_one_line(stage, override, owner):
+    from koda.errors import ConfigError
+
+    preset = {"rl": "rl_smoke", "pretrain": "smoke"}
+    cfg = run_config.load(preset[stage], [override])
+    with pytest.raises(ConfigError, match=rf"^{override.split('=')[0]} is read by --stage {owner} only; "
+                                          rf"--stage {stage} would ignore it \(remove it from the config\)$"):
+        run_config.refuse_unread(cfg, stage)
+    run_config.refuse_unread(run_config.load(preset[stage]), stage)     # the preset alone is accepted
+    run_config.refuse_unread(run_config.load(preset[owner], [override]), owner)   # its reader takes it
 
 
 def test_shipped_rl_preset_resolves_all_its_plans():
-    from koda.rl.trainer import check_config
+    from koda.rl.stage import check_config
 
     cfg = run_config.load("rl_smoke")
     check_config(cfg, cfg.world_size)

@@ -5,8 +5,8 @@ import pytest
 from koda.errors import ConfigError
 from koda.optim.config import OptimizerConfig
 from koda.optim.latency import latency_scales
+from koda.pretrain.optimizer import Scales, latency
 from koda.topology import load_topology, naive_placement, place
-from koda.train.optimizer import Scales, latency
 from tests.helpers.ranks import REPO
 
 TORUS = str(REPO / "launchers/topologies/torus-4x4x2x2.yaml")          # 64 ranks

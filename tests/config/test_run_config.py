@@ -4,8 +4,8 @@
 import pytest
 import yaml
 
+from koda.config import run as run_config
 from koda.errors import ConfigError
-from koda.train import config as run_config
 
 BASE = {"model": {"preset": "smoke"}, "ds_config": "zero3_ep_smoke.json", "run_dir": "runs/x"}
 

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from koda.config import run as run_config
 from koda.errors import ConfigError
 from koda.model import KodaForCausalLM
 from koda.model.config import ModelConfig
 from koda.objectives import next_token_loss
-from koda.train import config as run_config
-from koda.train.dfa import DirectFeedback, alignment, feedback_matrices, measure_alignment
+from koda.pretrain.dfa import DirectFeedback, alignment, feedback_matrices, measure_alignment
 
 SMALL = ModelConfig(vocab_size=64, d_model=32, n_layers=3, n_heads=2, n_kv_heads=1, ffn_hidden=24,
                     n_experts=4, top_k=2, moe_every=2, dense_ffn_hidden=40, max_seq_len=16)
@@ -270,5 +270,5 @@ def test_config_override_and_rl_stage_refusal(tmp_path):
     path.write_text(f"model: {{preset: smoke}}\nds_config: zero3_ep_smoke.json\nrun_dir: {tmp_path / 'run'}\n")
     cfg = run_config.load(str(path), ["train.feedback=dfa", "train.dfa_scale=0.5"])
     assert (cfg.train.feedback, cfg.train.dfa_scale, cfg.train.dfa_seed) == ("dfa", 0.5, 0)
-    with pytest.raises(ConfigError, match=r"train.feedback=dfa is for pre-training; the RL stage trains by backprop"):
+    with pytest.raises(ConfigError, match=r"^train.dfa_scale is read by --stage pretrain only; --stage rl would ignore"):
         validate(cfg, 2, resuming=False, stage="rl")

@@ -146,3 +146,14 @@ def test_cuda_rng_stream_is_saved_and_restored():
     torch.cuda.manual_seed(2)
     checkpoint.set_rng_state(state)
     assert torch.equal(torch.rand(4, device="cuda"), expected)
+
+
+def test_a_damaged_checkpoint_moved_aside_is_neither_resumed_nor_pruned(tmp_path):
+    _fake(tmp_path, 100)
+    kept = tmp_path / "step00000200.replaced-1700000000"
+    (tmp_path / _fake(tmp_path, 200, corrupt=True)).rename(kept)
+    assert checkpoint.complete_tags(tmp_path) == ["step00000100"]
+    assert checkpoint.resolve_tag(tmp_path) == "step00000100"
+    _fake(tmp_path, 300)
+    checkpoint._prune(tmp_path, keep=1)
+    assert checkpoint.complete_tags(tmp_path) == ["step00000300"] and kept.is_dir()

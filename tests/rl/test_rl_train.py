@@ -66,7 +66,8 @@ def test_every_component_is_logged_each_step(straight):
     for r in records:
         assert set(r) >= EXPECTED, EXPECTED - set(r)
         assert all(v is not None for k, v in r.items() if k in EXPECTED), r     # None: logged non-finite
-    assert abs(records[0]["rl/kl_ref"]) < 1e-5                # the actor starts as the reference
+    # the actor starts as the reference: bf16 forwards of two engines agree to ~1e-5 (CPU-dependent)
+    assert abs(records[0]["rl/kl_ref"]) < 5e-5
     assert any(abs(r["rl/kl_ref"]) > 1e-4 for r in records[1:])   # ... and the updates move it away
     assert any(r["rl/clip_fraction"] > 0 or r["rl/kl"] > 0 for r in records)   # epoch 2 sees a moved policy
 

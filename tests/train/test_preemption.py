@@ -118,3 +118,37 @@ def test_sigusr1_to_koda_launch_stops_a_two_node_run_cleanly(tiny_data, tmp_path
     assert _alive(tree) == []
     stopped = _stopped_at(log)
     assert checkpoint.resolve_tag(run_dir / "checkpoints") == checkpoint.tag_for(stopped)
+
+
+def test_ctrl_c_to_the_process_group_saves_and_exits_without_a_traceback(tiny_data, tmp_path):
+    """A terminal's Ctrl-C: SIGINT to the front's whole process group. The ranks agree at the
+    next step boundary, save, and everything exits 0 with no traceback."""
+    run_dir = tmp_path / "run"
+    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=2000,
+                              train={"checkpoint_every": 5000, "eval_every": 5000})
+    log = tmp_path / "ctrl_c.log"
+    front = _front(config, log.open("w"))
+    _wait_for_step(run_dir, 3, front)
+    tree = [p.pid for p in psutil.Process(front.pid).children(recursive=True)]
+    os.killpg(front.pid, signal.SIGINT)
+    assert front.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert _alive(tree) == [], "processes of the run outlived koda train"
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    stopped = int(re.findall(r"stopped at step (\d+)/\d+ on SIGINT", text)[0])
+    assert checkpoint.resolve_tag(run_dir / "checkpoints") == checkpoint.tag_for(stopped)
+
+
+def test_nothing_outlives_a_front_process_killed_by_sigkill(tiny_data, tmp_path):
+    """SIGKILL gives the front no chance to clean up: the guardian stops the launcher and the ranks."""
+    run_dir = tmp_path / "run"
+    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=2000,
+                              train={"checkpoint_every": 5000, "eval_every": 5000})
+    log = tmp_path / "kill.log"
+    front = _front(config, log.open("w"))
+    _wait_for_step(run_dir, 2, front)
+    tree = [p.pid for p in psutil.Process(front.pid).children(recursive=True)]
+    assert len(rank_processes(front.pid)) == 2
+    front.kill()
+    front.wait()
+    assert _alive(tree, timeout=40) == [], "the launcher or a rank was orphaned"

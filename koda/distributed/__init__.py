@@ -1,6 +1,7 @@
 """Everything that knows about ranks and DeepSpeed lives here, and only here.
 
-- ``accelerator``: pick DeepSpeed's accelerator (CPU when no GPU) before it is imported.
+- ``accelerator``: pick DeepSpeed's accelerator (CPU when no GPU) and its op build folder (one per
+  installation) before it is imported.
 - ``ds_config``: load a ``ds_configs/*.json``, check it against the model and world, fill
   the fields KODA derives (AutoEP naming, top-k, bf16 "auto", schedule length), and return
   a ``DeepSpeedPlan``: the dict plus batch layout, expert-parallel size, precision and world.

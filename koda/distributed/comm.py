@@ -81,22 +81,40 @@ def remove_shm_buffers(master_addr: str, master_port: int) -> None:
             os.unlink(path)
 
 
+def merge_moments(counts: torch.Tensor, means: torch.Tensor, m2s: torch.Tensor, total=None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (count, mean, M2) of several parts' data together: Chan et al.'s pairwise merge
+    summed over the parts, in two sums.
+
+    counts: [P], means and m2s: [P, *S] (M2 = sum of squared deviations from the part's
+    mean). n = sum n_i; mean = sum n_i mean_i / n; M2 = sum (M2_i + n_i (mean_i - mean)^2),
+    the last term being the spread *between* the parts. Centering on the global mean before
+    summing avoids the cancellation of the sum-of-squares form. ``total`` maps [P, M] to the
+    [M] sum over all parts: ``sum(0)`` when every part is here (the default), an all-reduce
+    of a rank's one part in ``all_reduce_moments``. Returns float64 ([], [*S], [*S]).
+    """
+    total = total or (lambda x: x.sum(0))
+    parts, shape = counts.shape[0], means.shape[1:]
+    n_i = counts.double().reshape(parts, 1)                          # [P, 1]
+    mu_i = means.double().reshape(parts, -1)                         # [P, K], K = prod(S)
+    first = total(torch.cat([n_i, n_i * mu_i], dim=1))               # [1 + K]
+    n = first[0]
+    global_mean = first[1:] / n if n > 0 else torch.zeros_like(first[1:])
+    total_m2 = total(m2s.double().reshape(parts, -1) + n_i * (mu_i - global_mean) ** 2)  # [K]
+    return n, global_mean.reshape(shape), total_m2.reshape(shape)
+
+
 def all_reduce_moments(count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Merge per-rank (count, mean, M2) into the statistics of all ranks' data together.
 
     count: [] (samples seen by this rank), mean and m2: [K] or [] (M2 = sum of squared
-    deviations from the mean). Two all-reduces in float64 give Chan et al.'s pairwise
-    merge summed over ranks: n = sum n_i; mean = sum n_i mean_i / n;
-    M2 = sum (M2_i + n_i (mean_i - mean)^2). Centering on the global mean before summing
-    avoids the cancellation of the sum-of-squares form. Returns float64 tensors of the
-    input shapes; without a process group the triple comes back unchanged.
+    deviations from the mean). ``merge_moments`` with this rank as the one local part and
+    two float64 all-reduces as its sums. Returns float64 tensors of the input shapes;
+    without a process group the triple comes back unchanged.
     """
     if not torch.distributed.is_initialized():
         return count, mean, m2
-    n_i, mu_i = count.double().reshape(()), mean.double()
-    first = all_reduce_sum(torch.cat([n_i.reshape(1), (n_i * mu_i).reshape(-1)]))
-    n = first[0]
-    global_mean = (first[1:] / n if n > 0 else torch.zeros_like(first[1:])).reshape(mean.shape)
-    total_m2 = all_reduce_sum(m2.double() + n_i * (mu_i - global_mean) ** 2)
-    return n.reshape(count.shape), global_mean, total_m2.reshape(m2.shape)
+    n, global_mean, total_m2 = merge_moments(count.reshape(1), mean.unsqueeze(0), m2.unsqueeze(0),
+                                             total=lambda x: all_reduce_sum(x[0]))
+    return n.reshape(count.shape), global_mean, total_m2

@@ -118,6 +118,9 @@ def start_guardian(pgid: int) -> subprocess.Popen:
 def run(cmd: list[str], env: dict | None = None) -> int:
     """Run a launcher command to its end, forwarding stop signals; returns its exit code
     (0 when the ranks stopped cleanly on a forwarded signal)."""
+    from koda.distributed.accelerator import announce_op_build
+
+    announce_op_build()             # sets the ranks' accelerator and build folder; says if it builds
     forwarder = StopForwarder([])
     with forwarder.installed():           # before the launcher exists: no signal may be missed
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)

@@ -102,7 +102,7 @@ def _log_wandb(run_dir: Path, name: str, report: dict) -> None:
     mode = wandb_mode(cfg.wandb_mode)
     if mode == "disabled":
         return
-    run = _start_wandb(run_dir, cfg, {}, mode)
+    run = _start_wandb(run_dir, cfg, {}, mode, silent=True)  # else ~60 lines of run summary precede the table
     flat = {f"eval/{name}/{k}": v for k, v in report.items() if isinstance(v, int | float) and v is not None}
     flat |= {f"eval/{name}/{fam}/{k}": v for fam, row in report["families"].items() for k, v in row.items()
              if isinstance(v, int | float) and v is not None}

@@ -108,11 +108,14 @@ class MetricsLogger:
             self._wandb.finish()
 
 
-def _start_wandb(run_dir: Path, cfg: LoggingConfig, run_config: dict, mode: str):
+def _start_wandb(run_dir: Path, cfg: LoggingConfig, run_config: dict, mode: str, silent: bool = False):
+    """silent: W&B prints nothing (no banner, no run summary at ``finish``), for commands whose
+    own output is the point (``koda eval``); the run is logged all the same."""
     import wandb
 
     id_file = run_dir / "wandb_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
     id_file.write_text(run_id)
     return wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, name=cfg.run_name or run_dir.name,
-                      id=run_id, resume="allow", dir=str(run_dir), config=run_config, mode=mode)
+                      id=run_id, resume="allow", dir=str(run_dir), config=run_config, mode=mode,
+                      settings=wandb.Settings(silent=True) if silent else None)

@@ -87,7 +87,8 @@ def test_rl_stage_without_init_from_is_refused_unless_random_weights_are_asked_f
     from koda.errors import KodaError
     from koda.train.cli import main
 
-    args = ["--stage", "rl", "--config", "rl_smoke", "--run-dir", str(tmp_path / "run"), "--set", "ds_config=no_such_plan.json"]
+    args = ["--stage", "rl", "--config", "rl_smoke", "--run-dir", str(tmp_path / "run"),
+            "--set", "ds_config=no_such_plan.json"]
     with pytest.raises(KodaError, match=r"^--stage rl needs --init-from RUN_OR_CKPT .* --random-weights"):
         main(args)
     # asked for by name, the run goes past that check (and stops at the next one: the missing plan)

@@ -1,6 +1,7 @@
 """Which checkpoint a resume picks, given interrupted and damaged saves (no ranks needed)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,43 @@ def test_a_damaged_checkpoint_moved_aside_is_neither_resumed_nor_pruned(tmp_path
     _fake(tmp_path, 300)
     checkpoint._prune(tmp_path, keep=1)
     assert checkpoint.complete_tags(tmp_path) == ["step00000300"] and kept.is_dir()
+
+
+class _FileEngine:
+    """Stands in for ``koda.distributed.engine.Engine``: its state is one tensor in one file,
+    written and read where DeepSpeed would put the engine's files (``<dir>/<tag>/``)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+        self.loads = 0
+
+    def save(self, directory: str, tag: str, client_state: dict) -> None:
+        (Path(directory) / tag).mkdir(parents=True, exist_ok=True)
+        torch.save({"weight": self.weight, "client": client_state}, Path(directory) / tag / "model_states.pt")
+
+    def load(self, directory: str, tag: str, load_optimizer: bool = True) -> dict:
+        self.loads += 1
+        state = torch.load(Path(directory) / tag / "model_states.pt", weights_only=False)
+        self.weight = state["weight"]
+        return state["client"]
+
+
+def test_load_refuses_a_file_changed_after_the_save_before_the_engine_reads_it(tmp_path):
+    """Save and load in one process (no process group): a one-byte change of an engine's file,
+    same size, is named by ``load`` itself, and the engine never unpickles the file."""
+    engine = _FileEngine(torch.arange(64, dtype=torch.float32))
+    saved = checkpoint.save({"actor": engine}, tmp_path, 7, {"koda": {"step": 7}}, {"rank": 0}, keep=2,
+                            extra_state={"reward_tracker": {"count": 3}})
+    loaded = checkpoint.load({"actor": engine}, tmp_path, saved.tag)
+    assert (loaded.client_state, loaded.rank_state, loaded.extra_state) == \
+        ({"koda": {"step": 7}}, {"rank": 0}, {"reward_tracker": {"count": 3}})
+    assert engine.loads == 1
+
+    victim = tmp_path / saved.tag / "actor" / "model_states.pt"
+    data = bytearray(victim.read_bytes())
+    data[data.index(engine.weight.numpy().tobytes()) + 5] ^= 0x01   # in the weight: still unpickles
+    victim.write_bytes(bytes(data))
+    assert torch.load(victim, weights_only=False)["weight"].shape == (64,)
+    with pytest.raises(KodaError, match=r"file actor/model_states\.pt differs from the one saved \(sha256"):
+        checkpoint.load({"actor": engine}, tmp_path, saved.tag)
+    assert engine.loads == 1

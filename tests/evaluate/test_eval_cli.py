@@ -69,3 +69,26 @@ def test_greedy_with_several_samples_and_unknown_task_ids_are_refused(capsys, lo
     bad.write_text(json.dumps({"task_id": "HumanEval/999", "completion": ""}) + "\n")
     code, _, err = _run(capsys, "--samples", str(bad), "--tasks", "humaneval")
     assert code == 2 and "s.jsonl:1: task_id 'HumanEval/999' is not in the task set" in err
+
+
+def test_a_run_directory_logs_to_wandb_without_printing_its_summary(capfd, monkeypatch, long_standalone_dir,
+                                                                     tmp_path):
+    """--model a run directory: the report goes to the run's W&B run (offline here), and the
+    terminal shows the table only. The run's checkpoint is stood in for by the standalone
+    model, so only the loading is skipped."""
+    from koda.infer import loading
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"logging": {"wandb_mode": "offline"}}))
+    real_load = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda path, *rest: real_load(long_standalone_dir, *rest))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    code = cli.main(["eval", "--model", str(run), "--tasks", "koda:heldout", "--families", "power_fast",
+                     "--heldout", "1", "--max-new-tokens", "8", "--no-measure"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert out.splitlines()[0].split()[:3] == ["family", "tasks", "samples"], out    # the table comes first
+    assert not [line for line in (out + err).splitlines() if "wandb" in line.lower()], out + err
+    runs = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and b"eval/koda-heldout/pass@1" in runs[0].read_bytes()

@@ -1,6 +1,7 @@
 """K-FAC factors and preconditioned gradients against independent references: curvlinops'
-KFAC operator (empirical Fisher, KFAC-expand) for Linear layers, and a per-expert dense
-reference built here from the routed tokens for the MoE experts."""
+KFAC operator (empirical Fisher, KFAC-expand) for Linear layers (skipped where curvlinops is
+not installed; tests/optim/test_kfac_layers.py checks a Linear by hand without it), and a
+per-expert dense reference built here from the routed tokens for the MoE experts."""
 
 import pytest
 import torch
@@ -12,9 +13,14 @@ from koda.model.moe import MoEBlock, route
 from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
 from tests.helpers.tiny import TINY
 
-curvlinops = pytest.importorskip("curvlinops")
-
 DAMPING = 1e-3
+
+
+@pytest.fixture
+def curvlinops():
+    """Only the tests that compare against curvlinops need it; the Makefile installs it with
+    --no-deps (pyproject's dev extra says why), so a plain ``pip install -e '.[dev]'`` lacks it."""
+    return pytest.importorskip("curvlinops")
 
 
 class ChannelsSecond(nn.Module):
@@ -28,7 +34,7 @@ class ChannelsSecond(nn.Module):
         return self.net(x).transpose(1, 2)
 
 
-def _curvlinops(model, linears, x, y):
+def _curvlinops(curvlinops, model, linears, x, y):
     """curvlinops' KFAC (expand, empirical Fisher, bias jointly) and its π-damped inverse."""
     params = [p for m in linears for p in m.parameters()]
     kfac = curvlinops.KFACLinearOperator(
@@ -51,12 +57,12 @@ def _kfac_step(model, x, y, inverse_method, skip=()):
     return pre, raw
 
 
-def _compare(model, linears, x, y, inverse_method, flat=()):
+def _compare(curvlinops, model, linears, x, y, inverse_method, flat=()):
     """`flat`: Linear layers fed the flattened tokens [B*T, D] (the router). curvlinops takes
     their leading axis for the batch of N_data = B sequences, so its A is T times and its S
     T² times the per-token expectation; their factors are compared after removing exactly
     that, and their preconditioned gradient against the damped formula on those factors."""
-    kfac, inverse, params = _curvlinops(model, linears, x, y)
+    kfac, inverse, params = _curvlinops(curvlinops, model, linears, x, y)
     T = x.shape[1]
     names = {m: n for n, m in model.named_modules()}
     pre, raw = _kfac_step(model, x, y, inverse_method)
@@ -91,16 +97,16 @@ def _damped_solve(A, S, G, damping=DAMPING):
 
 
 @pytest.mark.parametrize("inverse_method", ["eigen", "cholesky"])
-def test_mlp_with_biases_matches_curvlinops(inverse_method):
+def test_mlp_with_biases_matches_curvlinops(curvlinops, inverse_method):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 5))
     x = torch.randn(4, 7, 6)                        # [B, T, D]: the sequence axis is expanded
     y = torch.randint(0, 5, (4, 7))
     linears = [m for m in model if isinstance(m, nn.Linear)]
-    _compare(model, linears, x, y, inverse_method)
+    _compare(curvlinops, model, linears, x, y, inverse_method)
 
 
-def test_smoke_model_linears_match_curvlinops():
+def test_smoke_model_linears_match_curvlinops(curvlinops):
     torch.manual_seed(0)
     cfg = TINY.replace(moe_every=2)                 # layer 0 dense SwiGLU, layer 1 MoE
     model = KodaForCausalLM(cfg)
@@ -108,7 +114,7 @@ def test_smoke_model_linears_match_curvlinops():
     y = torch.randint(0, cfg.vocab_size, (2, 16))
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     routers = [m for n, m in model.named_modules() if n.endswith("mlp.gate")]
-    pre = _compare(model, linears, x, y, "eigen", flat=routers)
+    pre = _compare(curvlinops, model, linears, x, y, "eigen", flat=routers)
     kinds = {u.name.rsplit(".", 1)[-1] for u in pre.units}
     assert {"q_proj", "o_proj", "gate", "gate_proj", "down_proj", "lm_head", "gate_up_proj"} <= kinds
 

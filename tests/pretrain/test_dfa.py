@@ -270,5 +270,5 @@ def test_config_override_and_rl_stage_refusal(tmp_path):
     path.write_text(f"model: {{preset: smoke}}\nds_config: zero3_ep_smoke.json\nrun_dir: {tmp_path / 'run'}\n")
     cfg = run_config.load(str(path), ["train.feedback=dfa", "train.dfa_scale=0.5"])
     assert (cfg.train.feedback, cfg.train.dfa_scale, cfg.train.dfa_seed) == ("dfa", 0.5, 0)
-    with pytest.raises(ConfigError, match=r"^train.dfa_scale is read by --stage pretrain only; --stage rl would ignore"):
+    with pytest.raises(ConfigError, match=r"^train.dfa_scale is read by --stage pretrain only; --stage rl would"):
         validate(cfg, 2, resuming=False, stage="rl")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from koda.sandbox import SandboxPolicy, filesystem, run_program
+from koda.sandbox import SandboxPolicy, filesystem, run_program, run_tests
 from tests.sandbox.conftest import FAST, SAFE
 
 
@@ -21,16 +21,44 @@ def test_infinite_loop_is_killed_at_the_wall_clock(no_leftovers):
     assert time.monotonic() - start < FAST.timeout_s + 2
 
 
+def _wall_bound(policy: SandboxPolicy) -> float:
+    """Generous for a loaded machine, yet far below what a limit even 10x too long would take."""
+    return policy.timeout_s * 3 + 2
+
+
 @pytest.mark.slow
 def test_ignoring_sigterm_does_not_help(no_leftovers):
+    # a sleeper burns no CPU, so only the wall clock can end it (RLIMIT_CPU never fires); the
+    # pool's own outer deadline would also end it, but seconds later: hence the elapsed check
+    start = time.monotonic()
     r = run_program("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)",
                     policy=FAST)
     assert r.status == "timeout"
+    assert time.monotonic() - start < _wall_bound(FAST)
+
+
+def test_a_sleeping_test_is_stopped_at_the_per_test_wall_clock(no_leftovers):
+    start = time.monotonic()
+    report = run_tests("import time\ndef f():\n    time.sleep(60)",
+                       "def test_sleeps():\n    f()\n", policy=FAST)
+    assert [t.status for t in report.tests] == ["timeout"]
+    assert time.monotonic() - start < _wall_bound(FAST)
 
 
 def test_memory_bomb_hits_the_address_space_cap(no_leftovers):
     r = run_program("x = []\nwhile True:\n    x.append(bytearray(10**7))", policy=SAFE)
     assert r.status == "memory", r.stderr
+
+
+def test_the_solver_gets_its_own_memory_cap_not_only_the_judges(no_leftovers):
+    # The judge's cap (2 * memory_mb + 256 MB, limits.py) is inherited by every solver, so a
+    # bomb that grows without end is stopped even without the solver's own cap. One block
+    # between the two caps is not: only RLIMIT_AS at memory_mb turns it into "memory".
+    policy = SandboxPolicy(timeout_s=10, memory_mb=128, nproc=16)
+    over = run_program("x = bytearray(200 * 2**20)\nprint(len(x))", policy=policy)
+    assert over.status == "memory", over.stdout + over.stderr
+    under = run_program("x = bytearray(48 * 2**20)\nprint(len(x) >> 20)", policy=policy)
+    assert (under.status, under.stdout) == ("ok", "48\n"), under.stderr  # the cap is not lower
 
 
 @pytest.mark.slow

@@ -12,13 +12,19 @@ rank against the ZeRO-3 estimate, and a profile of one (c) step grouped by kind 
 Batches are uniform random tokens: throughput does not depend on the text, and no
 tokenizer of the preset's vocabulary is needed.
 
+On a GPU (``--device cuda``) (b) and (c) run on the same device(s), (c) on ``--ranks`` ranks
+(one per GPU: 1 on a one-GPU machine), and ``--peak-tflops`` replaces (a) with the datasheet
+figure, so MFU is against what the GPU is sold as (tools/gpu_check.sh passes it).
+
     python tools/bench_train.py                       # small preset, seq 512
     python tools/bench_train.py --model smoke --seq-len 256 --micro-batch 4
+    python tools/bench_train.py --device cuda --ranks 1 --attention flash --peak-tflops 989
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -49,23 +55,36 @@ def rss_now_gb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**30
 
 
-def batches(vocab: int, rows: int, seq: int, count: int, seed: int) -> list[torch.Tensor]:
+def batches(vocab: int, rows: int, seq: int, count: int, seed: int, device: str = "cpu") -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, vocab, (rows, seq + 1), generator=gen) for _ in range(count)]
+    return [torch.randint(0, vocab, (rows, seq + 1), generator=gen).to(device) for _ in range(count)]
+
+
+def model_config(args):
+    """The preset with the attention kernel asked for (flash needs CUDA and flash-attn)."""
+    return dataclasses.replace(preset(args.model), attention=args.attention)
+
+
+def sync(device: str) -> None:
+    """Wait for queued kernels, so wall-clock step times are the GPU's, not the launch queue's."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def plain_pytorch(args, autocast: bool) -> dict:
-    """(b): one process, every core, fp32 weights, with or without bf16 autocast."""
+    """(b): one process (every core, or one GPU), fp32 weights, with or without bf16 autocast."""
     torch.manual_seed(0)
-    cfg = preset(args.model)
-    model = KodaForCausalLM(cfg)
+    cfg = model_config(args)
+    model = KodaForCausalLM(cfg).to(args.device)
     probe = RouterProbe(model, cfg.top_k)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-    data = batches(cfg.vocab_size, 2 * args.micro_batch, args.seq_len, args.warmup + args.steps, seed=1)
+    rows = args.ranks * args.micro_batch
+    data = batches(cfg.vocab_size, rows, args.seq_len, args.warmup + args.steps, seed=1, device=args.device)
     times = []
     for i, batch in enumerate(data):
+        sync(args.device)
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=autocast):
             logits = model(batch[:, :-1])
             aux, _ = probe.losses()
             loss = next_token_loss(logits, batch[:, 1:]) + AUX_WEIGHT * aux
@@ -73,17 +92,18 @@ def plain_pytorch(args, autocast: bool) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync(args.device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     step = sorted(times)[len(times) // 2]
-    return {"tokens_per_s": 2 * args.micro_batch * args.seq_len / step, "step_s": step}
+    return {"tokens_per_s": rows * args.seq_len / step, "step_s": step}
 
 
 def koda_worker(args) -> None:
     """(c), on each rank: the actor engine exactly as koda.train builds it."""
     configure_accelerator()
     from koda.distributed import comm, ds_config
-    from koda.distributed.accelerator import configure_cpu_threads
+    from koda.distributed.accelerator import configure_cpu_threads, on_cpu
     from koda.distributed.engine import build_engine
 
     comm.init()
@@ -91,7 +111,7 @@ def koda_worker(args) -> None:
     import deepspeed.utils.logging as ds_logging
 
     ds_logging.logger.setLevel("WARNING")
-    cfg = preset(args.model)
+    cfg = model_config(args)
     raw = ds_config.load("zero3_ep_smoke.json")
     raw["train_micro_batch_size_per_gpu"] = args.micro_batch
     raw["scheduler"]["params"]["warmup_num_steps"] = 1
@@ -101,7 +121,9 @@ def koda_worker(args) -> None:
     torch.manual_seed(0)
     engine = build_engine("actor", functools.partial(KodaForCausalLM, cfg), plan)
     probe = RouterProbe(engine.module, cfg.top_k)
-    data = batches(cfg.vocab_size, args.micro_batch, args.seq_len, args.warmup + args.steps + 1, seed=2 + comm.rank())
+    device = "cuda" if torch.cuda.is_available() and not on_cpu() else "cpu"
+    data = batches(cfg.vocab_size, args.micro_batch, args.seq_len, args.warmup + args.steps + 1, seed=2 + comm.rank(),
+                   device=device)
 
     def step(batch):
         logits = engine(batch[:, :-1])
@@ -111,9 +133,11 @@ def koda_worker(args) -> None:
 
     times = []
     for i, batch in enumerate(data[:-1]):
+        sync(device)
         comm.barrier()
         start = time.perf_counter()
         step(batch)
+        sync(device)
         comm.barrier()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
@@ -125,6 +149,7 @@ def koda_worker(args) -> None:
         result = {"tokens_per_s": comm.world_size() * args.micro_batch * args.seq_len / step_s, "step_s": step_s,
                   "bf16": plan.precision == "bf16", "world": plan.world,
                   "ep": plan.ep_size, "peak_rss_delta_gb": peaks.tolist(),
+                  "gpu_peak_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
                   "profile": profile}
         Path(args.worker_out).write_text(json.dumps(result))
 
@@ -164,14 +189,15 @@ def run_koda(args) -> dict:
 
     port = free_port()
     worker = ["--worker-out", str(out), "--model", args.model, "--seq-len", str(args.seq_len),
-              "--micro-batch", str(args.micro_batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command = launch_command(2, port, __file__, worker + (["--fp32"] if args.fp32 else []), module=False)
+              "--micro-batch", str(args.micro_batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--attention", args.attention]
+    command = launch_command(args.ranks, port, __file__, worker + (["--fp32"] if args.fp32 else []), module=False)
     try:
         proc = subprocess.run(command, capture_output=True, text=True)
     finally:
         remove_shm_buffers("127.0.0.1", port)
     if proc.returncode != 0:
-        sys.exit(f"bench_train: the 2-rank run failed:\n{proc.stderr[-3000:]}")
+        sys.exit(f"bench_train: the {args.ranks}-rank run failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
@@ -184,30 +210,48 @@ def zero3_estimate_gb(n_params: int, world: int, bf16: bool) -> float:
     return (p_and_g * n_params / world + states * n_params / world) / 2**30
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="small")
     p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--micro-batch", type=int, default=4, help="sequences per rank; (b) runs 2x this")
+    p.add_argument("--micro-batch", type=int, default=4, help="sequences per rank; (b) runs --ranks x this")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where (b) and (c) run")
+    p.add_argument("--ranks", type=int, default=2, help="ranks of (c) (one per GPU with --device cuda)")
+    p.add_argument("--attention", default="sdpa", help="model.attention: sdpa, flash, auto or favor")
+    p.add_argument("--peak-tflops", type=float,
+                   help="per-device peak for MFU (a GPU's dense bf16 datasheet figure) instead of measuring (a)")
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.worker_out:
         koda_worker(args)
         return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_train: --device cuda, but no CUDA device is available")
+    os.environ["DS_ACCELERATOR"] = args.device
     configure_accelerator()
     dtype = torch.float32 if args.fp32 or not supports_bf16() else torch.bfloat16
-    cfg = preset(args.model)
+    cfg = model_config(args)
     n_params = sum(t.numel() for t in KodaForCausalLM(cfg).parameters())
     flops_per_token = train_flops_per_token(cfg, args.seq_len)
     print(f"model {args.model}: {n_params / 1e6:.1f}M parameters, {flops_per_token / 1e6:.1f} MFLOP/token "
-          f"(train), seq {args.seq_len}, global batch {2 * args.micro_batch} sequences, {dtype}, "
-          f"{os.cpu_count()} cores")
-    peak = measure_matmul_peak(dtype, "cpu", 2048, 2.0)
-    print(f"(a) matmul peak ({dtype}, 2048^2, all cores): {peak / 1e9:.0f} GFLOP/s")
+          f"(train), seq {args.seq_len}, global batch {args.ranks * args.micro_batch} sequences, {dtype}, "
+          f"{os.cpu_count()} cores" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    if args.peak_tflops:
+        peak = args.peak_tflops * 1e12
+        print(f"(a) peak per device, as given (--peak-tflops): {peak / 1e12:.0f} TFLOP/s")
+    else:
+        peak = measure_matmul_peak(dtype, args.device, 2048 if args.device == "cpu" else 8192, 2.0)
+        print(f"(a) matmul peak ({dtype}, {args.device}): {peak / 1e9:,.0f} GFLOP/s")
+    # On CPU every rank shares the cores (a) was measured on; on GPU each rank has its own device.
+    koda_peak = peak * (args.ranks if args.device == "cuda" else 1)
     # The baseline is the faster of the two plain mixed-precision choices: on CPUs without AMX,
     # autocast's per-op casts can cost more than bf16 saves.
     # The machine's speed drifts (shared hosts, frequency): the plain loops run before and after
@@ -221,10 +265,11 @@ def main() -> None:
         print(f"    plain {name}: {before[name]['tokens_per_s']:,.0f} tokens/s before (c), "
               f"{after[name]['tokens_per_s']:,.0f} after")
     best = max(plains, key=lambda k: plains[k]["tokens_per_s"])
-    rows = [(f"(b) plain PyTorch, 1 process, {k}", r) for k, r in plains.items()]
-    rows.append((f"(c) KODA ZeRO-3 + AutoEP, 2 ranks, {'bf16' if koda['bf16'] else 'fp32'}", koda))
-    for label, r in rows:
-        mfu = r["tokens_per_s"] * flops_per_token / peak
+    rows = [(f"(b) plain PyTorch, 1 process, {k}", r, peak) for k, r in plains.items()]
+    rows.append((f"(c) KODA ZeRO-3 + AutoEP, {args.ranks} ranks, {'bf16' if koda['bf16'] else 'fp32'}", koda,
+                 koda_peak))
+    for label, r, r_peak in rows:
+        mfu = r["tokens_per_s"] * flops_per_token / r_peak
         print(f"{label:<46} {r['tokens_per_s']:9,.0f} tokens/s  step {r['step_s']:.3f}s  MFU {mfu:6.1%}")
     print(f"ratio (c)/(b) against the faster plain loop ({best}): "
           f"{koda['tokens_per_s'] / plains[best]['tokens_per_s']:.2f}")
@@ -232,6 +277,8 @@ def main() -> None:
     print(f"peak memory per rank above the process baseline: "
           f"{', '.join(f'{g:.3f} GB' for g in koda['peak_rss_delta_gb'])}; ZeRO-3 estimate of model states "
           f"(params+grads)/W + optimizer/K: {est:.3f} GB (activations and buffers come on top)")
+    if koda.get("gpu_peak_gb") is not None:
+        print(f"peak GPU memory allocated on rank 0: {koda['gpu_peak_gb']:.2f} GB")
     print("profile of one (c) step on rank 0, self CPU seconds by kind:")
     for kind, sec in sorted(koda["profile"]["by_kind_s"].items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<14} {sec:7.3f}")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Tokenize text/.py/.jsonl files into KODA token shards (same as ``koda preprocess``).
+"""Tokenize text/.py/.jsonl/.parquet files and datasets save_to_disk directories into KODA token shards
+(same as ``koda preprocess``).
 
     python tools/preprocess_data.py --tokenizer cache/tok.model --output data/shards --sources 'src/**/*.py'
 """

@@ -32,7 +32,8 @@ def _check(cond: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    sources: tuple[str, ...] = ("stdlib",)   # "stdlib", files or globs (.py/.txt/.jsonl)
+    sources: tuple[str, ...] = ("stdlib",)   # "stdlib", files or globs (.py/.txt/.jsonl/.parquet, save_to_disk dirs)
+    text_column: str = "text"                # the document's field in .jsonl, Parquet and saved datasets
     max_corpus_mb: float | None = None       # stop reading sources after this much text
     tokenizer: str = "cache/tokenizer-stdlib-4096.model"   # trained on first use if missing
     tokenizer_corpus_mb: float = 8.0         # text the tokenizer is trained on (a prefix of the corpus)
@@ -47,6 +48,8 @@ class DataConfig:
                f"got {self.seq_len!r}")
         _check(self.max_corpus_mb is None or self.max_corpus_mb > 0, "data.max_corpus_mb must be > 0")
         _check(self.tokenizer_corpus_mb > 0, "data.tokenizer_corpus_mb must be > 0")
+        _check(isinstance(self.text_column, str) and bool(self.text_column),
+               f"data.text_column must be a non-empty string, got {self.text_column!r}")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ def prepare(data, vocab_size: int, build_missing: bool = True, log=print) -> Tok
                 raise KodaError(f"data.tokenizer: {tok_path} does not exist")
             start = time.perf_counter()
             files = resolve_sources(list(data.sources))
-            train_tokenizer(iter_documents(files, int(data.tokenizer_corpus_mb * MB)), tok_path, vocab_size)
+            train_tokenizer(iter_documents(files, int(data.tokenizer_corpus_mb * MB), data.text_column), tok_path,
+                            vocab_size)
             log(f"trained tokenizer {tok_path} (vocab {vocab_size}) in {time.perf_counter() - start:.1f}s")
         tokenizer = Tokenizer(tok_path)
         if tokenizer.vocab_size != vocab_size:
@@ -61,7 +62,8 @@ def prepare(data, vocab_size: int, build_missing: bool = True, log=print) -> Tok
             start = time.perf_counter()
             files = resolve_sources(list(data.sources))
             max_bytes = int(data.max_corpus_mb * MB) if data.max_corpus_mb else None
-            manifest = preprocess(iter_documents(files, max_bytes), tokenizer, shards_dir, data.val_fraction)
+            manifest = preprocess(iter_documents(files, max_bytes, data.text_column), tokenizer, shards_dir,
+                                  data.val_fraction)
             tokens = sum(s["tokens"] for split in manifest["splits"].values() for s in split)
             log(f"wrote {tokens:,} tokens of shards to {shards_dir} in {time.perf_counter() - start:.1f}s")
         for split in ("train", "val"):

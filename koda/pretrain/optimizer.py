@@ -31,9 +31,14 @@ class Scales:
     expert: float = 1.0
 
 
-def latency(cfg: OptimizerConfig, rank: int, world: int) -> Scales:
+def latency(cfg: OptimizerConfig, rank: int, world: int, ep_size: int | None = None) -> Scales:
     """This rank's latency scales from ``optimizer.topology`` with the placement ``koda launch``
-    chooses for it (``koda.topology.place``); 1 when ``optimizer.kappa`` is 0."""
+    chooses for it (``koda.topology.place``); 1 when ``optimizer.kappa`` is 0.
+
+    ``ep_size`` is the DeepSpeed plan's expert-parallel size (``DeepSpeedPlan.ep_size``): the
+    groups DeepSpeed forms, so the expert group's latency and the placement are computed for
+    them, whatever the topology file's ``parallel.expert_parallel_size`` says. None keeps the
+    file's value (which ``koda launch`` has checked against the plan)."""
     if cfg.kappa == 0:
         return Scales()
     from koda.optim.latency import latency_scales
@@ -43,6 +48,8 @@ def latency(cfg: OptimizerConfig, rank: int, world: int) -> Scales:
     if topology.world_size != world:
         raise ConfigError(f"optimizer.topology {cfg.topology} describes {topology.world_size} ranks, "
                           f"this run has {world}")
+    if ep_size is not None:
+        topology = topology.with_expert_parallel(ep_size)
     s = latency_scales(topology, place(topology), rank, cfg.kappa)
     return Scales(s.dense, s.expert)
 

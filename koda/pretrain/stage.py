@@ -59,7 +59,7 @@ class PretrainStage(Stage):
         if cfg.optimizer is not None:
             self.plan = ds_config.with_client_optimizer(self.plan, cfg.optimizer.lr)
             self.client = ClientOptimizer(cfg.optimizer, cfg.train.seed,
-                                          latency(cfg.optimizer, self.rank, self.world))
+                                          latency(cfg.optimizer, self.rank, self.world, ep_size=self.plan.ep_size))
         # The checkpoint to resume is chosen before the engine exists: one written by another
         # world or expert-parallel size needs an engine that loads DeepSpeed's universal format.
         found = start.found

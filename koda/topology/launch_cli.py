@@ -1,13 +1,15 @@
 """``koda launch --topology FILE -- <training args>``: validate, place, write the hostfile, run deepspeed.
 
 Usage:
-    koda launch --topology launchers/topologies/torus-4x4x2x2.yaml -- --config small
+    koda launch --topology launchers/topologies/torus-4x4x2x2.yaml -- --config small --world-size 64
     koda launch --topology FILE --dry-run -- --config smoke      # print files and commands only
     koda launch --topology FILE --launcher no_ssh --node-rank auto -- --config small   # per node (SLURM)
     koda launch --topology launchers/topologies/loopback-2node.yaml -- --config smoke --steps 40
 
 Everything after ``--`` goes to ``python -m koda.train`` on every rank. Nothing is written or
-started unless the topology file is valid.
+started unless the topology file is valid and agrees with the run's DeepSpeed plan (world size and
+expert-parallel size, koda.topology.layout; the run config's ``world_size`` counts, so a preset
+made for another world needs ``--world-size N`` after ``--``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from koda.topology.launch import TRAIN_MODULE, check_backend, format_plan, plan_launch, run_launch
+from koda.topology.layout import check_layout, resolve_run_layout
 from koda.topology.placement import naive_placement, place
 from koda.topology.spec import LAUNCHERS, load_topology
 
@@ -50,6 +53,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     topology = load_topology(args.topology)
+    if not args.probe:  # the probe runs no trainer, so no plan to agree with
+        check_layout(topology, resolve_run_layout(train_args))
     placement = naive_placement(topology) if args.no_placement else place(topology)
     hostfile = args.hostfile or Path("runs/launch") / f"{Path(args.topology).stem}.hostfile"
     plan = plan_launch(

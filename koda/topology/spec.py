@@ -200,6 +200,14 @@ class Topology:
     def world_size(self) -> int:
         return self.slots_per_host * len(self.hosts)
 
+    def with_expert_parallel(self, ep_size: int) -> Topology:
+        """This topology with the expert-parallel size of the run's DeepSpeed plan, the layout's
+        source of truth (koda.topology.layout): groups and placement then follow the plan."""
+        if ep_size < 1 or self.world_size % ep_size:
+            where = f"{self.path}: parallel.expert_parallel_size"
+            _fail(where, f"{ep_size} does not divide world size {self.world_size}")
+        return dataclasses.replace(self, parallel=dataclasses.replace(self.parallel, expert_parallel_size=ep_size))
+
     @cached_property
     def host_nodes(self) -> np.ndarray:
         """Torus node index of every host, in file order, ``[n_hosts]`` (cached: placement asks often)."""

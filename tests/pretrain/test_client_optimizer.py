@@ -34,3 +34,22 @@ def test_topology_of_another_world_is_refused():
     cfg = OptimizerConfig(kappa=1e-3, topology=TORUS)
     with pytest.raises(ConfigError, match=r"optimizer.topology .* describes 64 ranks, this run has 2"):
         latency(cfg, rank=0, world=2)
+
+
+def test_expert_groups_come_from_the_plans_ep_size(tmp_path):
+    """A topology file saying EP 1 beside a plan with EP 8: the scales are those of EP-8 groups
+    (and placement), the same as with a file that says 8."""
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load(Path(TORUS).read_text())
+    doc["parallel"]["expert_parallel_size"] = 1
+    ep1 = tmp_path / "ep1.yaml"
+    ep1.write_text(yaml.safe_dump(doc))
+    for rank in (0, 37):
+        want = latency(OptimizerConfig(kappa=1e-3, topology=TORUS), rank=rank, world=64)
+        got = latency(OptimizerConfig(kappa=1e-3, topology=str(ep1)), rank=rank, world=64, ep_size=8)
+        assert got == want
+        file_says = latency(OptimizerConfig(kappa=1e-3, topology=str(ep1)), rank=rank, world=64)
+        assert file_says.expert != want.expert      # EP 1: one 64-rank expert-data group

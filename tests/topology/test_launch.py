@@ -103,12 +103,12 @@ def test_dry_run_prints_exact_commands_and_writes_nothing(tmp_path, capsys, monk
         str(hf),
         "--",
         "--config",
-        "x",
+        "large",
     ]
     rc = cli.main(argv)
     out = capsys.readouterr().out
     assert rc == 0 and not hf.parent.exists()
-    assert "--num_nodes 64 --launcher pdsh --module koda.train --config x" in out
+    assert "--num_nodes 64 --launcher pdsh --module koda.train --config large" in out
     lines = [ln for ln in out.splitlines() if ln.endswith(" slots=1")]
     assert len(lines) == 64 and lines[0].startswith("node-000 ")
 
@@ -149,7 +149,7 @@ def test_missing_backend_is_one_line_and_writes_nothing(tmp_path, capsys, monkey
     started = []
     monkeypatch.setattr(launch_mod.subprocess, "Popen", lambda *a, **k: started.append(a))
     hf = tmp_path / "hf"
-    rc = cli.main(["launch", "--topology", str(EXAMPLE_4D), "--hostfile", str(hf), "--", "--config", "x"])
+    rc = cli.main(["launch", "--topology", str(EXAMPLE_4D), "--hostfile", str(hf), "--", "--config", "large"])
     err = capsys.readouterr().err
     assert rc == 2 and not hf.exists() and started == []
     assert "launcher pdsh needs 'pdsh' on this machine" in err and err.count("\n") == 1

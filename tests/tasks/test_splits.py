@@ -53,8 +53,9 @@ def test_every_reference_matches_its_own_tests_within_the_line_budget():
 def _quick_sort_with_pivot(task, pivot: str):
     """The same quicksort (same key) with another pivot expression: one function, new code."""
     body = re.sub(r"at = .*? % len", f"at = {pivot} % len", task.canonical_solution)
-    assert body != task.canonical_solution
-    return dataclasses.replace(task, task_id="planted", split="train", canonical_solution=body)
+    prompt = re.sub(r"with the \w+ element as pivot", f"with element {pivot} as pivot", task.prompt)
+    assert body != task.canonical_solution and prompt != task.prompt
+    return dataclasses.replace(task, task_id="planted", split="train", prompt=prompt, canonical_solution=body)
 
 
 def test_the_check_sees_a_quicksort_with_another_pivot():
@@ -65,12 +66,14 @@ def test_the_check_sees_a_quicksort_with_another_pivot():
     assert overlaps([planted, held]) == [("planted", held.task_id)]
 
 
-def _with_body(task, body: str, **changes):
-    """The task with another reference, its tests' expected outputs recomputed from it."""
+def _with_body(task, body: str, sub: int, **changes):
+    """The task with another reference and substitution cost, its tests' expected outputs
+    recomputed from it."""
     fn = load_function(task.prompt + body, task.entry_point)
     lines = ["def check(candidate):"] + [f"    assert candidate({', '.join(map(repr, args))}) == {fn(*args)!r}"
                                          for args, _ in cases_from_test(task.test)]
-    return dataclasses.replace(task, canonical_solution=body, test="\n".join(lines) + "\n", **changes)
+    prompt = re.sub(r"substitutions \d+", f"substitutions {sub}", task.prompt)
+    return dataclasses.replace(task, prompt=prompt, canonical_solution=body, test="\n".join(lines) + "\n", **changes)
 
 
 def test_the_check_sees_an_edit_distance_whose_substitution_is_never_used():
@@ -81,9 +84,11 @@ def test_the_check_sees_an_edit_distance_whose_substitution_is_never_used():
                                         task.prompt).groups())
     sub_step = f"{sub} + cost(i + 1, j + 1)"
     assert sub < ins + dele and sub_step in task.canonical_solution
-    held = _with_body(task, task.canonical_solution.replace(sub_step, f"{ins + dele + 1} + cost(i + 1, j + 1)"))
+    held = _with_body(task, task.canonical_solution.replace(sub_step, f"{ins + dele + 1} + cost(i + 1, j + 1)"),
+                      ins + dele + 1)
     never = _with_body(task, task.canonical_solution.replace(sub_step, f"{ins + dele + 7} + cost(i + 1, j + 1)"),
-                       task_id="never", split="train")
+                       ins + dele + 7, task_id="never", split="train")
+    assert held.prompt != never.prompt
     assert normal_form(never.program()) != normal_form(held.program())
     assert overlaps([never, held]) == [("never", held.task_id)]
 

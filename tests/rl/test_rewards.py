@@ -5,8 +5,7 @@ import pytest
 from koda.errors import ConfigError
 from koda.judge import Verdict
 from koda.rl.rewards import COMPONENTS, RewardSample, RewardWeights, reward_from_verdict, score, structure_components
-from koda.sandbox import SandboxPolicy, SandboxPool
-from koda.sandbox.results import PROGRAM_STATUSES, ExecReport, TestResult
+from koda.sandbox import SandboxPolicy, SandboxPool, results
 
 PROMPT = 'def fast_power(x, n):\n    """x ** n modulo 2003 in O(log n) multiplications."""\n'
 REF = ("    if n == 0:\n        return 1 % 2003\n    half = fast_power(x, n // 2)\n    square = half * half % 2003\n"
@@ -85,10 +84,11 @@ def test_hang_and_crash_get_the_failure_reward(rewards, name, status):
         assert r.components["similarity"] > 0.8 and RewardWeights().total(r.components) > 0
 
 
-@pytest.mark.parametrize("status", [s for s in PROGRAM_STATUSES if s not in ("ok", "syntax_error")])
+@pytest.mark.parametrize("status", [s for s in results.PROGRAM_STATUSES if s not in ("ok", "syntax_error")])
 def test_every_sandbox_failure_status_gets_the_failure_reward(status):
     """Every status the sandbox can return for a run that reached no verdict on some test."""
-    report = ExecReport.from_tests([TestResult("test_check", 1, "passed"), TestResult("assert@2", 2, status)])
+    report = results.ExecReport.from_tests([results.TestResult("test_check", 1, "passed"),
+                                           results.TestResult("assert@2", 2, status)])
     assert report.status == status
     r = reward_from_verdict(RewardSample(PROMPT + REF, PROMPT + REF, TESTS, "fast_power", TARGET),
                             Verdict(None, report, None), RewardWeights())

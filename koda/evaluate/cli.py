@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from koda.errors import KodaError
+from koda.evaluate.sample import MAX_NEW_TOKENS
 from koda.tasks.schema import Task
 
 
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (then --n 1)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     p.add_argument("--batch", type=int, default=32, help="prompts per generation batch")
     p.add_argument("--tag", help="checkpoint tag when --model is a run directory (default: latest)")
     p.add_argument("--tokenizer", help="tokenizer model (default: the one beside the weights)")

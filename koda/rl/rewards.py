@@ -26,7 +26,9 @@ exhaustion, a crash, an exit or an escaping exception: sandbox status ``timeout`
 similar to the reference it looks. So does a completion that writes no code (the entry point
 holds only the prompt's docstring, ``pass`` or ``...``): an empty completion parses, so without
 this rule it would escape the syntax penalty that a real attempt risks, and an RL run on the
-smoke model learned exactly that within 25 steps (docs/rl.md). The structural terms compare
+smoke model learned exactly that within 25 steps (docs/rl.md). A bare ``raise`` or
+``raise NotImplementedError`` is no code either (its tests fail as "error", which is the
+failure reward anyway, but the status says why). The structural terms compare
 function bodies without the shared docstring for the same reason.
 """
 
@@ -39,6 +41,9 @@ from koda.config.rl import COMPONENTS as COMPONENTS  # re-exported: the reward n
 from koda.config.rl import RewardWeights as RewardWeights
 from koda.errors import KodaError
 
+# every sandbox run status but "ok" and "syntax_error" (koda.sandbox.results.PROGRAM_STATUSES;
+# a test that exits early or dies by a signal is "error" or "crash"): the run reached no
+# verdict on some test, so the sample earns the failure reward whatever else it scores
 FAILURE_STATUSES = ("timeout", "memory", "crash", "error")
 NO_CODE = "no_code"          # the completion added nothing to the entry point: failure reward too
 
@@ -96,10 +101,24 @@ def _without_docstring(body: list) -> list:
     return body
 
 
+def _placeholder(stmt) -> bool:
+    """``pass``, a bare constant (``...``, another docstring), a bare ``raise`` or
+    ``raise NotImplementedError[(...)]``: a statement that computes nothing."""
+    import ast
+
+    if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+        return True
+    if isinstance(stmt, ast.Raise) and stmt.cause is None:
+        exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+        return exc is None or (isinstance(exc, ast.Name) and exc.id == "NotImplementedError")
+    return False
+
+
 def writes_code(program: str, entry_point: str | None) -> bool:
     """False when the program defines the entry point with nothing in it but the prompt's
-    docstring, ``pass`` or ``...``: the completion wrote no code. (A program that does not
-    parse, or does not define the entry point, is judged by the tests and syntax terms.)"""
+    docstring and placeholders (``pass``, ``...``, more strings, a bare ``raise``): the
+    completion wrote no code. (A program that does not parse, or does not define the entry
+    point, is judged by the tests and syntax terms.)"""
     import ast
 
     from koda.analysis.parse import parse_source
@@ -109,9 +128,7 @@ def writes_code(program: str, entry_point: str | None) -> bool:
         return True
     for node in parsed.tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == entry_point:
-            return any(not (isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr)
-                                                           and isinstance(stmt.value, ast.Constant)))
-                       for stmt in _without_docstring(node.body))
+            return not all(_placeholder(stmt) for stmt in _without_docstring(node.body))
     return True
 
 

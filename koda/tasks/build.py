@@ -1,15 +1,17 @@
 """Build the task set: drafts -> tasks with hidden tests, split into train and held-out.
 
-Determinism: each family draws from ``random.Random(f"{seed}:{family}")`` (a string seed
-is hashed with SHA-512 by ``random``, so the set does not depend on PYTHONHASHSEED or on
-which other families are built).
+Determinism: each family and split draws from ``random.Random(f"{seed}:{family}:{split}")``
+(a string seed is hashed with SHA-512 by ``random``, so the set does not depend on
+PYTHONHASHSEED). The held-out split is drawn first and depends only on the seed, the
+family and ``heldout``: evaluating at ``--train 8`` or ``--train 64`` scores the same
+held-out tasks. A family's train split can depend on which other families are built (its
+drafts are compared with their held-out tasks too).
 
 Disjointness: two drafts are the same instance when their references have the same
 *normal form* (docstrings dropped, every identifier renamed in order of first use, then
-``ast.dump``) or their prompts the same normalised text. A family keeps drawing until it
-has as many distinct instances as asked, then the first ``heldout`` of them (in a seeded
-shuffle) form the held-out split; no normal form or prompt text is shared between splits
-or repeated within one.
+``ast.dump``) or their prompts the same normalised text, and a train draft is also the
+same instance as a held-out task when its reference passes that task's tests
+(``koda.tasks.behaviour``). No normal form or prompt text repeats in the whole set.
 
 Expected outputs are computed by running the reference here, in this process: the
 references are KODA's own code, not generated code (``koda tasks check`` then runs every
@@ -26,11 +28,11 @@ import re
 from koda.errors import KodaError
 from koda.tasks.family import Draft, Family
 from koda.tasks.numeric import FAMILIES as NUMERIC
-from koda.tasks.schema import SPLITS, Task
+from koda.tasks.schema import Task
 from koda.tasks.sequences import FAMILIES as SEQUENCES
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (*NUMERIC, *SEQUENCES)}
-MAX_DRAWS = 400  # per family: a family that cannot make enough distinct instances says so
+MAX_DRAWS = 400  # per family and split, plus 20 per task asked: a family that cannot make enough says so
 
 
 def family_names(selected: list[str] | None = None) -> list[str]:
@@ -96,37 +98,65 @@ def _tests(draft: Draft) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _draws(family: Family, seed: int, count: int) -> list[Draft]:
-    rng = random.Random(f"{seed}:{family.name}")
-    found: dict[str, Draft] = {}
-    texts: set[str] = set()
-    for _ in range(MAX_DRAWS):
+def _max_draws(count: int) -> int:
+    return MAX_DRAWS + 20 * count
+
+
+def _distinct(family: Family, rng: random.Random, count: int, keys: set[str], texts: set[str],
+              accept=lambda draft: True) -> list[Draft]:
+    """``count`` drafts whose normal form and prompt text are new to ``keys``/``texts`` (both
+    updated) and that ``accept`` lets through, in draw order."""
+    found: list[Draft] = []
+    for _ in range(_max_draws(count)):
+        if len(found) == count:
+            break
         draft = family.make(rng)
         key, text = normal_form(draft.prompt() + draft.body), normal_text(draft.prompt())
-        if key in found or text in texts:
+        if key in keys or text in texts or not accept(draft):
             continue
-        found[key] = draft
+        keys.add(key)
         texts.add(text)
-        if len(found) == count:
-            return list(found.values())
-    raise KodaError(f"task family {family.name!r} made only {len(found)} distinct instances in {MAX_DRAWS} draws, "
-                    f"{count} asked")
+        found.append(draft)
+    if len(found) < count:
+        raise KodaError(f"task family {family.name!r} made only {len(found)} distinct instances in "
+                        f"{_max_draws(count)} draws, {count} asked")
+    return found
+
+
+def _task(draft: Draft, family: Family, split: str, index: int) -> Task:
+    return Task(task_id=f"KODA/{split}/{family.name}/{index}", prompt=draft.prompt(), canonical_solution=draft.body,
+                test=_tests(draft), entry_point=draft.name, family=family.name, split=split, style=family.style,
+                target=draft.target)
 
 
 def build_tasks(seed: int = 0, train: int = 8, heldout: int = 3, families: list[str] | None = None) -> list[Task]:
-    """``train`` + ``heldout`` distinct tasks per family, train split first in family order."""
+    """``train`` + ``heldout`` distinct tasks per family, train split first in family order.
+
+    Held-out first, each family from its own stream ``f"{seed}:{family}:heldout"``: the
+    held-out split is fixed by the seed (a larger ``heldout`` extends it) and never depends
+    on ``train``. Train tasks then come from ``f"{seed}:{family}:train"``, skipping any draft
+    that shares a normal form or prompt with a task already taken, or whose reference passes
+    a held-out task's tests (``behaviour.matching``, across families: merge sort and
+    insertion sort under one key are one function)."""
+    from koda.tasks.behaviour import load_function, matching, probe
+
     if train < 0 or heldout < 0 or train + heldout == 0:
         raise KodaError(f"per-family counts train={train}, heldout={heldout} must be >= 0 and not both 0")
-    by_split: dict[str, list[Task]] = {s: [] for s in SPLITS}
-    for name in family_names(families):
-        family = FAMILIES[name]
-        drafts = _draws(family, seed, train + heldout)
-        random.Random(f"{seed}:{name}:split").shuffle(drafts)
-        for i, draft in enumerate(drafts):
-            split = "heldout" if i < heldout else "train"
-            index = i if i < heldout else i - heldout
-            by_split[split].append(Task(
-                task_id=f"KODA/{split}/{name}/{index}", prompt=draft.prompt(), canonical_solution=draft.body,
-                test=_tests(draft), entry_point=draft.name, family=name, split=split, style=family.style,
-                target=draft.target))
-    return [t for s in SPLITS for t in by_split[s]]
+    names = family_names(families)
+    keys: set[str] = set()
+    texts: set[str] = set()
+    held: list[Task] = []
+    for name in names:
+        drafts = _distinct(FAMILIES[name], random.Random(f"{seed}:{name}:heldout"), heldout, keys, texts)
+        held += [_task(d, FAMILIES[name], "heldout", i) for i, d in enumerate(drafts)]
+    probes = [probe(t.program(), t.entry_point, t.test) for t in held]
+
+    def new_behaviour(draft: Draft) -> bool:
+        fn = load_function(draft.prompt() + draft.body, draft.name)
+        return fn is not None and not matching(fn, probes, first=True)
+
+    out: list[Task] = []
+    for name in names:
+        drafts = _distinct(FAMILIES[name], random.Random(f"{seed}:{name}:train"), train, keys, texts, new_behaviour)
+        out += [_task(d, FAMILIES[name], "train", i) for i, d in enumerate(drafts)]
+    return out + held

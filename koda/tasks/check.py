@@ -4,7 +4,8 @@
 2. Wherever a target bound is set, ``koda verify`` on the reference derives exactly that
    bound and its empirical fit agrees.
 3. The splits share no instance: no normal form (``build.normal_form``) and no normalised
-   prompt text appears in both.
+   prompt text appears in both, and no train reference passes a held-out task's tests
+   (``koda.tasks.behaviour``, run in this process under a line budget).
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ def target_text(target: dict | None) -> str:
 
 
 def overlaps(tasks: list[Task]) -> list[tuple[str, str]]:
-    """(train task, held-out task) pairs with the same normal form or normalised prompt."""
+    """(train task, held-out task) pairs with the same normal form or normalised prompt, or
+    whose train reference returns the held-out task's expected output on every test input."""
+    from koda.tasks.behaviour import load_function, matching, probe
+
     seen: dict[str, list[str]] = defaultdict(list)
     for t in tasks:
         if t.split == "train":
@@ -86,6 +90,12 @@ def overlaps(tasks: list[Task]) -> list[tuple[str, str]]:
         if t.split == "heldout":
             for key in (normal_form(t.program()), "text:" + normal_text(t.prompt)):
                 found += [(other, t.task_id) for other in seen.get(key, [])]
+    held = [t for t in tasks if t.split == "heldout"]
+    probes = [probe(t.program(), t.entry_point, t.test) for t in held]
+    for t in tasks:
+        fn = load_function(t.program(), t.entry_point) if t.split == "train" else None
+        if fn is not None:
+            found += [(t.task_id, held[i].task_id) for i in matching(fn, probes)]
     return list(dict.fromkeys(found))
 
 

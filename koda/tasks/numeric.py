@@ -11,8 +11,20 @@ import random
 from koda.tasks.family import Draft, Family, exponential, indent, pick, polylog
 
 INT_NAMES = ("n", "m", "k", "num", "value", "limit", "top", "x")
-MODULI = (97, 101, 113, 127, 251, 509, 997, 1009, 2003, 4099, 7919, 8191, 10007, 32749, 65521, 99991, 131071,
-          524287, 1_000_003, 998_244_353, 1_000_000_007)
+
+
+def _primes(lo: int, hi: int) -> tuple[int, ...]:
+    sieve = bytearray([1]) * hi
+    sieve[:2] = b"\0\0"
+    for i in range(2, int(hi ** 0.5) + 1):
+        if sieve[i]:
+            sieve[i * i::i] = bytearray(len(range(i * i, hi, i)))
+    return tuple(i for i in range(lo, hi) if sieve[i])
+
+
+# every prime in [89, 10^5) and four large ones: about 9,600 moduli, so a family whose only
+# constant is its modulus (x^n mod m) still has thousands of distinct instances
+MODULI = _primes(89, 100_000) + (131071, 524287, 1_000_003, 998_244_353, 1_000_000_007)
 
 
 def _int_param(rng: random.Random, avoid: tuple[str, ...] = ()) -> str:
@@ -33,7 +45,7 @@ def range_sum(rng: random.Random) -> Draft:
 
 
 def range_sum_loop(rng: random.Random) -> Draft:
-    a, e, lo = rng.randint(1, 6), rng.randint(1, 3), rng.randint(0, 3)
+    a, e, lo = rng.randint(1, 20), rng.randint(1, 3), rng.randint(0, 3)
     p = _int_param(rng)
     name = pick(rng, ("power_sum", "sum_of_powers", "total_powers", "scaled_power_sum"))
     term = f"{a} * i ** {e}" if a > 1 else f"i ** {e}"
@@ -56,27 +68,33 @@ def range_product(rng: random.Random) -> Draft:
 def digit_sum(rng: random.Random) -> Draft:
     # bases up to 10: a base-16 digit count is a coarse staircase at the sizes measured (<= 2^20),
     # too coarse for the fit to tell log n from log^2 n
-    base, e = rng.randint(2, 10), rng.randint(1, 3)
+    base, e, c, k = rng.randint(2, 10), rng.randint(1, 3), rng.randint(0, 4), rng.randint(1, 4)
     p = _int_param(rng)
     name = pick(rng, ("digit_power_sum", "sum_digits", "digit_total", "base_digit_sum"))
-    what = "digits" if e == 1 else f"{e}-th powers of the digits"
-    doc = pick(rng, (f"Return the sum of the {what} of the non-negative integer {p} written in base {base}.",
-                     f"Write {p} (>= 0) in base {base} and add up the {what}."))
-    body = f"if {p} < {base}:\n    return {p} ** {e}\nreturn ({p} % {base}) ** {e} + {name}({p} // {base})\n"
-    if e == 1:
-        body = body.replace(" ** 1", "")
+
+    def term(d: str) -> str:  # k * (d + c) ** e, without the no-op parts
+        inner = f"({d} + {c})" if c else d
+        power = f"{inner} ** {e}" if e > 1 else inner
+        return f"{k} * {power}" if k > 1 else (power if c or e > 1 else d)
+
+    what = f"{term('d')} over the digits d"
+    doc = pick(rng, (f"Return the sum of {what} of the non-negative integer {p} written in base {base}.",
+                     f"Write {p} (>= 0) in base {base} and add up {what}."))
+    body = f"if {p} < {base}:\n    return {term(p)}\nreturn {term(f'({p} % {base})')} + {name}({p} // {base})\n"
     cases = ((0,), (1,), (base - 1,), (base,), (12345,), (10**9 + 7,))
     return Draft(name, (p,), doc, indent(body), cases, polylog(0, 1))
 
 
 def digit_count_loop(rng: random.Random) -> Draft:
     base = rng.randint(2, 12)
-    d = rng.randint(1, base - 1)
+    d, w = rng.randint(1, base - 1), rng.randint(1, 5)
     p = _int_param(rng)
     name = pick(rng, ("count_digit", "digit_frequency", "occurrences_of_digit"))
-    doc = pick(rng, (f"Return how many digits of the non-negative integer {p}, written in base {base}, equal {d}.",
-                     f"Count the base-{base} digits of {p} (>= 0) that are {d}."))
-    body = (f"count = 0\nwhile {p} > 0:\n    if {p} % {base} == {d}:\n        count += 1\n"
+    times = f"{w} times " if w > 1 else ""
+    doc = pick(rng, (f"Return {times}how many digits of the non-negative integer {p}, written in base {base}, "
+                     f"equal {d}.",
+                     f"Count the base-{base} digits of {p} (>= 0) that are {d}, and return {times}that count."))
+    body = (f"count = 0\nwhile {p} > 0:\n    if {p} % {base} == {d}:\n        count += {w}\n"
             f"    {p} //= {base}\nreturn count\n")
     return Draft(name, (p,), doc, indent(body), ((0,), (d,), (base,), (999_999,), (2**40 + 3,)), polylog(0, 1))
 
@@ -186,12 +204,13 @@ def bit_groups(rng: random.Random) -> Draft:
     k = rng.randint(1, 4)
     mask, g = (1 << k) - 1, rng.randint(0 if k > 1 else 1, (1 << k) - 1)
     p = _int_param(rng)
-    variant = rng.randrange(2)
+    variant, h = rng.randrange(2), rng.randint(1, 6)
     if variant == 0:
         name = pick(rng, ("count_groups", "group_matches", "count_bit_chunks"))
-        doc = (f"Split the non-negative integer {p} into {k}-bit groups from the lowest bit up and return how many "
-               f"groups equal {g} (leading zero groups are not counted).")
-        body = (f"if {p} == 0:\n    return 0\nhit = 1 if {p} & {mask} == {g} else 0\n"
+        times = f"{h} times " if h > 1 else ""
+        doc = (f"Split the non-negative integer {p} into {k}-bit groups from the lowest bit up and return {times}how "
+               f"many groups equal {g} (leading zero groups are not counted).")
+        body = (f"if {p} == 0:\n    return 0\nhit = {h} if {p} & {mask} == {g} else 0\n"
                 f"return hit + {name}({p} >> {k})\n")
     else:
         name = pick(rng, ("weighted_groups", "group_weight_sum", "sum_chunks"))
@@ -203,7 +222,7 @@ def bit_groups(rng: random.Random) -> Draft:
 
 
 def bit_loop(rng: random.Random) -> Draft:
-    k, w = rng.randint(1, 4), rng.randint(1, 5)
+    k, w, b = rng.randint(1, 4), rng.randint(1, 5), rng.randint(0, 9)
     mask = (1 << k) - 1
     p = _int_param(rng)
     variant = rng.randrange(3)
@@ -221,7 +240,9 @@ def bit_loop(rng: random.Random) -> Draft:
         name = pick(rng, ("xor_fold", "fold_groups", "group_parity"))
         doc = f"Return the XOR of all {k}-bit groups of the non-negative integer {p}, using a loop."
         step = f"out ^= {p} & {mask}"
-    body = f"out = 0\nwhile {p} > 0:\n    {step}\n    {p} >>= {k}\nreturn out\n"
+    if b:
+        doc += f" Add {b} to the answer."
+    body = f"out = 0\nwhile {p} > 0:\n    {step}\n    {p} >>= {k}\nreturn out{f' + {b}' if b else ''}\n"
     return Draft(name, (p,), doc, indent(body), ((0,), (1,), (mask,), (2**20,), (0xDEADBEEF,)), polylog(0, 1))
 
 

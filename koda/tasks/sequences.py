@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from koda.tasks.family import Draft, Family, indent, ints, pick, polylog
+from koda.tasks.numeric import MODULI
 
 LIST_NAMES = ("xs", "items", "values", "nums", "arr", "seq", "data")
 STR_NAMES = ("s", "text", "word", "line", "chars")
@@ -32,7 +33,7 @@ def binary_search(rng: random.Random) -> Draft:
     data = sorted(set(_list(rng, 40, -100, 100)), reverse=desc)
     probes = [data[0], data[-1], data[len(data) // 2], min(data) - 1, max(data) + 1, 3]
     if variant == 0:
-        missing = rng.randint(-20, -1)
+        missing = rng.randint(-60, -1)
         name = pick(rng, ("find_index", "binary_search", "locate", "search_sorted"))
         doc = (f"{xs}[{lo}..{hi}] (inclusive) is sorted {order} with distinct values. Return an index i in that "
                f"range with {xs}[i] == {t}, or {missing} if there is none. Use binary search.")
@@ -41,15 +42,16 @@ def binary_search(rng: random.Random) -> Draft:
                 f"    return {name}({xs}, {t}, mid + 1, {hi})\nreturn {name}({xs}, {t}, {lo}, mid - 1)\n")
         cases = tuple((data, p, 0, len(data) - 1) for p in probes) + (([], 4, 0, -1),)
     else:
-        strict = variant == 2
+        strict, c = variant == 2, rng.randint(-9, 9)
+        goal = t if c == 0 else (f"{t} + {c}" if c > 0 else f"{t} - {-c}")
         cmp = ("<=" if strict else "<") if not desc else (">=" if strict else ">")
         name = pick(rng, ("upper_bound", "first_past", "bisect_right") if strict else
                     ("lower_bound", "first_not_before", "bisect_left"))
         rel = ("greater than" if strict else "greater than or equal to") if not desc else \
             ("less than" if strict else "less than or equal to")
         doc = (f"{xs}[{lo}:{hi}] is sorted {order}. Return the first index i in [{lo}, {hi}) whose value is {rel} "
-               f"{t}, or {hi} if there is none, by halving the range.")
-        body = (f"if {lo} >= {hi}:\n    return {lo}\nmid = ({lo} + {hi}) // 2\nif {xs}[mid] {cmp} {t}:\n"
+               f"{goal}, or {hi} if there is none, by halving the range.")
+        body = (f"if {lo} >= {hi}:\n    return {lo}\nmid = ({lo} + {hi}) // 2\nif {xs}[mid] {cmp} {goal}:\n"
                 f"    return {name}({xs}, {t}, mid + 1, {hi})\nreturn {name}({xs}, {t}, {lo}, mid)\n")
         dup = sorted(_list(rng, 40, -20, 20), reverse=desc)
         cases = tuple((dup, p, 0, len(dup)) for p in (dup[0], dup[-1], dup[20], -30, 30, 0)) + (([], 1, 0, 0),)
@@ -57,11 +59,17 @@ def binary_search(rng: random.Random) -> Draft:
 
 
 def _key(rng: random.Random) -> tuple[str, str]:
-    """(key expression on v, wording)."""
-    m = rng.randint(3, 11)
+    """(key expression on v, wording): ~1,700 keys, so the sorting families have as many
+    instances (the expression is a constant-time function of one element either way)."""
+    m, c = rng.randint(2, 40), pick(rng, [i for i in range(-20, 21) if i])
+    shifted = f"v - {c}" if c > 0 else f"v + {-c}"
     return pick(rng, (("v", "by value"), ("-v", "by value, largest first"), ("abs(v)", "by absolute value"),
                       ("-abs(v)", "by absolute value, largest first"), (f"v % {m}", f"by remainder modulo {m}"),
-                      (f"v // {m}", f"by the floor of the value divided by {m}"))), m
+                      (f"-(v % {m})", f"by remainder modulo {m}, largest first"),
+                      (f"v // {m}", f"by the floor of the value divided by {m}"),
+                      (f"abs({shifted})", f"by distance from {c}"),
+                      (f"-abs({shifted})", f"by distance from {c}, farthest first"),
+                      (f"({shifted}) % {m}", f"by the remainder of {shifted} modulo {m}"))), m
 
 
 def merge_sort(rng: random.Random) -> Draft:
@@ -111,13 +119,16 @@ def insertion_sort(rng: random.Random) -> Draft:
 def uneven_split(rng: random.Random) -> Draft:
     a, b = pick(rng, ((1, 3), (1, 4), (2, 5), (1, 5), (3, 7), (2, 7), (3, 8), (3, 10)))
     base, work = -(-b // a) + rng.randint(0, 2), rng.random() < 0.5  # base >= b/a: both pieces shrink
+    leaf = rng.randint(1, 5)
     p = pick(rng, ("n", "size", "length", "m"))
     name = pick(rng, ("split_cost", "uneven_tree", "split_count", "divide_work"))
     what = f"plus {p} units of work for a piece of size {p}" if work else "plus 1 for every piece"
     doc = (f"A piece of size {p} > {base} is cut into pieces of size {p} * {a} // {b} and {p} - {p} * {a} // {b}. "
-           f"Return the number of pieces of size at most {base} that result, {what} larger than {base}.")
+           + (f"Return the number of pieces of size at most {base} that result" if leaf == 1 else
+              f"Return {leaf} for every piece of size at most {base} that results")
+           + f", {what} larger than {base}.")
     step = f"for _ in range({p}):\n    cost += 1\n" if work else "cost += 1\n"
-    body = (f"if {p} <= {base}:\n    return 1\ncut = {p} * {a} // {b}\ncost = 0\n{step}"
+    body = (f"if {p} <= {base}:\n    return {leaf}\ncut = {p} * {a} // {b}\ncost = 0\n{step}"
             f"return cost + {name}(cut) + {name}({p} - cut)\n")
     cases = tuple((i,) for i in (0, base, base + 1, 10, 100, 1000))
     return Draft(name, (p,), doc, indent(body), cases, polylog(1, 1) if work else polylog(1))
@@ -159,38 +170,46 @@ def string_recursion(rng: random.Random) -> Draft:
 def list_recursion(rng: random.Random) -> Draft:
     xs = pick(rng, LIST_NAMES)
     variant = rng.randrange(3)
-    c = rng.randint(1, 9)
+    c, d = rng.randint(1, 9), rng.randint(-5, 5)
+
+    def term(v: str) -> str:  # c * v + d
+        return f"{c} * {v}" + (f" + {d}" if d > 0 else f" - {-d}" if d < 0 else "")
+
     if variant == 0:
         name = pick(rng, ("flatten", "flat_list", "unnest"))
-        doc = f"Flatten the nested list {xs} (lists inside lists, any depth) into one list, each number times {c}."
+        doc = (f"Flatten the nested list {xs} (lists inside lists, any depth) into one list, each number v "
+               f"becoming {term('v')}.")
         body = (f"out = []\nfor item in {xs}:\n    if isinstance(item, list):\n        out.extend({name}(item))\n"
-                f"    else:\n        out.append(item * {c})\nreturn out\n")
+                f"    else:\n        out.append({term('item')})\nreturn out\n")
         cases = (([],), ([1, [2, 3]],), ([[[]], [4, [5, [6]]], 7],), ([[1, 2], [3, [4, [5, [6, [7]]]]]],))
         return Draft(name, (xs,), doc, indent(body), cases)
     if variant == 1:
         lo, hi = pick(rng, (("lo", "hi"), ("left", "right"), ("i", "j")))
         name = pick(rng, ("range_max", "max_between", "largest_in_range"))
-        doc = (f"Return the largest of {c} * v for v in {xs}[{lo}..{hi}] (inclusive, {lo} <= {hi}), by splitting the "
-               f"range in halves.")
-        body = (f"if {lo} == {hi}:\n    return {c} * {xs}[{lo}]\nmid = ({lo} + {hi}) // 2\n"
+        doc = (f"Return the largest of {term('v')} for v in {xs}[{lo}..{hi}] (inclusive, {lo} <= {hi}), by splitting "
+               f"the range in halves.")
+        body = (f"if {lo} == {hi}:\n    return {term(f'{xs}[{lo}]')}\nmid = ({lo} + {hi}) // 2\n"
                 f"return max({name}({xs}, {lo}, mid), {name}({xs}, mid + 1, {hi}))\n")
         cases = tuple((v, 0, len(v) - 1) for v in (_list(rng, n) for n in (1, 2, 7, 40)))
         return Draft(name, (xs, lo, hi), doc, indent(body), cases, polylog(1))
     name = pick(rng, ("prefix_sums", "running_totals", "cumulative"))
-    doc = f"Return the list of running sums of {c} * v over {xs} (same length), recursively on all but the last item."
+    doc = (f"Return the list of running sums of {term('v')} over {xs} (same length), recursively on all but the "
+           f"last item.")
     body = (f"if not {xs}:\n    return []\nrest = {name}({xs}[:-1])\n"
-            f"return rest + [(rest[-1] if rest else 0) + {c} * {xs}[-1]]\n")
+            f"return rest + [(rest[-1] if rest else 0) + {term(f'{xs}[-1]')}]\n")
     return Draft(name, (xs,), doc, indent(body), _list_cases(rng), polylog(2))
 
 
 def prefix_sums_loop(rng: random.Random) -> Draft:
     xs = pick(rng, LIST_NAMES)
-    k, mod = rng.randint(1, 6), pick(rng, (None, 97, 101, 1009, 10007, 65521))
+    k, c = rng.randint(1, 6), rng.randint(1, 9)
+    mod = pick(rng, MODULI) if rng.random() < 0.8 else None
     name = pick(rng, ("strided_prefix", "running_sums", "window_totals"))
     mod_text = f", each taken modulo {mod}" if mod else ""
-    doc = (f"Return out with out[i] = {xs}[i] + out[i - {k}] (and out[i] = {xs}[i] for i < {k}){mod_text}: "
+    item = f"{c} * {xs}[i]" if c > 1 else f"{xs}[i]"
+    doc = (f"Return out with out[i] = {item} + out[i - {k}] (and out[i] = {item} for i < {k}){mod_text}: "
            f"prefix sums over every {k}-th element.")
-    val = f"({xs}[i] + prev) % {mod}" if mod else f"{xs}[i] + prev"
+    val = f"({item} + prev) % {mod}" if mod else f"{item} + prev"
     body = (f"out = []\nfor i in range(len({xs})):\n    prev = out[i - {k}] if i >= {k} else 0\n"
             f"    out.append({val})\nreturn out\n")
     return Draft(name, (xs,), doc, indent(body), _list_cases(rng, (0, 1, 5, 30, 100)), polylog(1))
@@ -230,7 +249,10 @@ def coin_change(rng: random.Random) -> Draft:
 
 
 def edit_distance(rng: random.Random) -> Draft:
-    ins, dele, sub = rng.randint(1, 3), rng.randint(1, 3), rng.randint(1, 4)
+    # substitution cheaper than a deletion plus an insertion: a dearer one is never used, and
+    # every such cost would be one function
+    ins, dele = rng.randint(1, 6), rng.randint(1, 6)
+    sub = rng.randint(1, ins + dele - 1)
     a, b = pick(rng, (("a", "b"), ("s", "t"), ("source", "target"), ("first", "second")))
     name = pick(rng, ("edit_distance", "weighted_levenshtein", "transform_cost"))
     doc = (f"Return the cheapest cost to turn {a} into {b} with insertions costing {ins}, deletions {dele} and "
@@ -247,7 +269,7 @@ def edit_distance(rng: random.Random) -> Draft:
 def nested_tuples(rng: random.Random) -> Draft:
     t = pick(rng, ("tree", "node", "t", "nest"))
     variant = rng.randrange(3)
-    w = rng.randint(1, 9)
+    w = rng.randint(1, 60)
     if variant == 0:
         name = pick(rng, ("depth_weighted_sum", "weighted_leaves", "leaf_score"))
         doc = (f"{t} is a number (a leaf) or a tuple of trees. Return the sum of every leaf times ({w} + its depth), "

@@ -3,8 +3,9 @@
 import pytest
 
 from koda.errors import ConfigError
-from koda.rl.rewards import COMPONENTS, RewardSample, RewardWeights, score, structure_components
-from koda.sandbox import SandboxPolicy, SandboxPool
+from koda.judge import Verdict
+from koda.rl.rewards import COMPONENTS, RewardSample, RewardWeights, reward_from_verdict, score, structure_components
+from koda.sandbox import SandboxPolicy, SandboxPool, results
 
 PROMPT = 'def fast_power(x, n):\n    """x ** n modulo 2003 in O(log n) multiplications."""\n'
 REF = ("    if n == 0:\n        return 1 % 2003\n    half = fast_power(x, n // 2)\n    square = half * half % 2003\n"
@@ -24,6 +25,13 @@ COMPLETIONS = {
     "fake": "    print('4 passed, 0 failed')\n    print('PASSED')\n" + WRONG,
     "empty": "",                      # the prompt's docstring alone: parses, writes nothing
     "pass": "    pass\n",
+    "ellipsis": "    ...\n",
+    "docstring": '    """To do."""\n    ...\n',
+    "raise": "    raise\n",
+    "not implemented": "    raise NotImplementedError('later')\n",
+    # the reference with a segfault / an allocation past the sandbox's memory before its answer
+    "crash": "    import ctypes\n    ctypes.string_at(0)\n" + REF,
+    "memory": "    grab = bytearray(1 << 30)\n" + REF,
 }
 POLICY = SandboxPolicy(timeout_s=5.0, memory_mb=256, nproc=16)
 
@@ -65,12 +73,26 @@ def test_syntax_error_is_penalised_not_failed(rewards):
     assert r.total == pytest.approx(-0.5)
 
 
-@pytest.mark.parametrize("name, status", [("hang", "timeout"), ("exit", "error")])
+@pytest.mark.parametrize("name, status", [("hang", "timeout"), ("exit", "error"), ("crash", "crash"),
+                                          ("memory", "memory")])
 def test_hang_and_crash_get_the_failure_reward(rewards, name, status):
+    """From the real sandbox: each looks like the reference (high shaping terms) and must not
+    collect them (a segfaulting program earned +0.69 when ``crash`` was not a failure)."""
     r = rewards[name]
     assert r.status == status and r.failed and r.total == -1.0
-    if name == "hang":   # its shaping terms are high, and do not count
+    if name != "exit":   # its shaping terms are high, and do not count
         assert r.components["similarity"] > 0.8 and RewardWeights().total(r.components) > 0
+
+
+@pytest.mark.parametrize("status", [s for s in results.PROGRAM_STATUSES if s not in ("ok", "syntax_error")])
+def test_every_sandbox_failure_status_gets_the_failure_reward(status):
+    """Every status the sandbox can return for a run that reached no verdict on some test."""
+    report = results.ExecReport.from_tests([results.TestResult("test_check", 1, "passed"),
+                                           results.TestResult("assert@2", 2, status)])
+    assert report.status == status
+    r = reward_from_verdict(RewardSample(PROMPT + REF, PROMPT + REF, TESTS, "fast_power", TARGET),
+                            Verdict(None, report, None), RewardWeights())
+    assert r.failed and r.status == status and r.total == RewardWeights().failure
 
 
 def test_printed_results_earn_nothing(rewards):
@@ -97,7 +119,7 @@ def test_weights_are_validated():
         RewardWeights(failure=float("nan"))
 
 
-@pytest.mark.parametrize("name", ["empty", "pass"])
+@pytest.mark.parametrize("name", ["empty", "pass", "ellipsis", "docstring", "raise", "not implemented"])
 def test_a_completion_that_writes_no_code_gets_the_failure_reward(rewards, name):
     """An empty completion parses (the prompt's function has a docstring): without this rule it
     scored above any attempt that risks a syntax error, and RL collapsed to it."""

@@ -80,6 +80,32 @@ def add(a, b):
         except OSError:
             pass
     return 0""",
+    "finds the answer in caller frames, argv, the tests file or the work dir": r"""
+import os, re, sys
+def add(a, b):
+    texts = list(sys.argv)
+    frame = sys._getframe(1)
+    while frame is not None:   # every local and constant of every caller
+        texts += [repr(v) for v in frame.f_locals.values()] + [repr(frame.f_code.co_consts)]
+        frame = frame.f_back
+    for path in ['tests.py', '/tmp/tests.py'] + os.listdir('.'):
+        try:
+            with open(path) as f:
+                texts.append(f.read())
+        except OSError:
+            pass
+    for text in texts:
+        m = re.search(r'add\(%d, %d\) == (\d+)' % (a, b), text)
+        if m:
+            return int(m.group(1))
+    return 0""",
+    "patches builtins the tests use": """
+import builtins
+builtins.int = lambda *a: 0
+builtins.isinstance = lambda *a: True
+builtins.len = lambda *a: 0
+def add(a, b):
+    return 0""",
     "kills the judge": """
 import os, signal
 def add(a, b):

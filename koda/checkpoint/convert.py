@@ -21,48 +21,30 @@ from pathlib import Path
 
 import torch
 
-from koda.checkpoint import hf_mixtral
+from koda.checkpoint import hf_mixtral, record
 from koda.checkpoint.export import ExportSummary, write_model_dir
 from koda.checkpoint.standalone import check_state
 from koda.distributed import checkpoint as ckpt
 from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM, ModelConfig
 from koda.naming import assemble, autoep_to_koda_plan
-from koda.run_layout import CHECKPOINTS, RunLayout
+from koda.run_layout import RunLayout
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def locate(path: str | Path, tag: str | None) -> tuple[Path, str | None]:
-    """(checkpoints dir, tag) from a run dir, its ``checkpoints/`` dir or one tag dir."""
-    path = Path(path)
-    if not path.is_dir():
-        raise KodaError(f"checkpoint directory {path}: not found")
-    if (path / ckpt.COMPLETE).is_file() and tag is None:
-        return path.parent, path.name
-    if (path / CHECKPOINTS).is_dir():
-        path = path / CHECKPOINTS
-    return path, tag
-
-
 def choose_tag(directory: Path, tag: str | None) -> str:
-    """`tag`, else the one ``latest`` names, else the newest complete one; verified. A damaged
-    ``latest`` is an error here (unlike resume, which falls back): converting an older
-    checkpoint than the user thinks would be a silent surprise."""
-    complete = ckpt.complete_tags(directory)
+    """`tag`, else the one ``latest`` names, else the newest complete one (``record.resolve_tag``:
+    a damaged newest checkpoint is an error, never guessed past); then every digest verified."""
+    complete = record.complete_tags(directory)
     available = f"complete: {', '.join(complete)}" if complete else "no complete checkpoint there"
-    if tag is None:
-        latest = directory / ckpt.LATEST
-        if latest.is_file():
-            tag = latest.read_text().strip()
-        elif complete:
-            tag = complete[-1]
-        else:
-            raise KodaError(f"checkpoint directory {directory}: no checkpoint to convert ({available})")
-    if not (directory / tag).is_dir():
+    if tag is not None and not (directory / tag).is_dir():
         raise KodaError(f"checkpoint directory {directory}: no tag {tag!r} ({available})")
-    ckpt.verify(directory, tag)         # sizes and content digests
-    return tag
+    found = record.resolve_tag(directory, tag)
+    if found is None:
+        raise KodaError(f"checkpoint directory {directory}: no checkpoint to convert ({available})")
+    record.verify(directory, found)         # sizes and content digests
+    return found
 
 
 def _model_config(state: dict, where: str) -> ModelConfig:
@@ -142,7 +124,7 @@ class TrainingCheckpoint:
 
 def open_checkpoint(checkpoint: str | Path, tag: str | None = None) -> TrainingCheckpoint:
     """Locate, verify and check a checkpoint (every refusal in the module notes)."""
-    directory, tag = locate(checkpoint, tag)
+    directory, tag = record.locate(checkpoint, tag)
     tag = choose_tag(directory, tag)
     where = f"checkpoint {directory / tag}"
 

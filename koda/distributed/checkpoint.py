@@ -30,7 +30,6 @@ converts and prunes; only its content cannot be checked beyond the sizes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -43,31 +42,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from koda.checkpoint.record import (  # noqa: F401 - the record's names, re-exported for the writers' callers
+    COMPLETE,
+    DIGEST,
+    FORMAT,
+    LATEST,
+    READABLE_FORMATS,
+    check_file,
+    checkpoint_format,
+    complete_tags,
+    file_digest,
+    latest_tag,
+    read_record,
+    record_format,
+    resolve_tag,
+    tag_for,
+    verify,
+)
 from koda.distributed import comm
 from koda.errors import KodaError
 
-COMPLETE = "COMPLETE"
-LATEST = "latest"
 ACTOR = "actor"
-# Layout of KODA's part of a checkpoint (client_state["koda"], the tag directory, COMPLETE).
-# Bumped on an incompatible change, so tools refuse what they cannot read instead of
-# misreading it. Checkpoints written before the field existed are format 1.
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
-DIGEST = "sha256"     # faster than blake2b where CPUs have SHA instructions (tools/bench_checkpoint_digest.py)
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _RESERVED = {"universal"}
-
-
-def checkpoint_format(koda_state: dict) -> int:
-    return int(koda_state.get("format", 1))
-
-
-def tag_for(step: int) -> str:
-    return f"step{step:08d}"
-
-
-_TAG = re.compile(r"step\d{8}")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -100,11 +97,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, DIGEST).hexdigest()
-
-
 def _check_names(engines: dict, extra: dict) -> None:
     for name in [*engines, *extra]:
         if not _NAME.fullmatch(name) or name in _RESERVED:
@@ -126,11 +118,12 @@ class Saved:
 
 
 def save(engines: dict, directory: str | Path, step: int, client_state: dict, rank_state: dict, keep: int,
-         extra_state: dict[str, object] | None = None) -> Saved:
+         extra_state: dict[str, object] | None = None, meta: dict | None = None) -> Saved:
     """Collective: every rank calls it with the same engines (name -> Engine, e.g. actor,
     critic, encoder) and the same extra state (name -> picklable, the same on every rank).
     `client_state` goes with every engine (DeepSpeed stores it per engine); `rank_state` is
-    this rank's own."""
+    this rank's own. `meta` (stage, ep_size, optimizer, source) goes into the COMPLETE record
+    (``koda.checkpoint.record.CheckpointRecord``)."""
     start = time.perf_counter()
     extra_state = extra_state or {}
     _check_names(engines, extra_state)
@@ -168,59 +161,13 @@ def save(engines: dict, directory: str | Path, step: int, client_state: dict, ra
     entries = {name: entry for _, part in parts for name, entry in part.items()}
     if comm.rank() == 0:
         record = {"format": FORMAT, "step": step, "world_size": comm.world_size(), "engines": list(engines),
-                  "extra": list(extra_state), "files": dict(sorted(entries.items()))}
+                  "extra": list(extra_state), **(meta or {}), "files": dict(sorted(entries.items()))}
         _atomic_write_text(target / COMPLETE, json.dumps(record, indent=1))
         _atomic_write_text(directory / LATEST, tag)
         _prune(directory, keep)
     comm.barrier()
     size = sum(entry["size"] for entry in entries.values())
     return Saved(tag, size, time.perf_counter() - start, hash_seconds)
-
-
-def record_format(record: dict) -> int:
-    return int(record.get("format", 1))
-
-
-def _read_record(target: Path) -> dict:
-    try:
-        record = json.loads((target / COMPLETE).read_text())
-    except FileNotFoundError:
-        raise KodaError(f"checkpoint {target}: incomplete (no {COMPLETE} marker; the save was interrupted)") from None
-    except ValueError:
-        raise KodaError(f"checkpoint {target}: corrupt {COMPLETE} marker") from None
-    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
-        raise KodaError(f"checkpoint {target}: corrupt {COMPLETE} marker")
-    fmt = record_format(record)
-    if fmt not in READABLE_FORMATS:
-        raise KodaError(f"checkpoint {target}: layout format {fmt}; this KODA reads formats "
-                        f"{' and '.join(map(str, READABLE_FORMATS))}")
-    return record
-
-
-def _check_file(target: Path, name: str, entry, content: bool) -> None:
-    path = target / name
-    size = entry if isinstance(entry, int) else entry["size"]      # format 1 records sizes only
-    if not path.is_file():
-        raise KodaError(f"checkpoint {target}: file {name} is missing")
-    if path.stat().st_size != size:
-        raise KodaError(f"checkpoint {target}: file {name} is {path.stat().st_size} bytes, "
-                        f"{size} when saved (truncated or corrupt)")
-    if content and isinstance(entry, dict) and file_digest(path) != entry[DIGEST]:
-        raise KodaError(f"checkpoint {target}: file {name} differs from the one saved ({DIGEST} digest "
-                        "mismatch: corrupt)")
-
-
-def verify(directory: str | Path, tag: str, content: bool = True) -> dict:
-    """The COMPLETE record of `tag`, after checking every recorded file is present, of its
-    saved size and (content=True, format 2) of its saved digest."""
-    target = Path(directory) / tag
-    record = _read_record(target)
-    for name, entry in record["files"].items():
-        _check_file(target, name, entry, content=False)
-    if content:
-        for name, entry in record["files"].items():
-            _check_file(target, name, entry, content=True)
-    return record
 
 
 def verify_collective(directory: str | Path, tag: str) -> dict:
@@ -231,7 +178,7 @@ def verify_collective(directory: str | Path, tag: str) -> dict:
     error = None
     try:
         for name in names[comm.rank()::comm.world_size()]:
-            _check_file(target, name, record["files"][name], content=True)
+            check_file(target, name, record["files"][name], content=True)
     except KodaError as err:
         error = str(err)
     errors = [e for e in comm.all_gather_object(error) if e]
@@ -244,7 +191,7 @@ def engine_dir(directory: str | Path, tag: str, engine: str = ACTOR, record: dic
     """(load dir, DeepSpeed tag) holding `engine`'s DeepSpeed files: ``(<ckpts>/<tag>, engine)``
     in format 2, ``(<ckpts>, tag)`` for the one engine (the actor) of format 1."""
     directory = Path(directory)
-    record = record if record is not None else _read_record(directory / tag)
+    record = record if record is not None else read_record(directory / tag)
     if record_format(record) == 1:
         if engine != ACTOR:
             raise KodaError(f"checkpoint {directory / tag}: format 1 holds only the {ACTOR}, no {engine}")
@@ -255,15 +202,6 @@ def engine_dir(directory: str | Path, tag: str, engine: str = ACTOR, record: dic
     return directory / tag, engine
 
 
-def complete_tags(directory: str | Path) -> list[str]:
-    """Tags with a COMPLETE marker, oldest first (tags sort by step). Only ``step<N>`` names:
-    a damaged checkpoint moved aside by ``save`` is neither resumed nor pruned."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p.parent.name for p in directory.glob(f"*/{COMPLETE}") if _TAG.fullmatch(p.parent.name))
-
-
 def refuse_overwrite(directory: str | Path, resuming: bool) -> None:
     """A fresh start must not write over another run's checkpoints (and its metrics)."""
     tags = complete_tags(directory)
@@ -272,56 +210,14 @@ def refuse_overwrite(directory: str | Path, resuming: bool) -> None:
                         "to continue that run, or another --run-dir")
 
 
-def latest_tag(directory: str | Path) -> str | None:
-    """The tag ``latest`` names, else the newest complete one; unverified (for messages)."""
-    latest = Path(directory) / LATEST
-    if latest.is_file():
-        return latest.read_text().strip()
-    tags = complete_tags(directory)
-    return tags[-1] if tags else None
-
-
-def resolve_tag(directory: str | Path, tag: str | None = None, *, older: bool = False, log=None) -> str | None:
-    """The checkpoint to resume: `tag` if given, else the newest (the one ``latest`` names);
-    None when nothing was ever completed. A damaged newest checkpoint (a file missing or of
-    another size; with `older`, also a digest mismatch) is refused in one line naming the
-    file, never guessed past: with `older` the newest older complete checkpoint is taken and
-    `log` says which. A damaged checkpoint is never modified or deleted here. Without
-    `older`, digests are checked by ``load``, once, split over the ranks."""
-    directory = Path(directory)
-    if tag is not None:
-        verify(directory, tag, content=False)
-        return tag
-    candidates = complete_tags(directory)[::-1]
-    newest = latest_tag(directory)
-    if newest is not None:              # what ``latest`` names comes first (written after COMPLETE)
-        candidates = [newest, *(c for c in candidates if c != newest)]
-    if not candidates:
-        return None
-    damaged = []
-    for candidate in candidates:
-        try:
-            verify(directory, candidate, content=older)
-        except KodaError as err:
-            if not older:
-                raise KodaError(f"{err}; not resuming (the newest checkpoint {candidate} is damaged and is left as "
-                                "it is; --resume-older resumes from the newest older complete one)") from None
-            damaged.append(candidate)
-            continue
-        if damaged and log is not None:
-            log(f"checkpoint {', '.join(damaged)} damaged (left as it is): resuming from the older {candidate}")
-        return candidate
-    raise KodaError(f"checkpoints {directory}: every complete checkpoint is damaged ({', '.join(damaged)})")
-
-
 def read_extra(directory: str | Path, tag: str, name: str) -> object | None:
     """One extra-state part of checkpoint `tag` without loading any engine (None when the
     checkpoint has no such part), e.g. to learn how to build the engines before loading them."""
-    record = _read_record(Path(directory) / tag)
+    record = read_record(Path(directory) / tag)
     if name not in record.get("extra", []):
         return None
     path = Path(directory) / tag / name / "state.pt"
-    _check_file(Path(directory) / tag, f"{name}/state.pt", record["files"].get(f"{name}/state.pt"), content=True)
+    check_file(Path(directory) / tag, f"{name}/state.pt", record["files"].get(f"{name}/state.pt"), content=True)
     return torch.load(path, weights_only=False)
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from koda.checkpoint import load_from_checkpoint, load_standalone, read_config
+from koda.checkpoint.record import is_training_checkpoint, run_dir_of
 from koda.data.tokenizer import Tokenizer
-from koda.distributed.checkpoint import COMPLETE, LATEST
 from koda.errors import KodaError
 from koda.model.transformer import KodaForCausalLM
-from koda.run_layout import CHECKPOINTS, RunLayout
+from koda.run_layout import RunLayout
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -39,20 +39,10 @@ def is_standalone(path: Path) -> bool:
     return (path / "config.json").is_file() and any((path / name).is_file() for name in WEIGHTS)
 
 
-def is_training_checkpoint(path: Path) -> bool:
-    """A run directory, its checkpoints/ directory, or one tag directory."""
-    return (path / CHECKPOINTS).is_dir() or (path / LATEST).is_file() or (path / COMPLETE).is_file()
-
-
 def _run_tokenizer(path: Path) -> Path | None:
     """The tokenizer the run config names, resolved as ``koda convert`` does: an absolute
     path, else relative to the working directory, else to the run directory."""
-    if (path / CHECKPOINTS).is_dir():
-        run_dir = path
-    elif (path / LATEST).is_file():
-        run_dir = path.parent
-    else:
-        run_dir = path.parent.parent
+    run_dir = run_dir_of(path)
     try:
         given = json.loads(RunLayout(run_dir).config.read_text())["data"]["tokenizer"]
     except (OSError, ValueError, KeyError, TypeError):

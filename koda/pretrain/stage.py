@@ -163,8 +163,10 @@ class PretrainStage(Stage):
                            "model": self.cfg.model.to_dict(), "tokens": state.step * self.tokens_per_step,
                            "optimizer": self._optimizer_label(), "stage": self.name,
                            "format": checkpoint.FORMAT, "koda_version": __version__}}
+        meta = {"stage": self.name, "ep_size": self.plan.ep_size, "optimizer": self._optimizer_label(),
+                "source": self.init_from}
         saved = checkpoint.save({checkpoint.ACTOR: self.engine}, self.ckpt_dir, state.step, record,
-                                {"rng": checkpoint.rng_state()}, self.cfg.train.keep_checkpoints)
+                                {"rng": checkpoint.rng_state()}, self.cfg.train.keep_checkpoints, meta=meta)
         return (f"saved checkpoint {self.ckpt_dir / saved.tag} ({saved.bytes / 1e6:,.1f} MB in "
                 f"{saved.seconds:.2f} s, hashing {saved.hash_seconds:.2f} s)")
 

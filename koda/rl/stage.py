@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 from koda import __version__
+from koda.checkpoint import record
 from koda.config.run import RunConfig
 from koda.distributed import checkpoint, comm, ds_config
 from koda.distributed.accelerator import supports_bf16
@@ -65,7 +66,7 @@ class RLStage(Stage):
         self.metrics = None
         found = start.found
         saved = checkpoint.read_extra(self.ckpt_dir, found, EXTRA) if found else None
-        if found and saved is None:
+        if found and (record.read(self.ckpt_dir, found).stage != STAGE or saved is None):
             raise KodaError(f"checkpoint {self.ckpt_dir / found}: not written by the RL stage (no '{EXTRA}' part); "
                             "start the RL stage from it with --init-from instead")
         self.init_from = saved["init_from"] if saved else init_from
@@ -109,8 +110,10 @@ class RLStage(Stage):
                            "koda_version": __version__}}
         extra = {EXTRA: {"step": state.step, "elapsed_s": state.elapsed_s, "init_from": self.init_from,
                          "step_state": self.rl_step.state_dict(), "rl": self.cfg.to_dict()["rl"]}}
+        meta = {"stage": STAGE, "ep_size": self.plans["actor"].ep_size, "optimizer": "deepspeed",
+                "source": self.init_from}
         saved = checkpoint.save(self.engines.items(), self.ckpt_dir, state.step, record,
-                                {"rng": checkpoint.rng_state()}, self.cfg.train.keep_checkpoints, extra)
+                                {"rng": checkpoint.rng_state()}, self.cfg.train.keep_checkpoints, extra, meta=meta)
         return f"saved checkpoint {self.ckpt_dir / saved.tag} ({saved.bytes / 1e6:,.1f} MB in {saved.seconds:.2f} s)"
 
     def train_step(self, step: int) -> StepOutcome:

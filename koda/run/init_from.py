@@ -22,7 +22,8 @@ from koda.model.config import ModelConfig
 
 
 def _kind(path: Path) -> str:
-    from koda.infer.loading import is_standalone, is_training_checkpoint
+    from koda.checkpoint.record import is_training_checkpoint
+    from koda.infer.loading import is_standalone
 
     if not path.is_dir():
         raise KodaError(f"--init-from {path}: no such directory")

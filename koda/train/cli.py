@@ -67,14 +67,14 @@ def under_launcher() -> bool:
 
 
 def check_stage(checkpoints, tag: str | None, stage: str, older: bool = False) -> None:
-    """The checkpoint to resume was written by this stage (the RL stage's carry an ``rl`` part)."""
-    from koda.distributed import checkpoint
+    """The checkpoint to resume was written by this stage (its record says which)."""
+    from koda.checkpoint import record
     from koda.errors import KodaError
 
-    found = checkpoint.resolve_tag(checkpoints, tag, older=older)
+    found = record.resolve_tag(checkpoints, tag, older=older)
     if found is None:
         return
-    written = "rl" if "rl" in checkpoint.verify(checkpoints, found, content=False).get("extra", []) else "pretrain"
+    written = record.read(checkpoints, found).stage
     if written != stage:
         raise KodaError(f"checkpoint {checkpoints / found}: written by the {written} stage; resume it with "
                         f"--stage {written}" + (" (or start the RL stage from it with --init-from)"

@@ -37,6 +37,11 @@ class Engine:
     def module(self) -> torch.nn.Module:
         return self.ds.module
 
+    @property
+    def device(self) -> torch.device:
+        """Where the engine computes: inputs built on the CPU (loaders) must be moved here."""
+        return torch.device(self.ds.device)
+
     def __call__(self, *args, **kwargs):
         return self.ds(*args, **kwargs)
 

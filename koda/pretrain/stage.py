@@ -181,7 +181,7 @@ class PretrainStage(Stage):
         sums = torch.zeros(5)
         iso = self.cfg.isometry
         lam = penalty_weight(iso.ortho_lambda, iso.ortho_warmup_steps, step)
-        batches = self.loader.next_batches()
+        batches = [b.to(self.engine.device, non_blocking=True) for b in self.loader.next_batches()]
         every = self.cfg.train.dfa_align_every
         if self.dfa is not None and every and (step == 0 or (step + 1) % every == 0):
             self.dfa_metrics = measure_alignment(self.engine, self.dfa, lambda: self._diagnostic_ce(batches[0]))
@@ -193,7 +193,8 @@ class PretrainStage(Stage):
             loss = ce + self.cfg.moe.aux_loss_weight * aux + self.cfg.moe.z_loss_weight * z + lam * ortho
             self.engine.backward(loss)
             self.engine.step()
-            sums += torch.stack([ce.detach(), aux.detach(), z.detach(), ortho.detach(), lam * ortho.detach()]).float()
+            terms = (ce, aux, z, ortho, lam * ortho)
+            sums += torch.stack([t.detach().float().cpu().reshape(()) for t in terms])
         losses = sums / len(batches)
         self.window += losses
         self.step = step + 1
@@ -242,8 +243,9 @@ class PretrainStage(Stage):
         self.probe.enabled = False
         total = torch.zeros(2)
         for batch in self.val_batches:
+            batch = batch.to(self.engine.device, non_blocking=True)
             logits = self.engine(batch[:, :-1])
-            total += torch.stack([next_token_loss(logits, batch[:, 1:]) * batch[:, 1:].numel(),
+            total += torch.stack([next_token_loss(logits, batch[:, 1:]).float().cpu() * batch[:, 1:].numel(),
                                   torch.tensor(float(batch[:, 1:].numel()))])
         self.probe.enabled = True
         loss_sum, count = comm.all_reduce_sum(total).tolist()

@@ -24,7 +24,6 @@ import torch
 from koda.checkpoint import hf_mixtral, record
 from koda.checkpoint.export import ExportSummary, write_model_dir
 from koda.checkpoint.standalone import check_state
-from koda.distributed import checkpoint as ckpt
 from koda.errors import ConfigError, KodaError
 from koda.model import KodaForCausalLM, ModelConfig
 from koda.naming import assemble, autoep_to_koda_plan
@@ -48,10 +47,10 @@ def choose_tag(directory: Path, tag: str | None) -> str:
 
 
 def _model_config(state: dict, where: str) -> ModelConfig:
-    fmt = ckpt.checkpoint_format(state)
-    if fmt not in ckpt.READABLE_FORMATS:
+    fmt = record.checkpoint_format(state)
+    if fmt not in record.READABLE_FORMATS:
         raise KodaError(f"{where}: written by KODA {state.get('koda_version', '?')} in checkpoint format {fmt}; "
-                        f"this KODA reads formats {' and '.join(map(str, ckpt.READABLE_FORMATS))}")
+                        f"this KODA reads formats {' and '.join(map(str, record.READABLE_FORMATS))}")
     missing = [key for key in ("step", "model", "world_size") if key not in state]
     if missing:
         raise KodaError(f"{where}: KODA state lacks {missing[0]!r} (written by another KODA version)")
@@ -130,7 +129,7 @@ def open_checkpoint(checkpoint: str | Path, tag: str | None = None) -> TrainingC
 
     from koda.checkpoint.zero3 import Zero3Checkpoint
 
-    ds_dir, ds_tag = ckpt.engine_dir(directory, tag, ckpt.ACTOR)     # format 1 or 2
+    ds_dir, ds_tag = record.engine_dir(directory, tag, record.ACTOR)     # format 1 or 2
     reader = Zero3Checkpoint(ds_dir / ds_tag)
     state = reader.client_state.get("koda")
     if not isinstance(state, dict):

@@ -23,6 +23,7 @@ from koda.run_layout import CHECKPOINTS
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
+ACTOR = "actor"        # the policy engine; the one engine of format 1
 
 # Layout of KODA's part of a checkpoint (client_state["koda"], the tag directory, COMPLETE).
 # Bumped on an incompatible change, so tools refuse what they cannot read instead of
@@ -197,3 +198,18 @@ def run_dir_of(path: str | Path) -> Path:
     if (path / CHECKPOINTS).is_dir():
         return path
     return path.parent if (path / LATEST).is_file() or not (path / COMPLETE).is_file() else path.parent.parent
+
+
+def engine_dir(directory: str | Path, tag: str, engine: str = ACTOR, record: dict | None = None) -> tuple[Path, str]:
+    """(load dir, DeepSpeed tag) holding `engine`'s DeepSpeed files: ``(<ckpts>/<tag>, engine)``
+    in format 2, ``(<ckpts>, tag)`` for the one engine (the actor) of format 1."""
+    directory = Path(directory)
+    record = record if record is not None else read_record(directory / tag)
+    if record_format(record) == 1:
+        if engine != ACTOR:
+            raise KodaError(f"checkpoint {directory / tag}: format 1 holds only the {ACTOR}, no {engine}")
+        return directory, tag
+    if engine not in record.get("engines", []):
+        raise KodaError(f"checkpoint {directory / tag}: no engine {engine!r} "
+                        f"(it holds {', '.join(record.get('engines', [])) or 'none'})")
+    return directory / tag, engine

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from koda.checkpoint.record import (  # noqa: F401 - the record's names, re-exported for the writers' callers
+    ACTOR,
     COMPLETE,
     DIGEST,
     FORMAT,
@@ -51,6 +52,7 @@ from koda.checkpoint.record import (  # noqa: F401 - the record's names, re-expo
     check_file,
     checkpoint_format,
     complete_tags,
+    engine_dir,
     file_digest,
     latest_tag,
     read_record,
@@ -62,7 +64,6 @@ from koda.checkpoint.record import (  # noqa: F401 - the record's names, re-expo
 from koda.distributed import comm
 from koda.errors import KodaError
 
-ACTOR = "actor"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _RESERVED = {"universal"}
 
@@ -185,21 +186,6 @@ def verify_collective(directory: str | Path, tag: str) -> dict:
     if errors:
         raise KodaError(errors[0])
     return record
-
-
-def engine_dir(directory: str | Path, tag: str, engine: str = ACTOR, record: dict | None = None) -> tuple[Path, str]:
-    """(load dir, DeepSpeed tag) holding `engine`'s DeepSpeed files: ``(<ckpts>/<tag>, engine)``
-    in format 2, ``(<ckpts>, tag)`` for the one engine (the actor) of format 1."""
-    directory = Path(directory)
-    record = record if record is not None else read_record(directory / tag)
-    if record_format(record) == 1:
-        if engine != ACTOR:
-            raise KodaError(f"checkpoint {directory / tag}: format 1 holds only the {ACTOR}, no {engine}")
-        return directory, tag
-    if engine not in record.get("engines", []):
-        raise KodaError(f"checkpoint {directory / tag}: no engine {engine!r} "
-                        f"(it holds {', '.join(record.get('engines', [])) or 'none'})")
-    return directory / tag, engine
 
 
 def refuse_overwrite(directory: str | Path, resuming: bool) -> None:

@@ -41,17 +41,18 @@ from pathlib import Path
 
 import torch
 
-from koda.distributed import checkpoint, comm
+from koda.checkpoint import record
+from koda.distributed import comm
 from koda.distributed.ds_config import DeepSpeedPlan, expert_parallel_size
 from koda.errors import KodaError
 
 UNIVERSAL = "universal"
 
 
-def saved_layout(directory: str | Path, tag: str, engine: str = checkpoint.ACTOR) -> tuple[int, int]:
+def saved_layout(directory: str | Path, tag: str, engine: str = record.ACTOR) -> tuple[int, int]:
     """(world size, expert-parallel size) `engine` was written with."""
-    record = checkpoint.verify(directory, tag, content=False)
-    ds_dir, ds_tag = checkpoint.engine_dir(directory, tag, engine, record)
+    saved = record.verify(directory, tag, content=False)
+    ds_dir, ds_tag = record.engine_dir(directory, tag, engine, saved)
     model_states = ds_dir / ds_tag / "zero_pp_rank_0_mp_rank_00_model_states.pt"
     try:
         state = torch.load(model_states, map_location="cpu", weights_only=False)

@@ -67,6 +67,18 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def expert_groups(param) -> tuple | None:
+    """(expert-data-parallel group, expert-parallel size, expert-parallel group) of an AutoEP
+    expert parameter, from the group name DeepSpeed tags it with; None for a dense parameter."""
+    name = getattr(param, "ds_zero_partition_group_name", None)
+    if name is None:
+        return None
+    from deepspeed.utils import groups
+
+    return (groups._get_expert_data_parallel_group(name), groups._get_expert_parallel_world_size(name),
+            groups._get_expert_parallel_group(name))
+
+
 def remove_shm_buffers(master_addr: str, master_port: int) -> None:
     """Delete the shared-memory all-reduce buffers DeepSpeed's CPU backend leaves in /dev/shm.
 

@@ -82,7 +82,7 @@ class ClientOptimizer:
             return
         if self.optimizer is None:
             raise ConfigError("optimizer: the engine was built without KODA's optimizer")
-        from koda.distributed.kfac import DataParallelKFAC
+        from koda.optim.data_parallel import DataParallelKFAC
 
         self.kfac = DataParallelKFAC(engine.module, self.cfg.kfac, lr=engine.lr)
         # grads stays None: under ZeRO-3 the engine runs the preconditioner, not the optimizer

@@ -15,11 +15,11 @@ def dense_kfac_under_zero3() -> dict:
     import torch
 
     from koda.distributed import comm
-    from koda.distributed.kfac import DataParallelKFAC
     from koda.model import KodaForCausalLM
     from koda.naming import koda_to_autoep, moe_blocks
     from koda.objectives.language_model import next_token_loss
     from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+    from koda.optim.data_parallel import DataParallelKFAC
     from tests.helpers.gradient_jobs import _config, _engine
     from tests.helpers.tiny import TINY
 
@@ -65,10 +65,10 @@ def kfac_with_experts(out_dir: str) -> dict:
     import torch
 
     from koda.distributed import comm
-    from koda.distributed.kfac import DataParallelKFAC
     from koda.model import KodaForCausalLM
     from koda.objectives.language_model import next_token_loss
     from koda.optim import KFACConfig
+    from koda.optim.data_parallel import DataParallelKFAC
     from tests.helpers.gradient_jobs import _config, _engine
     from tests.helpers.tiny import TINY
 

@@ -45,7 +45,7 @@ def _train(model, pre, rows, average):
 
 
 def _rank(rank, path, port):
-    from koda.distributed.kfac import DataParallelKFAC
+    from koda.optim.data_parallel import DataParallelKFAC
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)

@@ -1,4 +1,5 @@
-"""K-FAC over data-parallel ranks: factor statistics summed over the group, each unit's
+"""K-FAC over data-parallel ranks (``DataParallelKFAC``; the process groups come from
+``koda.distributed.comm``): factor statistics summed over the group, each unit's
 decomposition computed by one owner rank and broadcast (KAISA's split of the work).
 
 Each rank's hooks see gradients of its own (mean) loss, and the step uses their average over
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from koda.distributed.comm import expert_groups
 from koda.errors import KodaError
 from koda.optim.kfac import KFACPreconditioner
 from koda.optim.layers import Unit
@@ -33,13 +35,10 @@ class DataParallelKFAC(KFACPreconditioner):
 
     @staticmethod
     def _expert_group(param):
-        name = getattr(param, "ds_zero_partition_group_name", None)
-        if name is None:
+        groups = expert_groups(param)
+        if groups is None:
             raise KodaError("kfac: expert units on several ranks need AutoEP's expert placement")
-        from deepspeed.utils import groups
-
-        return (groups._get_expert_data_parallel_group(name), groups._get_expert_parallel_world_size(name),
-                groups._get_expert_parallel_group(name))
+        return groups
 
     def owner(self, index: int) -> int:
         return index % self.world

@@ -59,7 +59,7 @@ def saved_layout(directory: str | Path, tag: str, engine: str = record.ACTOR) ->
     except Exception as err:   # any unpickling failure means the same: this file is unusable
         raise KodaError(f"checkpoint {Path(directory) / tag}: cannot read {model_states.name} "
                         f"({type(err).__name__})") from None
-    return int(record["world_size"]), expert_parallel_size(state.get("ds_config") or {})
+    return int(saved["world_size"]), expert_parallel_size(state.get("ds_config") or {})
 
 
 def needed(directory: str | Path, tag: str, plan: DeepSpeedPlan) -> str | None:

@@ -123,6 +123,7 @@ class PretrainStage(Stage):
     def summary(self) -> str:
         return (f"world {self.world}, expert-parallel {self.plan.ep_size}, {self.dtype}, global batch "
                 f"{self.global_batch} x {self.cfg.data.seq_len} tokens"
+                + (f", resumed at step {self.resumed.step}" if self.resumed.step else "")
                 + (f", weights from {self.init_from}" if self.init_from else "")
                 + (f" ({self.universal}, via DeepSpeed's universal checkpoint)" if self.universal else ""))
 

@@ -91,6 +91,7 @@ class RLStage(Stage):
         engines = [*self.engines.items(), *(["reference (frozen)"] if self.engines.reference is not None else [])]
         return (f"RL stage: world {self.world}, expert-parallel {self.plans['actor'].ep_size}, engines "
                 f"{', '.join(engines)}, {len(self.tasks)} train tasks"
+                + (f", resumed at step {self.resumed.step}" if self.resumed.step else "")
                 + (f", weights from {self.init_from}" if self.init_from else ", random weights (--random-weights)"))
 
     def _resume(self, found: str, saved: dict) -> LoopState:

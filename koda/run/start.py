@@ -56,14 +56,15 @@ def check_model(record: dict, cfg: RunConfig, where: Path) -> None:
 def run_stage(stage: Stage, cfg: RunConfig, layout: RunLayout, state: LoopState, ds_plan: dict,
               summary: str) -> dict:
     """Write ``config.json`` / ``ds_config.json``, open the metrics stream (dropping lines past
-    the resumed step, so each step appears once), print `summary` and run the loop."""
+    the resumed step, so each step appears once), print `summary` (the stage's one line about
+    the run, saying where it resumed) and run the loop."""
     if comm.rank() == 0:
         layout.config.write_text(json.dumps(cfg.to_dict(), indent=1))
         layout.ds_config.write_text(json.dumps(ds_plan, indent=1))
     metrics = MetricsLogger(layout.root, cfg.logging, cfg.to_dict(), cfg.train.steps,
                             enabled=comm.rank() == 0, start_step=state.step)
     stage.metrics = metrics
-    metrics.print(summary + (f", resumed at step {state.step}" if state.step else ""))
+    metrics.print(summary)
     loop = RunLoop(stage, cfg.train, metrics, state,
                    last_checkpoint=lambda: checkpoint.latest_tag(layout.checkpoints))
     return loop.run()

@@ -47,6 +47,8 @@ def train_then_save_format1(config_path: str, run_dir: str, steps: int) -> dict:
 
     cfg = run_config.load(config_path, [f"run_dir={run_dir}"])
     trainer = build(cfg)
+    if comm.rank() == 0:                            # what run_stage writes beside the checkpoints
+        trainer.layout.config.write_text(json.dumps(cfg.to_dict(), indent=1))
     trainer.evaluate()                              # what the loop does before step 1 (no state changes)
     for step in range(steps):
         trainer.train_step(step)

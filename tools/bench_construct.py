@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,17 +31,14 @@ GIB = 2**30
 
 def worker(args) -> None:
     """On each rank: build the actor engine one way, report the growth of resident memory."""
-    from koda.distributed.accelerator import configure_accelerator, supports_bf16
+    from koda.distributed.rank_start import start_rank
 
-    configure_accelerator()
+    start_rank()
     from koda.distributed import comm, ds_config
+    from koda.distributed.accelerator import supports_bf16
     from koda.distributed.engine import build_engine
     from koda.distributed.host_memory import PeakWindow, rss_bytes
 
-    comm.init()
-    import deepspeed.utils.logging as ds_logging
-
-    ds_logging.logger.setLevel("WARNING")
     cfg = preset(args.model)
     raw = ds_config.load("zero3_ep_smoke.json")
     plan = ds_config.resolve(raw, model=cfg, world_size=comm.world_size(), train_steps=1000,
@@ -61,18 +57,11 @@ def worker(args) -> None:
 
 
 def launch(args, full_build: bool) -> dict:
-    from koda.distributed.comm import remove_shm_buffers
-    from koda.distributed.local_launch import command as launch_command
-    from koda.distributed.local_launch import free_port
+    from koda.distributed.local_launch import launch_ranks
 
     out = Path(tempfile.mkdtemp()) / "construct.json"
-    port = free_port()
-    command = launch_command(2, port, __file__, ["--worker-out", str(out), "--model", args.model], module=False)
-    command += ["--full-build"] if full_build else []
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True)
-    finally:
-        remove_shm_buffers("127.0.0.1", port)
+    worker = ["--worker-out", str(out), "--model", args.model, *(["--full-build"] if full_build else [])]
+    proc = launch_ranks(__file__, worker, world=2, module=False)
     if proc.returncode != 0:
         sys.exit(f"bench_construct: the 2-rank build failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())

@@ -25,11 +25,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from koda.evaluate.score import score  # noqa: E402
-from koda.sandbox import SandboxPool, humaneval  # noqa: E402
-from koda.tasks import humaneval_tasks  # noqa: E402
+from koda.evaluate.score import score
+from koda.sandbox import SandboxPool, humaneval
+from koda.tasks import humaneval_tasks
 
 
 def write_samples(path: str, per_task: int) -> int:

@@ -30,13 +30,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from koda.config import run as run_config
 from koda.distributed import ds_config as ds
+from koda.report.runs import load_run
+from koda.run.variants import VariantFailed, run_variant
 from koda.scaling.points import flops_per_token
 
 
@@ -49,33 +49,26 @@ def train(name: str, args, root: Path, overrides: list[str]) -> dict:
     run = root / name
     if run.exists():
         raise SystemExit(f"bench_moe_vs_dense: {run} exists; remove it or pass another --root")
-    command = [sys.executable, "-m", "koda", "train", "--config", args.config, "--steps", str(args.steps),
-               "--run-dir", str(run), "--set", f"train.eval_every={args.eval_every}",
-               "--set", f"train.eval_batches={args.eval_batches}", "--set", f"train.log_every={args.log_every}",
-               "--set", f"train.checkpoint_every={args.steps}", "--set", "logging.wandb_mode=disabled",
-               "--set", "logging.progress_bar=false"]
-    for kv in [*args.set, *overrides]:
-        command += ["--set", kv]
+    sets = [f"train.eval_every={args.eval_every}", f"train.eval_batches={args.eval_batches}",
+            f"train.log_every={args.log_every}", f"train.checkpoint_every={args.steps}", *args.set, *overrides]
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode:
-        tail = "\n".join(done.stdout.splitlines()[-15:])
-        raise SystemExit(f"bench_moe_vs_dense: the {name} run failed (exit {done.returncode}):\n{tail}")
-    return summarise(run, wall)
+    try:
+        run_variant(args.config, run, sets, steps=args.steps, capture=True)
+    except VariantFailed as err:
+        tail = "\n".join(err.output.splitlines()[-15:])
+        raise SystemExit(f"bench_moe_vs_dense: the {name} run failed (exit {err.returncode}):\n{tail}") from None
+    return summarise(run, time.perf_counter() - start)
 
 
 def summarise(run: Path, wall: float | None) -> dict:
     """The figures of one finished run directory (wall time None when it was not timed here)."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    speeds = [r["perf/tokens_per_s"] for r in records if "perf/tokens_per_s" in r]
-    config = json.loads((run / "config.json").read_text())
-    fpt, _ = flops_per_token(config, run)
+    metrics = load_run(run)
+    speeds = metrics.scalars["perf/tokens_per_s"].values
+    fpt, _ = flops_per_token(metrics.config, run)
     tokens_per_s = statistics.mean(speeds[1:] if len(speeds) > 1 else speeds)
     return {"run": str(run), "flops_per_token": fpt, "tokens_per_s": tokens_per_s,
-            "model_flops_per_s": tokens_per_s * fpt,
-            "val_loss": next(r["val/loss"] for r in reversed(records) if "val/loss" in r),
-            "wall_s": wall, "ep": json.loads((run / "ds_config.json").read_text()).get("expert_parallel", {})}
+            "model_flops_per_s": tokens_per_s * fpt, "val_loss": metrics.scalars["val/loss"].last[1],
+            "wall_s": wall, "ep": metrics.ds_config.get("expert_parallel", {})}
 
 
 def machine_label(load_before: float, load_after: float) -> str:

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from koda.report.runs import Run
+from koda.run.variants import run_variant
 
 PHASES = ("generation", "judge_wait", "reference_fwd", "critic_fwd", "critic_bwd", "actor_fwd", "actor_bwd",
           "encoder_fwd", "encoder_bwd")
@@ -53,14 +53,19 @@ def standalone_tokens_per_s(args, rl, world: int) -> float:
     return len(prompts) * rl.max_new_tokens / (time.perf_counter() - start)
 
 
-def rl_run(args, chunks: int, root: Path) -> list[dict]:
-    run = root / f"chunks{chunks}"
-    cmd = [sys.executable, "-m", "koda", "train", "--stage", "rl", "--config", args.config, "--run-dir", str(run),
-           "--init-from", args.init_from, "--steps", str(args.steps), "--set", f"rl.rollout_chunks={chunks}",
-           "--set", "logging.wandb_mode=disabled", "--set", f"train.checkpoint_every={args.steps}",
-           *[x for s in args.set for x in ("--set", s)]]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line][1:]
+def rl_run(args, chunks: int, root: Path) -> Run:
+    return run_variant(args.config, root / f"chunks{chunks}", [f"rl.rollout_chunks={chunks}",
+                       f"train.checkpoint_every={args.steps}", *args.set], stage="rl", steps=args.steps,
+                       init_from=args.init_from)
+
+
+def means_after_first(run: Run, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """Each `prefixes` metric's mean over the logged lines after the first (the step-0
+    evaluation), a line without the metric counting 0 (a phase that did not run)."""
+    steps = run.times.steps[1:]
+    kept = set(steps)
+    return {key: sum(v for s, v in zip(series.steps, series.values, strict=True) if s in kept) / len(steps)
+            for key, series in run.scalars.items() if key.startswith(prefixes)}
 
 
 def main() -> None:
@@ -86,9 +91,8 @@ def main() -> None:
     after = standalone_tokens_per_s(args, cfg.rl, cfg.world_size)
     baseline = (before + after) / 2
     report = {"standalone_tokens_per_s": {"before": before, "after": after, "mean": baseline}, "runs": {}}
-    for chunks, records in runs.items():
-        mean = {k: statistics.fmean(r.get(k, 0.0) for r in records)
-                for k in {k for r in records for k in r if k.startswith(("time/", "perf/"))}}
+    for chunks, run in runs.items():
+        mean = means_after_first(run, ("time/", "perf/"))
         rollout = mean["perf/rollout_tokens_per_s"] * cfg.world_size          # per-rank figure, both ranks
         report["runs"][chunks] = {"step_s": mean["perf/step_s"], "phases": {ph: mean.get(f"time/{ph}", 0.0)
                                                                             for ph in PHASES},

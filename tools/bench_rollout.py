@@ -26,7 +26,6 @@ import functools
 import json
 import pstats
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,18 +77,13 @@ def _parts(profiler: cProfile.Profile) -> dict[str, float]:
 
 def worker(args) -> None:
     """(b) and (c) on each rank."""
-    from koda.distributed.accelerator import configure_accelerator, configure_cpu_threads
+    from koda.distributed.rank_start import start_rank
 
-    configure_accelerator()
+    start_rank()
     from koda.distributed import comm, ds_config
     from koda.distributed.engine import build_engine
     from koda.distributed.rollout import rollout_phase
 
-    comm.init()
-    configure_cpu_threads()
-    import deepspeed.utils.logging as ds_logging
-
-    ds_logging.logger.setLevel("WARNING")
     cfg = preset(args.model)
     resolved = ds_config.resolve(ds_config.load("zero3_ep_smoke.json"), model=cfg, world_size=comm.world_size(),
                                  train_steps=1000, bf16_supported=False)
@@ -136,20 +130,13 @@ def worker(args) -> None:
 
 
 def run_ranks(args, prompts_file: Path) -> dict:
-    from koda.distributed.comm import remove_shm_buffers
-    from koda.distributed.local_launch import command as launch_command
-    from koda.distributed.local_launch import free_port
+    from koda.distributed.local_launch import launch_ranks
 
     out = prompts_file.with_name("ranks.json")
-    port = free_port()
-    command = launch_command(2, port, __file__, [
+    proc = launch_ranks(__file__, [
         "--worker-out", str(out), "--prompts-file", str(prompts_file), "--model", args.model,
         "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-        "--threads", str(args.threads)], module=False)
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True)
-    finally:
-        remove_shm_buffers("127.0.0.1", port)
+        "--threads", str(args.threads)], world=2, module=False)
     if proc.returncode != 0:
         sys.exit(f"bench_rollout: the 2-rank run failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())

@@ -25,9 +25,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from koda.sandbox import SandboxPolicy, SandboxPool, humaneval, layers  # noqa: E402
+from koda.sandbox import SandboxPolicy, SandboxPool, humaneval, layers
 
 
 def human_eval_round(problems: list[humaneval.Problem], workers: int, timeout: float) -> tuple[float, int]:

@@ -29,7 +29,6 @@ import functools
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -101,16 +100,13 @@ def plain_pytorch(args, autocast: bool) -> dict:
 
 def koda_worker(args) -> None:
     """(c), on each rank: the actor engine exactly as koda.train builds it."""
-    configure_accelerator()
+    from koda.distributed.rank_start import start_rank
+
+    start_rank()
     from koda.distributed import comm, ds_config
-    from koda.distributed.accelerator import configure_cpu_threads, on_cpu
+    from koda.distributed.accelerator import on_cpu
     from koda.distributed.engine import build_engine
 
-    comm.init()
-    configure_cpu_threads()
-    import deepspeed.utils.logging as ds_logging
-
-    ds_logging.logger.setLevel("WARNING")
     cfg = model_config(args)
     raw = ds_config.load("zero3_ep_smoke.json")
     raw["train_micro_batch_size_per_gpu"] = args.micro_batch
@@ -183,19 +179,12 @@ def profile_step(step, batch, record: bool) -> dict:
 
 def run_koda(args) -> dict:
     out = Path(tempfile.mkdtemp()) / "koda.json"
-    from koda.distributed.comm import remove_shm_buffers
-    from koda.distributed.local_launch import command as launch_command
-    from koda.distributed.local_launch import free_port
+    from koda.distributed.local_launch import launch_ranks
 
-    port = free_port()
     worker = ["--worker-out", str(out), "--model", args.model, "--seq-len", str(args.seq_len),
               "--micro-batch", str(args.micro_batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--attention", args.attention]
-    command = launch_command(args.ranks, port, __file__, worker + (["--fp32"] if args.fp32 else []), module=False)
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True)
-    finally:
-        remove_shm_buffers("127.0.0.1", port)
+    proc = launch_ranks(__file__, worker + (["--fp32"] if args.fp32 else []), world=args.ranks, module=False)
     if proc.returncode != 0:
         sys.exit(f"bench_train: the {args.ranks}-rank run failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())

@@ -12,31 +12,24 @@ layer) at the end and averaged over the second half, and the final validation lo
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-
-def run(config: str, steps: int, weight: float, root: Path, extra: list[str]) -> list[dict]:
-    run_dir = root / f"aux-{weight:g}"
-    command = [sys.executable, "-m", "koda", "train", "--config", config, "--steps", str(steps),
-               "--run-dir", str(run_dir), "--set", f"moe.aux_loss_weight={weight}",
-               "--set", "logging.wandb_mode=disabled", "--set", "logging.progress_bar=false", *extra]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from koda.report.runs import Run
+from koda.run.variants import run_variant
 
 
-def summarise(records: list[dict]) -> dict:
-    logged = [r for r in records if "moe/load_max_min" in r]
-    half = logged[len(logged) // 2:]
-    layers = sorted({k for r in logged for k in r if k.endswith("/load_max_min") and "layer" in k})
-    return {"final": logged[-1]["moe/load_max_min"],
-            "mean_2nd_half": statistics.mean(r["moe/load_max_min"] for r in half),
-            "max_2nd_half": max(r["moe/load_max_min"] for r in half),
-            "per_layer_final": [round(logged[-1][k], 2) for k in layers],
-            "val_loss": next(r["val/loss"] for r in reversed(records) if "val/loss" in r)}
+def run(config: str, steps: int, weight: float, root: Path, overrides: list[str]) -> Run:
+    return run_variant(config, root / f"aux-{weight:g}", [f"moe.aux_loss_weight={weight}", *overrides], steps=steps)
+
+
+def summarise(run: Run) -> dict:
+    load = run.scalars["moe/load_max_min"]
+    half = load.values[len(load.values) // 2:]
+    layers = sorted(k for k in run.scalars if k.endswith("/load_max_min") and "layer" in k)
+    return {"final": load.last[1], "mean_2nd_half": statistics.mean(half), "max_2nd_half": max(half),
+            "per_layer_final": [round(run.scalars[k].last[1], 2) for k in layers],
+            "val_loss": run.scalars["val/loss"].last[1]}
 
 
 def main() -> None:
@@ -47,8 +40,7 @@ def main() -> None:
     p.add_argument("--root", default="runs/balance")
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     args = p.parse_args()
-    extra = [x for kv in args.set for x in ("--set", kv)]
-    rows = {w: summarise(run(args.config, args.steps, w, Path(args.root), extra)) for w in args.weights}
+    rows = {w: summarise(run(args.config, args.steps, w, Path(args.root), args.set)) for w in args.weights}
     print(f"{'aux weight':>10} {'final max/min':>14} {'mean 2nd half':>14} {'max 2nd half':>13} "
           f"{'val loss':>9}  final max/min per layer")
     for weight, row in rows.items():

@@ -14,29 +14,20 @@ drop from the shared step-0 validation loss, and of the step time.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-
-def run(config: str, steps: int, feedback: str, root: Path, extra: list[str]) -> list[dict]:
-    run_dir = root / feedback
-    command = [sys.executable, "-m", "koda", "train", "--config", config, "--steps", str(steps),
-               "--run-dir", str(run_dir), "--set", f"train.feedback={feedback}",
-               "--set", f"train.checkpoint_every={steps}", "--set", "logging.wandb_mode=disabled",
-               "--set", "logging.progress_bar=false", *extra]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"{feedback} run failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from koda.run.variants import VariantFailed, run_variant
 
 
-def by_step(records: list[dict]) -> dict[int, dict]:
-    out: dict[int, dict] = {}
-    for r in records:
-        out.setdefault(r["step"], {}).update(r)
-    return out
+def run(config: str, steps: int, feedback: str, root: Path, overrides: list[str]) -> dict[int, dict]:
+    """One run's logged metrics, a {key: value} per step."""
+    try:
+        result = run_variant(config, root / feedback, [f"train.feedback={feedback}",
+                             f"train.checkpoint_every={steps}", *overrides], steps=steps, capture=True)
+    except VariantFailed as err:
+        sys.exit(f"{feedback} run failed (exit {err.returncode}):\n{err.output[-8000:]}")
+    return result.by_step()
 
 
 def _fmt(value, spec: str = ".4f") -> str:
@@ -52,9 +43,8 @@ def main() -> None:
     p.add_argument("--root", default="runs/dfa-compare")
     p.add_argument("--set", action="append", default=[], help="extra overrides for both runs")
     args = p.parse_args()
-    extra = [x for kv in [*args.set, f"train.dfa_align_every={args.align_every}",
-                          f"train.eval_every={args.eval_every}"] for x in ("--set", kv)]
-    dfa, bp = (by_step(run(args.config, args.steps, mode, Path(args.root), extra)) for mode in ("dfa", "backprop"))
+    extra = [*args.set, f"train.dfa_align_every={args.align_every}", f"train.eval_every={args.eval_every}"]
+    dfa, bp = (run(args.config, args.steps, mode, Path(args.root), extra) for mode in ("dfa", "backprop"))
 
     slots = sorted({k for m in dfa.values() for k in m if k.startswith("dfa/") and k != "dfa/alignment"},
                    key=lambda k: -1 if "embedding" in k else int(k.split("/")[1][len("layer"):]))

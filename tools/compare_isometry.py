@@ -12,22 +12,18 @@ ratio to the baseline's) and, per weight kind, the singular values at the end.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from koda.report.runs import Run
+from koda.run.variants import run_variant
 
 STATS = ("sv_min", "sv_max", "cond", "mp_inside", "mp_above", "gram_dev")
 
 
-def run(config: str, steps: int, lam: float, patterns: str, root: Path, extra: list[str]) -> list[dict]:
-    run_dir = root / f"ortho-{lam:g}"
-    command = [sys.executable, "-m", "koda", "train", "--config", config, "--steps", str(steps),
-               "--run-dir", str(run_dir), "--set", f"isometry.ortho_lambda={lam}",
-               "--set", f"isometry.ortho_patterns={patterns}", "--set", f"isometry.spectrum_every={steps}",
-               "--set", "logging.wandb_mode=disabled", "--set", "logging.progress_bar=false", *extra]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+def run(config: str, steps: int, lam: float, patterns: str, root: Path, overrides: list[str]) -> Run:
+    return run_variant(config, root / f"ortho-{lam:g}", [f"isometry.ortho_lambda={lam}",
+                       f"isometry.ortho_patterns={patterns}", f"isometry.spectrum_every={steps}", *overrides],
+                       steps=steps)
 
 
 def main() -> None:
@@ -40,14 +36,13 @@ def main() -> None:
     p.add_argument("--root", default="runs/isometry")
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     args = p.parse_args()
-    extra = [x for kv in args.set for x in ("--set", kv)]
-    runs = {lam: run(args.config, args.steps, lam, args.patterns, Path(args.root), extra) for lam in args.lambdas}
+    runs = {lam: run(args.config, args.steps, lam, args.patterns, Path(args.root), args.set) for lam in args.lambdas}
 
-    def last(records: list[dict], key: str) -> float:
-        return next((r[key] for r in reversed(records) if key in r), float("nan"))
+    def last(run: Run, key: str) -> float:
+        return run.scalars[key].values[-1] if run.has(key) else float("nan")
 
-    def first(records: list[dict], key: str) -> float:
-        return next((r[key] for r in records if key in r), float("nan"))
+    def first(run: Run, key: str) -> float:
+        return run.scalars[key].values[0] if run.has(key) else float("nan")
 
     base = runs[args.lambdas[0]]
     print(f"{args.config}, {args.steps} steps, penalty on {args.patterns}")

@@ -16,11 +16,11 @@ the standard deviation of the experts' shares, and the fraction of experts that 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from koda.report.runs import Run
+from koda.run.variants import run_variant
 
 ROUTERS = ("topk", "switch", "hash", "topk_gumbel")
 NO_EP_DS_CONFIG = "zero3_smoke.json"
@@ -36,24 +36,20 @@ def overrides(router: str) -> list[str]:
     return out
 
 
-def run(config: str, steps: int, router: str, root: Path, extra: list[str]) -> tuple[list[dict], float]:
-    run_dir = root / router
-    log_every = max(1, steps // 4)
-    sets = [*overrides(router), "logging.wandb_mode=disabled", "logging.progress_bar=false",
-            f"train.log_every={log_every}", f"train.eval_every={steps}", f"train.checkpoint_every={steps}"]
-    command = [sys.executable, "-m", "koda", "train", "--config", config, "--steps", str(steps),
-               "--run-dir", str(run_dir), *(x for kv in sets for x in ("--set", kv)), *extra]
+def run(config: str, steps: int, router: str, root: Path, extra: list[str]) -> tuple[Run, float]:
+    sets = [*overrides(router), f"train.log_every={max(1, steps // 4)}", f"train.eval_every={steps}",
+            f"train.checkpoint_every={steps}", *extra]
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()], seconds
+    result = run_variant(config, root / router, sets, steps=steps)
+    return result, time.perf_counter() - start
 
 
-def summarise(records: list[dict]) -> dict:
-    last = [r for r in records if "moe/load_std" in r][-1]
-    return {"val_loss": next(r["val/loss"] for r in reversed(records) if "val/loss" in r),
-            "max_min": last["moe/load_max_min"], "std": last["moe/load_std"], "util": last["moe/utilisation"],
-            "aux": last["train/aux_loss"], "tok_s": last["perf/tokens_per_s"]}
+def summarise(run: Run) -> dict:
+    """The final validation loss, and the load figures of the last window that logged them."""
+    window = run.by_step()[run.scalars["moe/load_std"].last[0]]
+    return {"val_loss": run.scalars["val/loss"].last[1],
+            "max_min": window["moe/load_max_min"], "std": window["moe/load_std"], "util": window["moe/utilisation"],
+            "aux": window["train/aux_loss"], "tok_s": window["perf/tokens_per_s"]}
 
 
 def main() -> None:
@@ -65,14 +61,13 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="extra overrides for every run")
     args = p.parse_args()
     routers = ["topk", *(r for r in args.routers if r != "topk")]          # the baseline first, always
-    extra = [x for kv in args.set for x in ("--set", kv)]
     print(f"config {args.config}, {args.steps} steps per router; load = last logged window, worst layer")
     print(f"{'router':>12} {'val loss':>9} {'vs topk':>8} {'max/min':>8} {'load std':>9} {'util':>5} "
           f"{'aux':>6} {'tok/s vs topk':>13} {'wall s':>7}", flush=True)
     base = None
     for router in routers:                      # each row as soon as its run ends
-        records, seconds = run(args.config, args.steps, router, Path(args.root), extra)
-        row = summarise(records)
+        result, seconds = run(args.config, args.steps, router, Path(args.root), args.set)
+        row = summarise(result)
         base = base or row
         print(f"{router:>12} {row['val_loss']:>9.4f} {row['val_loss'] - base['val_loss']:>+8.4f} "
               f"{row['max_min']:>8.2f} {row['std']:>9.4f} {row['util']:>5.2f} {row['aux']:>6.3f} "

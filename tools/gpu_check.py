@@ -80,22 +80,24 @@ def write_ds_config(name: str, out: str, warmup: int) -> None:
 
 def summary(run_dirs: list[str]) -> list[str]:
     """One line per run: median tokens/s and MFU over the logged steps after the first, last CE."""
+    from koda.report.runs import load_run
+    from koda.run_layout import RunLayout
+
     lines = []
     for run in run_dirs:
-        path = Path(run) / "metrics.jsonl"
-        if not path.is_file():
+        if not RunLayout(run).metrics.is_file():
             lines.append(f"{run}: no metrics.jsonl")
             continue
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        perf = [r for r in records if "perf/mfu" in r][1:]  # the first window holds compilation and warm-up
-        ce = [r["train/ce"] for r in records if "train/ce" in r]
-        if not perf:
+        metrics = load_run(run)
+        rows = metrics.by_step()
+        perf = [rows[s] for s in metrics.scalars["perf/mfu"].steps[1:]] if metrics.has("perf/mfu") else []
+        if not perf:                # the first window holds compilation and warm-up
             lines.append(f"{run}: too few logged steps for a figure")
             continue
         tps = statistics.median(r["perf/tokens_per_s"] for r in perf)
         mfu = statistics.median(r["perf/mfu"] for r in perf)
         lines.append(f"{run}: {tps:,.0f} tokens/s, MFU {mfu:.1%} (median of {len(perf)} windows), "
-                     f"last train CE {ce[-1]:.3f}")
+                     f"last train CE {metrics.scalars['train/ce'].last[1]:.3f}")
     return lines
 
 

@@ -22,6 +22,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from koda.report.runs import load_run
+from koda.run.variants import run_variant, train_command
+from koda.run_layout import RunLayout
+
 VARIANTS = {
     "a": ("CE only", ["rl.lrl=0", "rl.lvw=0"]),
     "b": ("CE + actor-critic RL", ["rl.advantage=gae", "rl.lvw=0"]),
@@ -32,14 +36,13 @@ KODA = [sys.executable, "-m", "koda"]
 
 
 def train(run: Path, args, seed: int, overrides: list[str]) -> None:
-    if (run / "metrics.jsonl").is_file() and any((run / "checkpoints").glob("step*/COMPLETE")):
+    layout = RunLayout(run)
+    if layout.metrics.is_file() and any(layout.checkpoints.glob("step*/COMPLETE")):
         return
     sets = [f"train.seed={seed}", f"train.time_budget_s={args.budget_s}", "train.steps=100000",
-            "train.checkpoint_every=100000", "logging.wandb_mode=disabled", *overrides, *args.set]
-    cmd = [*KODA, "train", "--stage", "rl", "--config", args.config, "--run-dir", str(run),
-           "--init-from", args.init_from, *[x for s in sets for x in ("--set", s)]]
-    print("$", " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            "train.checkpoint_every=100000", *overrides, *args.set]
+    print("$", " ".join(train_command(args.config, run, sets, stage="rl", init_from=args.init_from)[2:]), flush=True)
+    run_variant(args.config, run, sets, stage="rl", init_from=args.init_from)
 
 
 def evaluate(model: str | Path, report: Path, args) -> dict:
@@ -53,12 +56,13 @@ def evaluate(model: str | Path, report: Path, args) -> dict:
 
 def run_summary(run: Path) -> dict:
     """Steps reached and tokens trained on, from the run's metrics."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    rl = json.loads((run / "config.json").read_text())["rl"]
+    metrics = load_run(run)
+    rl = metrics.config["rl"]
     samples = rl["prompts_per_step"] * rl["samples_per_prompt"]          # per rank per step
-    last = records[-1]
-    return {"steps": last["step"], "seconds": last.get("perf/elapsed_s", 0.0),
-            "rollout_tokens": samples * sum(r.get("rl/completion_tokens", 0.0) for r in records)}
+    last = metrics.by_step()[max(metrics.times.steps)]
+    completion = metrics.scalars.get("rl/completion_tokens")
+    return {"steps": max(metrics.times.steps), "seconds": last.get("perf/elapsed_s", 0.0),
+            "rollout_tokens": samples * sum(completion.values if completion else ())}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """The one builder of DeepSpeed launcher commands for ranks on this machine, and the front
 process that runs them.
 
-``koda train``, the test helpers and ``tools/bench_train.py`` all start local ranks the
-same way: ``python -u -m deepspeed.launcher.runner --num_gpus N --master_port P`` then
-``--module M args`` or a script. Process tree of a run::
+``koda train``, the test helpers and the tools all start local ranks the same way:
+``python -u -m deepspeed.launcher.runner --num_gpus N --master_port P`` then ``--module M
+args`` or a script. ``launch_ranks`` is that launch for a caller that only wants the ranks'
+exit status and output (a benchmark, a test), ``run_ranks`` a function on every rank with
+its results collected. Process tree of a run::
 
     front (koda train) -> runner.py -> launch.py -> rank 0 .. rank N-1
 
@@ -21,6 +23,7 @@ dies without forwarding anything (SIGKILL), ``koda.distributed.guardian`` stops 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -28,6 +31,7 @@ import subprocess
 import sys
 
 from koda.distributed.preemption import STOP_SIGNALS
+from koda.errors import KodaError
 
 _LAUNCH_MODULE = "deepspeed.launcher.launch"
 
@@ -145,3 +149,50 @@ def run(cmd: list[str], env: dict | None = None) -> int:
               "after the last complete one", file=sys.stderr, flush=True)
     return proc.returncode
 
+
+
+class RanksFailed(KodaError):
+    """Local ranks exited non-zero; ``proc`` holds their captured output for the caller to show."""
+
+    def __init__(self, what: str, proc: subprocess.CompletedProcess):
+        super().__init__(f"{what} failed (exit {proc.returncode})")
+        self.proc = proc
+
+    def tail(self, stdout: int = 4000, stderr: int = 6000) -> str:
+        """The ends of the captured output, where a rank's traceback is."""
+        return f"{(self.proc.stdout or '')[-stdout:]}\n{(self.proc.stderr or '')[-stderr:]}"
+
+
+def launch_ranks(target: str, args: list[str] = (), world: int = 2, module: bool = True, env: dict | None = None,
+                 timeout: float | None = None, capture: bool = True, cwd: str | os.PathLike | None = None
+                 ) -> subprocess.CompletedProcess:
+    """Run `world` local ranks of module (or script) `target` with `args` to their end, on a
+    port of their own; `env` adds to this process's environment. Output is captured as text
+    unless `capture` is False. DeepSpeed's CPU backend leaves a shared-memory buffer per rank
+    in /dev/shm that nobody else removes, so they go here whether the ranks succeed, fail or
+    time out (``comm.remove_shm_buffers``). Returns the launcher's CompletedProcess; the
+    caller judges its returncode."""
+    from koda.distributed.comm import remove_shm_buffers
+
+    port = free_port()
+    try:
+        return subprocess.run(command(world, port, target, list(args), module), capture_output=capture,
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+    finally:
+        remove_shm_buffers("127.0.0.1", port)
+
+
+def run_ranks(job: str, kwargs: dict, out_dir: str | os.PathLike, world: int = 2, env: dict | None = None,
+              timeout: float | None = None, cwd: str | os.PathLike | None = None) -> list:
+    """Call ``job`` ("package.module:function") with `kwargs` on `world` local ranks; returns
+    each rank's JSON-able return value, rank 0 first (``koda.distributed.rank_entry`` writes
+    them to ``out_dir/rank<R>.json``). Raises RanksFailed when a rank fails."""
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proc = launch_ranks("koda.distributed.rank_entry", [job, json.dumps(kwargs), str(out_dir)], world, env=env,
+                        timeout=timeout, cwd=cwd)
+    if proc.returncode != 0:
+        raise RanksFailed(f"ranks of {job}", proc)
+    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(world)]

@@ -61,6 +61,15 @@ class Run:
     def has(self, key: str) -> bool:
         return key in self.scalars
 
+    def by_step(self) -> dict[int, dict[str, float]]:
+        """The scalars regrouped as one {key: value} per logged step: the shape of a table
+        that prints a row per step (a comparison side by side)."""
+        rows: dict[int, dict[str, float]] = {}
+        for key, series in self.scalars.items():
+            for step, value in zip(series.steps, series.values, strict=True):
+                rows.setdefault(step, {})[key] = value
+        return dict(sorted(rows.items()))
+
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)

@@ -39,3 +39,58 @@ def test_ranks_are_the_children_of_deepspeeds_launch_module(tmp_path):
     finally:
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait()
+
+
+def _ranks_leaving_a_buffer(exit_code: int = 0, sleep_s: float = 0.0):
+    """A stand-in for ``command``: one "rank" that makes the shared-memory buffer DeepSpeed's CPU
+    backend would leave for its port, then exits with `exit_code` after `sleep_s`."""
+    def fake_command(world, port, target, args=(), module=True):
+        path = f"/dev/shm/deepspeed_allreduce_buffer_koda-test_127.0.0.1_{port}_0"
+        return [sys.executable, "-c", f"import sys, time; open({path!r}, 'w').close(); print({path!r}); "
+                                      f"time.sleep({sleep_s}); sys.exit({exit_code})"]
+    return fake_command
+
+
+def test_launch_ranks_removes_the_shm_buffers_of_failed_ranks(monkeypatch):
+    from koda.distributed import local_launch
+
+    monkeypatch.setattr(local_launch, "command", _ranks_leaving_a_buffer(exit_code=3))
+    proc = local_launch.launch_ranks("koda.nothing", ["--x"])
+    assert proc.returncode == 3
+    buffer = proc.stdout.strip()
+    assert buffer.startswith("/dev/shm/deepspeed_allreduce_buffer_")
+    assert not os.path.exists(buffer)
+
+
+def test_launch_ranks_removes_the_shm_buffers_when_the_ranks_time_out(monkeypatch, tmp_path):
+    import glob
+
+    import pytest
+
+    from koda.distributed import comm, local_launch
+
+    pattern, seen = "/dev/shm/deepspeed_allreduce_buffer_*_127.0.0.1_1_*", []
+    remove = comm.remove_shm_buffers
+
+    def remove_and_record(addr, port):
+        seen.append(glob.glob(pattern))
+        remove(addr, port)
+
+    monkeypatch.setattr(comm, "remove_shm_buffers", remove_and_record)
+    monkeypatch.setattr(local_launch, "command", _ranks_leaving_a_buffer(sleep_s=30))
+    monkeypatch.setattr(local_launch, "free_port", lambda: 1)       # a port no real run has
+    with pytest.raises(subprocess.TimeoutExpired):
+        local_launch.launch_ranks("koda.nothing", timeout=3)
+    assert len(seen) == 1 and len(seen[0]) == 1                     # the buffer was there ...
+    assert glob.glob(pattern) == []                                 # ... and is gone
+
+
+def test_run_ranks_raises_with_the_ranks_output(monkeypatch, tmp_path):
+    import pytest
+
+    from koda.distributed import local_launch
+
+    monkeypatch.setattr(local_launch, "command", _ranks_leaving_a_buffer(exit_code=1))
+    with pytest.raises(local_launch.RanksFailed, match=r"ranks of m:f failed \(exit 1\)") as err:
+        local_launch.run_ranks("m:f", {}, tmp_path / "out")
+    assert "deepspeed_allreduce_buffer_" in err.value.tail()

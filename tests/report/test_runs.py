@@ -20,6 +20,16 @@ def test_series_per_key_with_sparse_validation(tmp_path):
     assert run.warnings == []
 
 
+def test_by_step_regroups_the_scalars_a_row_per_step(tmp_path):
+    run = load_run(write_run(tmp_path / "a", steps=20, log_every=5, eval_every=10))
+    run.scalars = {"val/loss": run.scalars["val/loss"], **run.scalars}      # a sparse key first
+    rows = run.by_step()
+    assert list(rows) == [5, 10, 15, 20]
+    assert rows[10]["val/loss"] == run.scalars["val/loss"].values[0]
+    assert rows[10]["train/ce"] == run.scalars["train/ce"].values[1]
+    assert "val/loss" not in rows[5]
+
+
 def test_truncated_last_line_is_skipped_with_a_warning(tmp_path):
     path = write_run(tmp_path / "killed", steps=10)
     with (path / "metrics.jsonl").open("a") as f:

@@ -1,4 +1,11 @@
-"""Entry point of one rank for tests.helpers.ranks.run_ranks."""
+"""One rank of ``koda.distributed.local_launch.run_ranks``: call the job, write its result.
+
+    python -m koda.distributed.rank_entry package.module:function '<kwargs JSON>' OUT_DIR
+
+It joins the process group and nothing more (no stop handlers, thread sizing or log
+levels): a job that needs the full training start calls ``rank_start.start_rank`` itself,
+and tests compare ranks against plain single-process runs that have none of it.
+"""
 
 import importlib
 import json

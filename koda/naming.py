@@ -51,6 +51,7 @@ _DOWN = ("experts.w2", "experts.down_proj")
 _GATE, _UP, _GATE_UP = "experts.w1", "experts.w3", "experts.gate_up_proj"
 _MOE_PARAM = re.compile(rf"({BLOCK_PATTERN})\."
                         r"(?:router\.gate\.weight|gate\.weight|experts\.(?:w[123]|gate_up_proj|down_proj))")
+_AUTOEP_MOE = re.compile(rf"((?:.+\.)?{BLOCK_PATTERN})\.(router\.gate\.weight|experts\.w[123])")
 
 
 def moe_blocks(names: Iterable[str]) -> list[str]:
@@ -99,6 +100,18 @@ def autoep_to_koda_plan(shapes: dict[str, tuple[int, ...]], blocks: Iterable[str
         elif suffix != _UP:
             raise KodaError(f"AutoEP block {block}: unexpected parameter {suffix!r} (not a KODA MoE block)")
     return plan
+
+
+def koda_name(name: str) -> str:
+    """The KODA name of one parameter of either layout: an AutoEP router or expert tensor
+    becomes the KODA tensor it was cut from (w1 and w3 both ``experts.gate_up_proj``), any other
+    name is itself. For rules written against KODA names (``optimizer.muon.skip``) that the
+    engine applies to its AutoEP parameters."""
+    match = _AUTOEP_MOE.fullmatch(name)
+    if match is None:
+        return name
+    block, suffix = match.groups()
+    return f"{block}." + {_ROUTER[0]: _ROUTER[1], _DOWN[0]: _DOWN[1], _GATE: _GATE_UP, _UP: _GATE_UP}[suffix]
 
 
 def assemble(sources: tuple[str, ...], get: Callable[[str], torch.Tensor]) -> torch.Tensor:

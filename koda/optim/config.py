@@ -61,21 +61,67 @@ class KFACConfig:
 
 
 @dataclass(frozen=True)
+class MuonConfig:
+    """Muon (``optimizer.name: muon``): hidden weight matrices orthogonalised, AdamW on the rest."""
+
+    momentum: float = 0.95            # EMA of the gradient, torch.optim.Muon's form (buf.lerp_(g, 1 - mu))
+    nesterov: bool = True             # orthogonalise g.lerp(buf, mu), not buf
+    ns_steps: int = 5                 # quintic Newton-Schulz iterations (3.4445, -4.7750, 2.0315)
+    ns_dtype: str = "float32"        # "bfloat16" as Keller's and torch's code (faster on GPUs, less exact)
+    # update scale per matrix [A, B]: "match_rms_adamw" 0.2 * sqrt(max(A, B)) (Moonshot: AdamW's lr and
+    # weight decay carry over), "original" sqrt(max(1, A / B)) (Keller Jordan; wants lr ~ 0.02)
+    adjust_lr: str = "match_rms_adamw"
+    adamw_lr: float | None = None     # the AdamW groups' peak lr; None: optimizer.lr
+    # KODA parameter names (re.search) left to AdamW besides every 1-D tensor: the authors keep
+    # embeddings and the output head off Muon (hidden matrices only)
+    skip: tuple[str, ...] = ("embed_tokens", "lm_head")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.momentum, bool) or not (isinstance(self.momentum, int | float) and 0 <= self.momentum < 1):
+            raise ConfigError(f"optimizer.muon.momentum must be in [0, 1), got {self.momentum!r}")
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError(f"optimizer.muon.nesterov must be true or false, got {self.nesterov!r}")
+        if isinstance(self.ns_steps, bool) or not isinstance(self.ns_steps, int) or not 1 <= self.ns_steps < 100:
+            raise ConfigError(f"optimizer.muon.ns_steps must be an integer in [1, 100), got {self.ns_steps!r}")
+        if self.ns_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"optimizer.muon.ns_dtype must be 'float32' or 'bfloat16', got {self.ns_dtype!r}")
+        if self.adjust_lr not in ("match_rms_adamw", "original"):
+            raise ConfigError("optimizer.muon.adjust_lr must be 'match_rms_adamw' or 'original', "
+                              f"got {self.adjust_lr!r}")
+        if self.adamw_lr is not None and (isinstance(self.adamw_lr, bool) or not isinstance(self.adamw_lr, int | float)
+                                          or not self.adamw_lr > 0):
+            raise ConfigError(f"optimizer.muon.adamw_lr must be > 0 or null, got {self.adamw_lr!r}")
+        for pattern in self.skip:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"optimizer.muon.skip: bad regex {pattern!r} ({e})") from None
+
+    def selects(self, koda_name: str, ndim: int) -> bool:
+        """Muon's matrices, by KODA name and logical rank: 2-D weights and 3-D experts
+        [E, out, in] (E matrices), minus `skip`; norms and biases (1-D) never."""
+        expert = ".experts." in f".{koda_name}"
+        return (ndim == 2 or (ndim == 3 and expert)) and not any(re.search(p, koda_name) for p in self.skip)
+
+
+@dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adamw"               # "adamw", or "kfac": K-FAC-preconditioned gradients, SGD-momentum step
-    lr: float = 3e-4
+    # "adamw"; "kfac": K-FAC-preconditioned gradients, SGD-momentum step; "muon": Muon + AdamW
+    name: str = "adamw"
+    lr: float = 3e-4                  # muon: the Muon matrices' lr (muon.adamw_lr the rest's)
     momentum: float = 0.9             # kfac (SGD) only
-    betas: tuple[float, float] = (0.9, 0.95)   # adamw only
-    weight_decay: float = 0.0         # decoupled (both rules)
+    betas: tuple[float, float] = (0.9, 0.95)   # adamw, and muon's AdamW groups
+    weight_decay: float = 0.0         # decoupled (every rule)
     kfac: KFACConfig = field(default_factory=KFACConfig)
+    muon: MuonConfig = field(default_factory=MuonConfig)
     kappa: float = 0.0                # torus-latency scaling lr / (1 + kappa * L[us]); 0 = off
     topology: str | None = None       # topology file for L (the one given to koda launch --topology)
     noise_eta: float = 0.0            # annealed gradient noise variance eta / (1 + t)^noise_decay; 0 = off
     noise_decay: float = 0.55
 
     def __post_init__(self) -> None:
-        if self.name not in ("adamw", "kfac"):
-            raise ConfigError(f"optimizer.name must be 'adamw' or 'kfac', got {self.name!r}")
+        if self.name not in ("adamw", "kfac", "muon"):
+            raise ConfigError(f"optimizer.name must be 'adamw', 'kfac' or 'muon', got {self.name!r}")
         for name in ("lr", "kappa", "weight_decay", "noise_eta", "noise_decay", "momentum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -86,6 +132,9 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
         if self.kappa > 0 and self.topology is None:
             raise ConfigError("optimizer.kappa > 0 needs optimizer.topology (the file koda launch places ranks by)")
+        if self.name == "muon" and self.noise_eta > 0:
+            # the noise would land on the orthogonalised update, not on the gradient
+            raise ConfigError("optimizer.noise_eta > 0 is not supported with optimizer.name muon")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> OptimizerConfig:
@@ -96,9 +145,14 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer.kfac must be a mapping, got {kfac!r}")
         _no_unknown("optimizer.kfac", kfac, KFACConfig)
         kfac = {k: tuple(v) if k in ("include", "skip") and isinstance(v, list) else v for k, v in kfac.items()}
+        muon = values.pop("muon", None) or {}
+        if not isinstance(muon, dict):
+            raise ConfigError(f"optimizer.muon must be a mapping, got {muon!r}")
+        _no_unknown("optimizer.muon", muon, MuonConfig)
+        muon = {k: tuple(v) if k == "skip" and isinstance(v, list) else v for k, v in muon.items()}
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
-        return cls(kfac=KFACConfig(**kfac), **values)
+        return cls(kfac=KFACConfig(**kfac), muon=MuonConfig(**muon), **values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

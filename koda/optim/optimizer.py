@@ -1,4 +1,5 @@
-"""KODA's optimizer: SGD-momentum under K-FAC, AdamW without, with per-group latency scaling.
+"""KODA's optimizer: SGD-momentum under K-FAC, AdamW without, Muon's orthogonalised updates
+next to AdamW, with per-group latency scaling.
 
 Why SGD-momentum under K-FAC: the preconditioned gradient is already scaled by the
 curvature; Adam would divide it again, per coordinate, by its own second-moment estimate,
@@ -14,6 +15,12 @@ K-FAC preconditioner cannot run here under ZeRO-3 (partitions have no layer shap
 an engine gradient transform there, and this class only carries its state in checkpoints.
 In one process, pass ``grads`` and ``step`` preconditions first.
 
+Per-group rules: a group may name its own ``rule`` (else the optimizer's) and an ``lr_scale``
+(a factor on the scheduled lr, so DeepSpeed's scheduler, which sets every group's ``lr``, keeps
+one schedule). Muon uses both: its matrices' groups take rule ``update`` (the gradient the
+Muon transform wrote is the update itself, ``koda.optim.muon``), the rest AdamW at
+``muon.adamw_lr / lr``.
+
 Gradient noise (off by default): g + N(0, eta / (1 + t)^decay), Neelakantan et al. 2015's
 annealed schedule; drawn from a generator seeded by (seed, step, group), so a rerun or a
 resumed run draws the same noise.
@@ -27,17 +34,20 @@ import torch
 
 from koda.errors import KodaError
 
+RULES = ("sgd", "adamw", "update")
+
 
 class KodaOptimizer(torch.optim.Optimizer):
     def __init__(self, params, lr: float, rule: str = "sgd", momentum: float = 0.9,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  latency_scale: float = 1.0, noise_eta: float = 0.0, noise_decay: float = 0.55, seed: int = 0,
                  preconditioner=None, grads=None):
-        if rule not in ("sgd", "adamw"):
-            raise KodaError(f"optimizer rule must be 'sgd' or 'adamw', got {rule!r}")
         defaults = dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay,
-                        latency_scale=latency_scale)
+                        latency_scale=latency_scale, rule=rule, lr_scale=1.0)
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            if group["rule"] not in RULES:
+                raise KodaError(f"optimizer rule must be one of {', '.join(RULES)}, got {group['rule']!r}")
         self.rule, self.noise_eta, self.noise_decay, self.seed = rule, noise_eta, noise_decay, seed
         self.preconditioner, self.grads = preconditioner, grads
         self.steps = 0
@@ -51,7 +61,7 @@ class KodaOptimizer(torch.optim.Optimizer):
         if self.preconditioner is not None and self.grads is not None:
             self.preconditioner(self.grads)
         for index, group in enumerate(self.param_groups):
-            lr = group["lr"] * group["latency_scale"]
+            lr = group["lr"] * group["latency_scale"] * group["lr_scale"]
             noise = None
             if self.noise_eta > 0:
                 noise = torch.Generator().manual_seed(hash((self.seed, self.steps, index)) & 0x7FFFFFFF)
@@ -65,7 +75,9 @@ class KodaOptimizer(torch.optim.Optimizer):
                 if group["weight_decay"]:
                     p.mul_(1 - lr * group["weight_decay"])
                 state = self.state[p]
-                if self.rule == "sgd":
+                if group["rule"] == "update":
+                    p.add_(g, alpha=-lr)
+                elif group["rule"] == "sgd":
                     if "momentum" not in state:
                         state["momentum"] = torch.zeros_like(p)
                     buf = state["momentum"].mul_(group["momentum"]).add_(g)
@@ -88,12 +100,12 @@ class KodaOptimizer(torch.optim.Optimizer):
         denom = (state["exp_avg_sq"] / bias2).sqrt_().add_(group["eps"])
         p.addcdiv_(state["exp_avg"], denom, value=-lr / bias1)
 
-    # The preconditioner's factors and decompositions travel with the optimizer state, so a
-    # checkpoint of the optimizer is enough to resume K-FAC where it stopped.
+    # The gradient transform's state (K-FAC's factors and decompositions, Muon's momentum)
+    # travels with the optimizer state, so a checkpoint of the optimizer is enough to resume it.
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["koda"] = {"steps": self.steps,
-                         "kfac": self.preconditioner.state_dict() if self.preconditioner is not None else None}
+                         "transform": self.preconditioner.state_dict() if self.preconditioner is not None else None}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -103,17 +115,32 @@ class KodaOptimizer(torch.optim.Optimizer):
         if extra is None:
             return
         self.steps = int(extra["steps"])
-        if (extra["kfac"] is None) != (self.preconditioner is None):
-            raise KodaError("optimizer state: the checkpoint and this run disagree on whether K-FAC is on")
+        saved = extra["transform"] if "transform" in extra else extra["kfac"]     # "kfac": before Muon
+        if (saved is None) != (self.preconditioner is None):
+            raise KodaError("optimizer state: the checkpoint and this run disagree on whether a gradient "
+                            "transform (K-FAC, Muon) is on")
         if self.preconditioner is not None:
-            self.preconditioner.load_state_dict(extra["kfac"])
+            self.preconditioner.load_state_dict(saved)
 
 
-def parameter_groups(model: torch.nn.Module, dense_scale: float = 1.0, expert_scale: float = 1.0) -> list[dict]:
-    """Two groups, each with its latency scale: expert tensors and everything else."""
+def parameter_groups(model: torch.nn.Module, dense_scale: float = 1.0, expert_scale: float = 1.0,
+                     muon=None, adamw_lr_scale: float = 1.0) -> list[dict]:
+    """Two groups, each with its latency scale: expert tensors and everything else. With
+    `muon` (a ``MuonConfig``, on KODA's model before AutoEP) each splits again into Muon's
+    matrices (rule ``update``) and AdamW's tensors (lr x `adamw_lr_scale`); AutoEP's
+    replacement tensors inherit their source's group, so w1/w3/w2 stay Muon's."""
     from koda.optim.latency import is_expert_parameter
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if not is_expert_parameter(n)], "latency_scale": dense_scale},
-              {"params": [p for n, p in named if is_expert_parameter(n)], "latency_scale": expert_scale}]
+    rank = {n: len(getattr(p, "ds_shape", p.shape)) for n, p in named}          # ZeRO-3 partitions are flat
+    groups = []
+    for expert, scale in ((False, dense_scale), (True, expert_scale)):
+        params = [(n, p) for n, p in named if is_expert_parameter(n) == expert]
+        if muon is None:
+            groups.append({"params": [p for _, p in params], "latency_scale": scale})
+            continue
+        groups.append({"params": [p for n, p in params if muon.selects(n, rank[n])], "latency_scale": scale,
+                       "rule": "update"})
+        groups.append({"params": [p for n, p in params if not muon.selects(n, rank[n])], "latency_scale": scale,
+                       "rule": "adamw", "lr_scale": adamw_lr_scale})
     return [g for g in groups if g["params"]]

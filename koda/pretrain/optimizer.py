@@ -1,5 +1,5 @@
 """KODA's optimizer in a training run: ``KodaOptimizer`` as DeepSpeed's client optimizer, K-FAC
-as the engine's gradient transform.
+or Muon as the engine's gradient transform.
 
 Under ZeRO-3 the optimizer sees flat fp32 partitions, so the K-FAC preconditioner cannot run
 inside its ``step``: it runs at the accumulation boundary through the engine
@@ -12,11 +12,16 @@ per rank, which a per-rank file keeps apart).
 The learning rate: DeepSpeed's configured scheduler runs on the client optimizer's groups,
 scaling ``optimizer.lr``; each group's ``latency_scale`` multiplies it at the step. K-FAC's KL
 clip reads the engine's current rate (group 0's, before latency scaling).
+
+Muon takes the same path (``koda.optim.muon`` says why), its momentum riding in the same
+checkpoint slot. It also takes over DeepSpeed's ``gradient_clipping`` (``ClientOptimizer.plan``):
+DeepSpeed would clip after the transform, i.e. the orthogonalised updates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 from koda.errors import ConfigError
 from koda.optim.config import OptimizerConfig
@@ -55,17 +60,35 @@ def latency(cfg: OptimizerConfig, rank: int, world: int, ep_size: int | None = N
 
 
 class ClientOptimizer:
-    """Builds the ``KodaOptimizer`` DeepSpeed wraps, then attaches K-FAC to the built engine."""
+    """Builds the ``KodaOptimizer`` DeepSpeed wraps, then attaches K-FAC or Muon to the built engine."""
 
     def __init__(self, cfg: OptimizerConfig, seed: int, scales: Scales):
         self.cfg, self.seed, self.scales = cfg, seed, scales
         self.optimizer: KodaOptimizer | None = None
         self.kfac = None
+        self.muon = None
+        self.clip = 0.0                   # Muon's clipping, taken from the DeepSpeed config by `plan`
+
+    def plan(self, plan):
+        """The DeepSpeed plan this optimizer runs under: with Muon, ``gradient_clipping`` moves
+        from DeepSpeed (which would clip the orthogonalised updates) to the Muon transform
+        (which clips the raw gradients); otherwise `plan` unchanged."""
+        if self.cfg.name != "muon":
+            return plan
+        config = copy.deepcopy(plan.config)
+        self.clip = float(config.get("gradient_clipping", 0.0) or 0.0)
+        config["gradient_clipping"] = 0.0
+        return replace(plan, config=config)
 
     def parameters(self, model):
         """``build_engine``'s `parameters`: dense and expert groups, each with its latency scale
-        (DeepSpeed remaps the expert group to AutoEP's replacement tensors)."""
-        return parameter_groups(model, self.scales.dense, self.scales.expert)
+        (DeepSpeed remaps the expert group to AutoEP's replacement tensors); with Muon each split
+        into Muon's matrices and AdamW's rest."""
+        c = self.cfg
+        if c.name != "muon":
+            return parameter_groups(model, self.scales.dense, self.scales.expert)
+        adamw = (c.muon.adamw_lr if c.muon.adamw_lr is not None else c.lr) / c.lr
+        return parameter_groups(model, self.scales.dense, self.scales.expert, muon=c.muon, adamw_lr_scale=adamw)
 
     def __call__(self, groups) -> KodaOptimizer:
         """``build_engine``'s `optimizer` factory."""
@@ -76,15 +99,21 @@ class ClientOptimizer:
         return self.optimizer
 
     def attach(self, engine) -> None:
-        """K-FAC (``optimizer.name: kfac``) on the engine's module, as its gradient transform;
-        its state rides in the optimizer's checkpoint. Call before the engine loads a checkpoint."""
-        if self.cfg.name != "kfac":
+        """K-FAC (``optimizer.name: kfac``) or Muon (``muon``) on the engine's module, as its
+        gradient transform; its state rides in the optimizer's checkpoint. Call before the
+        engine loads a checkpoint."""
+        if self.cfg.name not in ("kfac", "muon"):
             return
         if self.optimizer is None:
             raise ConfigError("optimizer: the engine was built without KODA's optimizer")
-        from koda.optim.data_parallel import DataParallelKFAC
+        if self.cfg.name == "kfac":
+            from koda.optim.data_parallel import DataParallelKFAC
 
-        self.kfac = DataParallelKFAC(engine.module, self.cfg.kfac, lr=engine.lr)
-        # grads stays None: under ZeRO-3 the engine runs the preconditioner, not the optimizer
-        self.optimizer.preconditioner = self.kfac
-        engine.add_gradient_transform(self.kfac)
+            transform = self.kfac = DataParallelKFAC(engine.module, self.cfg.kfac, lr=engine.lr)
+        else:
+            from koda.optim.muon_data_parallel import DataParallelMuon
+
+            transform = self.muon = DataParallelMuon(engine.module, self.cfg.muon, clip=self.clip)
+        # grads stays None: under ZeRO-3 the engine runs the transform, not the optimizer
+        self.optimizer.preconditioner = transform
+        engine.add_gradient_transform(transform)

@@ -60,6 +60,7 @@ class PretrainStage(Stage):
             self.plan = ds_config.with_client_optimizer(self.plan, cfg.optimizer.lr)
             self.client = ClientOptimizer(cfg.optimizer, cfg.train.seed,
                                           latency(cfg.optimizer, self.rank, self.world, ep_size=self.plan.ep_size))
+            self.plan = self.client.plan(self.plan)      # muon: the clipping moves into its transform
         # The checkpoint to resume is chosen before the engine exists: one written by another
         # world or expert-parallel size needs an engine that loads DeepSpeed's universal format.
         found = start.found
@@ -223,6 +224,9 @@ class PretrainStage(Stage):
                    **self._load_metrics(), **memory_metrics()}
         if self.client is not None and self.client.kfac is not None:
             metrics["kfac/kl_scale"] = self.client.kfac.last_kl_scale   # 1: the KL clip was idle
+        if self.client is not None and self.client.muon is not None:
+            # DeepSpeed's norm would be the orthogonalised updates'; this is the raw gradient's
+            metrics["train/grad_norm"] = self.client.muon.last_grad_norm
         if self.ortho is not None:
             metrics["train/ortho"] = ortho
             metrics["train/ortho_lambda"] = penalty_weight(iso.ortho_lambda, iso.ortho_warmup_steps, self.step - 1)

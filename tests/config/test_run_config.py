@@ -24,7 +24,7 @@ BAD_RUN_CONFIGS = [
     ({"logging": {"wandb_mode": "loud"}}, r"logging.wandb_mode must be auto, online, offline or disabled"),
     ({"world_size": 0}, r"world_size must be a positive integer"),
     ({"train": {"on_nonfinite": "ignore"}}, r"train.on_nonfinite must be stop or skip, got 'ignore'"),
-    ({"optimizer": {"name": "lion"}}, r"optimizer.name must be 'adamw' or 'kfac', got 'lion'"),
+    ({"optimizer": {"name": "lion"}}, r"optimizer.name must be 'adamw', 'kfac' or 'muon', got 'lion'"),
     ({"optimizer": {"kfac": {"kl_clip": -1}}}, r"optimizer.kfac.kl_clip must be > 0 or null"),
     ({"optimizer": [1]}, r"optimizer must be a mapping"),
 ]

@@ -130,5 +130,5 @@ def test_checkpoint_without_kfac_is_refused_by_a_kfac_run():
     model = _mlp()
     plain = KodaOptimizer(model.parameters(), lr=0.1)
     _train(model, plain, 1)
-    with pytest.raises(KodaError, match="disagree on whether K-FAC is on"):
+    with pytest.raises(KodaError, match="disagree on whether a gradient transform"):
         _kfac_run(_mlp()).load_state_dict(plain.state_dict())

@@ -36,7 +36,7 @@ from pathlib import Path
 from koda.config import run as run_config
 from koda.distributed import ds_config as ds
 from koda.report.runs import load_run
-from koda.run.variants import VariantFailed, run_variant
+from koda.report.variants import VariantFailed, run_variant
 from koda.scaling.points import flops_per_token
 
 

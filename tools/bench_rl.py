@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from koda.report.runs import Run
-from koda.run.variants import run_variant
+from koda.report.variants import run_variant
 
 PHASES = ("generation", "judge_wait", "reference_fwd", "critic_fwd", "critic_bwd", "actor_fwd", "actor_bwd",
           "encoder_fwd", "encoder_bwd")

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from koda.report.runs import Run
-from koda.run.variants import run_variant
+from koda.report.variants import run_variant
 
 
 def run(config: str, steps: int, weight: float, root: Path, overrides: list[str]) -> Run:

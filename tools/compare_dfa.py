@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from koda.run.variants import VariantFailed, run_variant
+from koda.report.variants import VariantFailed, run_variant
 
 
 def run(config: str, steps: int, feedback: str, root: Path, overrides: list[str]) -> dict[int, dict]:

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from koda.report.runs import Run
-from koda.run.variants import run_variant
+from koda.report.variants import run_variant
 
 STATS = ("sv_min", "sv_max", "cond", "mp_inside", "mp_above", "gram_dev")
 

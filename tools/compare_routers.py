@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from koda.report.runs import Run
-from koda.run.variants import run_variant
+from koda.report.variants import run_variant
 
 ROUTERS = ("topk", "switch", "hash", "topk_gumbel")
 NO_EP_DS_CONFIG = "zero3_smoke.json"

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from koda.report.runs import load_run
-from koda.run.variants import run_variant, train_command
+from koda.report.variants import run_variant, train_command
 from koda.run_layout import RunLayout
 
 VARIANTS = {

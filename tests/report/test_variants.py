@@ -1,10 +1,10 @@
-"""``koda.run.variants``: a sweep's variant is a real ``koda train`` run, read back as a report Run."""
+"""``koda.report.variants``: a sweep's variant is a real ``koda train`` run, read back as a report Run."""
 
 import sys
 
 import pytest
 
-from koda.run.variants import VariantFailed, run_variant, train_command
+from koda.report.variants import VariantFailed, run_variant, train_command
 from tests.helpers.ranks import REPO, rank_env
 from tests.helpers.tiny import write_run_config
 

@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from koda.distributed.preemption import STOP_SIGNALS
 from koda.errors import KodaError
@@ -163,19 +164,84 @@ class RanksFailed(KodaError):
         return f"{(self.proc.stdout or '')[-stdout:]}\n{(self.proc.stderr or '')[-stderr:]}"
 
 
+def spawn_ranks(world: int, port: int, target: str, args: list[str] = (), module: bool = True,
+                env: dict | None = None, timeout: float | None = None, capture: bool = True,
+                cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """`world` ranks on this machine started directly, with the environment DeepSpeed's
+    launcher would give them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT, ...), but
+    without its two Python processes in front (runner.py and launch.py each import
+    DeepSpeed: seconds per start on a small machine). Like launch.py, a rank that fails
+    takes the others down (they would wait in a collective for ever). Returns one
+    CompletedProcess: rank 0's output first, the first non-zero exit code."""
+    import tempfile
+
+    base = {**os.environ, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "LOCAL_SIZE": str(world),
+            "CROSS_RANK": "0", "CROSS_SIZE": "1"}
+    cmd = [sys.executable, "-u", *(["-m"] if module else []), target, *args]
+    with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as files:
+        def log(name: str):
+            return files.enter_context(open(os.path.join(logs, name), "w+")) if capture else None
+
+        outs = [log(f"rank{r}.out") for r in range(world)]
+        errs = [log(f"rank{r}.err") for r in range(world)]
+        procs = [subprocess.Popen(cmd, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=cwd,
+                                  stdout=outs[r], stderr=errs[r]) for r in range(world)]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        codes: list = []
+        try:
+            while None in (codes := [p.poll() for p in procs]):     # poll every rank, every time
+                if any(c not in (None, 0) for c in codes):
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+                time.sleep(0.05)
+        finally:
+            _stop(procs)
+        # the rank that failed first is the cause; the others' codes are then our SIGTERM
+        code = next((c for c in codes if c not in (None, 0)), None)
+        code = code if code is not None else next((p.returncode for p in procs if p.returncode != 0), 0)
+
+        def text(streams) -> str | None:
+            if not capture:
+                return None
+            for f in streams:
+                f.seek(0)
+            return "".join(f.read() for f in streams)
+
+        stdout, stderr = text(outs), text(errs)
+    return subprocess.CompletedProcess(cmd, code, stdout, stderr)
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def launch_ranks(target: str, args: list[str] = (), world: int = 2, module: bool = True, env: dict | None = None,
-                 timeout: float | None = None, capture: bool = True, cwd: str | os.PathLike | None = None
-                 ) -> subprocess.CompletedProcess:
+                 timeout: float | None = None, capture: bool = True, cwd: str | os.PathLike | None = None,
+                 direct: bool = False) -> subprocess.CompletedProcess:
     """Run `world` local ranks of module (or script) `target` with `args` to their end, on a
     port of their own; `env` adds to this process's environment. Output is captured as text
     unless `capture` is False. DeepSpeed's CPU backend leaves a shared-memory buffer per rank
     in /dev/shm that nobody else removes, so they go here whether the ranks succeed, fail or
     time out (``comm.remove_shm_buffers``). Returns the launcher's CompletedProcess; the
-    caller judges its returncode."""
+    caller judges its returncode. `direct`: start the ranks without DeepSpeed's launcher
+    (``spawn_ranks``; tests and tools whose subject is not the launcher)."""
     from koda.distributed.comm import remove_shm_buffers
 
     port = free_port()
     try:
+        if direct:
+            return spawn_ranks(world, port, target, list(args), module, env, timeout, capture, cwd)
         return subprocess.run(command(world, port, target, list(args), module), capture_output=capture,
                               text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
     finally:
@@ -183,7 +249,7 @@ def launch_ranks(target: str, args: list[str] = (), world: int = 2, module: bool
 
 
 def run_ranks(job: str, kwargs: dict, out_dir: str | os.PathLike, world: int = 2, env: dict | None = None,
-              timeout: float | None = None, cwd: str | os.PathLike | None = None) -> list:
+              timeout: float | None = None, cwd: str | os.PathLike | None = None, direct: bool = False) -> list:
     """Call ``job`` ("package.module:function") with `kwargs` on `world` local ranks; returns
     each rank's JSON-able return value, rank 0 first (``koda.distributed.rank_entry`` writes
     them to ``out_dir/rank<R>.json``). Raises RanksFailed when a rank fails."""
@@ -192,7 +258,7 @@ def run_ranks(job: str, kwargs: dict, out_dir: str | os.PathLike, world: int = 2
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     proc = launch_ranks("koda.distributed.rank_entry", [job, json.dumps(kwargs), str(out_dir)], world, env=env,
-                        timeout=timeout, cwd=cwd)
+                        timeout=timeout, cwd=cwd, direct=direct)
     if proc.returncode != 0:
         raise RanksFailed(f"ranks of {job}", proc)
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(world)]

@@ -94,3 +94,23 @@ def test_run_ranks_raises_with_the_ranks_output(monkeypatch, tmp_path):
     with pytest.raises(local_launch.RanksFailed, match=r"ranks of m:f failed \(exit 1\)") as err:
         local_launch.run_ranks("m:f", {}, tmp_path / "out")
     assert "deepspeed_allreduce_buffer_" in err.value.tail()
+
+
+def test_spawned_ranks_get_the_launchers_environment_and_a_failure_stops_the_rest(tmp_path):
+    import time
+
+    from koda.distributed.local_launch import spawn_ranks
+
+    script = tmp_path / "rank.py"
+    script.write_text("import os, sys, time\n"
+                      "r = int(os.environ['RANK'])\n"
+                      "e = os.environ\n"
+                      "print('rank', r, e['LOCAL_RANK'], e['WORLD_SIZE'], e['MASTER_PORT'])\n"
+                      "sys.stdout.flush()\n"
+                      "if r == 1 and len(sys.argv) > 1: sys.exit(3)\n"
+                      "time.sleep(0 if len(sys.argv) == 1 else 600)\n")
+    ok = spawn_ranks(2, 29611, str(script), module=False)
+    assert ok.returncode == 0 and ok.stdout == "rank 0 0 2 29611\nrank 1 1 2 29611\n"
+    start = time.monotonic()
+    failed = spawn_ranks(2, 29612, str(script), ["fail"], module=False, timeout=120)
+    assert failed.returncode == 3 and time.monotonic() - start < 30     # rank 0 was stopped, not waited for

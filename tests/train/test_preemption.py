@@ -138,6 +138,21 @@ def test_ctrl_c_to_the_process_group_saves_and_exits_without_a_traceback(tiny_da
     stopped = int(re.findall(r"stopped at step (\d+)/\d+ on SIGINT", text)[0])
     assert checkpoint.resolve_tag(run_dir / "checkpoints") == checkpoint.tag_for(stopped)
 
+    # a second Ctrl-C right after the first: everything stops at once, and whatever a save had
+    # begun is not a checkpoint (no COMPLETE); every complete one still verifies
+    log = tmp_path / "twice.log"
+    front = _front(config, log.open("w"), "--resume")
+    _wait_for_step(run_dir, stopped + 2, front)
+    tree = [p.pid for p in psutil.Process(front.pid).children(recursive=True)]
+    os.killpg(front.pid, signal.SIGINT)
+    time.sleep(0.02)                  # the second press comes before the step boundary
+    os.killpg(front.pid, signal.SIGINT)
+    assert front.wait(timeout=120) != 0
+    assert _alive(tree) == [], "processes of the run outlived a second Ctrl-C"
+    assert "stopped at once on a second SIGINT" in log.read_text(), log.read_text()[-3000:]
+    for tag in checkpoint.complete_tags(run_dir / "checkpoints"):
+        checkpoint.verify(run_dir / "checkpoints", tag)
+
 
 def test_nothing_outlives_a_front_process_killed_by_sigkill(tiny_data, tmp_path):
     """SIGKILL gives the front no chance to clean up: the guardian stops the launcher and the ranks."""

@@ -5,7 +5,11 @@ The policy starts writing each of three bodies about one time in three for every
 after a few dozen GRPO steps it must write the right one for each prompt. The run fails if
 the policy gradient's sign is flipped (the pass rate falls), if rewards reach the wrong
 samples or advantages are taken per sample (no signal: it stays at chance), or if groups mix
-prompts (``add``, whose rewards sit in a narrow band, barely moves).
+prompts (``add``, whose rewards sit in a narrow band, falls). Measured on two CPU ranks
+(pass rate over the first -> last 4 of 16 steps): right 0.40 -> 0.86 (each prompt >= 0.83);
+sign flipped 0.17 -> 0.00; rewards reversed per chunk 0.31 -> 0.21, shifted by one sample
+0.35 -> 0.36; per-sample groups 0.32 -> 0.35; groups across prompts 0.35 -> 0.62 with add at
+0.05, one batch-wide group 0.40 -> 0.61 with add at 0.03.
 """
 
 import pytest
@@ -38,9 +42,9 @@ def test_grpo_raises_the_pass_rate_of_every_prompt(grpo):
     first, last = _rates(grpo, range(WINDOW)), _rates(grpo, range(STEPS - WINDOW, STEPS))
     assert set(first) == {f"arith/{name}" for name in BODIES} | {"all"}
     assert first["all"] <= 0.55, (first, last)               # the start is chance (1/3), not solved
-    assert last["all"] >= 0.8 and last["all"] - first["all"] >= 0.3, (first, last)
+    assert last["all"] >= 0.75 and last["all"] - first["all"] >= 0.3, (first, last)
     for task_id in first:
-        assert last[task_id] >= 0.65, (task_id, first, last)
+        assert last[task_id] >= 0.6, (task_id, first, last)
 
 
 def test_grpo_raises_the_mean_test_reward(grpo):

@@ -42,17 +42,8 @@ def _rows(tokenizer, tasks: list[Task]) -> list[tuple[list[int], list[int]]]:
     return [(tokenizer.encode(t.prompt), tokenizer.encode(body) + [EOS]) for t in tasks for body in BODIES.values()]
 
 
-def body_logprobs(model, tokenizer, tasks: list[Task]) -> torch.Tensor:
-    """[len(tasks), 3]: log p(body + EOS | prompt) of each body under `model` (a plain module)."""
-    rows = _rows(tokenizer, tasks)
-    ids, mask = _batch(rows)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids).float(), dim=-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return (logp * mask[:, 1:]).sum(dim=1).view(len(tasks), len(BODIES))
-
-
 def _batch(rows: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> ids [N, T] (right-padded with PAD), body mask [N, T] (True on body and EOS tokens)."""
+    """-> ids [N, T] (right-padded with PAD), body mask [N, T] float (1 on body and EOS tokens)."""
     from koda.data.tokenizer import PAD
 
     width = max(len(p) + len(b) for p, b in rows)
@@ -119,7 +110,7 @@ def _broadcast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def grpo_run(tokenizer: str, steps: int, lr: float = 1e-3, samples: int = 8, epochs: int = 4,
-             prompts: int = 3) -> dict:
+             prompts: int = 3, seed: int = 1) -> dict:
     """Collective: `steps` GRPO steps of the TINY actor (ZeRO-3 + AutoEP) from the uniform prior
     on the arithmetic tasks; per step, every sample's task, whether its text is that task's
     body (the pass the test counts, independent of the reward path) and its tests reward."""
@@ -149,7 +140,7 @@ def grpo_run(tokenizer: str, steps: int, lr: float = 1e-3, samples: int = 8, epo
                                initial=prior)
     records = []
     policy = SandboxPolicy(timeout_s=2.0, memory_mb=256, nproc=16)
-    with SandboxPool(workers=1, policy=policy) as pool, RLStep(engines, tok, tasks, rl, seed=1,
+    with SandboxPool(workers=1, policy=policy) as pool, RLStep(engines, tok, tasks, rl, seed=seed,
                                                                         pool=MemoPool(pool)) as step:
         rollouts = step._rollouts
 

@@ -88,10 +88,10 @@ def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: 
     from koda.distributed.checkpoint import refuse_overwrite
     from koda.run_layout import RunLayout
 
-    run_config.refuse_unread(cfg, stage)
     refuse_overwrite(RunLayout(cfg.run_dir).checkpoints, resuming)
-    if resuming:
+    if resuming:        # first: "written by the rl stage" says more than the rl fields it would refuse
         check_stage(RunLayout(cfg.run_dir).checkpoints, resume_tag, stage, resume_older)
+    run_config.refuse_unread(cfg, stage)
     if stage == "rl":
         from koda.rl.stage import check_config
 

@@ -106,7 +106,7 @@ def special_tokens_map() -> dict:
 
 
 def tokenizer_config(max_length: int) -> dict:
-    """add_bos/eos false: KODA's documents carry no BOS, and EOS ends one (``koda complete``
+    """add_bos/eos false: KODA's documents carry no BOS, and EOS ends one (``koda.infer.complete``
     starts a prompt with EOS, the separator the model saw before every document)."""
     return {"tokenizer_class": "PreTrainedTokenizerFast", **special_tokens_map(),
             "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,

@@ -84,7 +84,7 @@ def test_generate_stops_at_eos_from_generation_config(tiny_data, tmp_path, monke
     config = json.loads((out / "generation_config.json").read_text())
     assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (BOS, EOS, PAD)
     assert config["max_new_tokens"] > 4
-    prompt = torch.tensor([[EOS, a]])                                       # [1, 2] as koda complete starts
+    prompt = torch.tensor([[EOS, a]])                                       # [1, 2]: EOS first, as koda generate starts
     with torch.no_grad():
         generated = model.generate(prompt, attention_mask=torch.ones_like(prompt))[0, 2:].tolist()
     assert generated == [b, c, EOS]

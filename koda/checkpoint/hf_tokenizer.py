@@ -21,8 +21,8 @@ sentencepiece's BPE encoder for KODA's settings (``koda.data.tokenizer.train_tok
 pipeline as written (5.x's named classes rebuild their own). Nothing is added around the
 text (no BOS/EOS), as ``Tokenizer.encode``. One difference remains, the Hugging Face
 convention: the literal strings ``<s>``, ``</s>``, ``<unk>``, ``<pad>`` in text encode as
-their special ids (TRL appends ``eos_token`` to text); ``split_special_tokens=True`` encodes
-them as characters, as KODA does.
+their special ids (a trainer that appends ``eos_token`` to text gets EOS);
+``split_special_tokens=True`` encodes them as characters, as KODA does.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from koda import naming
-from koda.checkpoint import hf_mixtral
+from koda.checkpoint import hf_mixtral, hf_tokenizer
 from koda.checkpoint.safetensors_io import parse_size, write_sharded
 from koda.checkpoint.standalone import TOKENIZER, config_json
 from koda.errors import KodaError
@@ -66,7 +66,8 @@ def write_model_dir(out: str | Path, cfg: ModelConfig, shapes: dict[str, tuple],
                     extra: Callable[[Path], None] | None = None) -> ExportSummary:
     """shapes: KODA name -> shape in file order; get(name) -> that tensor (any float dtype).
 
-    Refuses an existing `out`; the tokenizer file, if given, is copied beside the weights.
+    Refuses an existing `out`; the tokenizer file, if given, is copied beside the weights
+    (for hf-mixtral also as Hugging Face tokenizer files, with ``generation_config.json``).
     `extra(directory)` writes further files (``koda compress``'s Tucker factors) into the
     directory before it is published, so they appear with the model or not at all.
     """
@@ -96,6 +97,8 @@ def write_model_dir(out: str | Path, cfg: ModelConfig, shapes: dict[str, tuple],
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         if tokenizer is not None:
             shutil.copyfile(tokenizer, tmp / TOKENIZER)
+        if fmt == "hf-mixtral":
+            hf_tokenizer.write_hf_files(tmp, tokenizer, cfg.max_seq_len)
         if extra is not None:
             extra(tmp)
         _fsync_tree(tmp)

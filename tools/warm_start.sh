@@ -41,7 +41,7 @@ if [ ! -f "$DOCS" ] || [ "$DRY" = 1 ]; then
     run mv "$DOCS.tmp" "$DOCS"
 fi
 run "$PY" -m koda train --config warm_start --run-dir "$RUN"
-EVAL=("$PY" -m koda eval --model "$RUN" --task-seed 0 --heldout 3 --no-measure --no-wandb)
+EVAL=("$PY" -m koda eval --model "$RUN" --task-seed 0 --heldout 3 --batch 72 --no-measure --no-wandb)
 run "${EVAL[@]}" --tasks koda:heldout --temperature 0 --out "$RUN/eval_heldout_greedy.json"
 run "${EVAL[@]}" --tasks koda:heldout --n 8 --temperature 0.8 --seed 0 --k 1,8 --out "$RUN/eval_heldout_t0.8.json"
 run "${EVAL[@]}" --tasks koda:train --train 8 --temperature 0 --out "$RUN/eval_train_greedy.json"

@@ -40,9 +40,15 @@ class DataConfig:
     shards_dir: str = "cache/shards/stdlib-4096"           # built on first use if missing
     val_fraction: float = 0.02
     seq_len: int = 256
+    # Where training windows start: "fixed", every seq_len tokens of the stream; "documents", at the
+    # end-of-text token before each document, so a document shorter than seq_len is seen whole with
+    # its start, as a prompt is at generation (task documents: the body's constants are in the prompt).
+    windows: str = "fixed"
 
     def __post_init__(self) -> None:
         _check(isinstance(self.sources, tuple) and len(self.sources) > 0, "data.sources must be a non-empty list")
+        _check(self.windows in ("fixed", "documents"),
+               f"data.windows must be 'fixed' or 'documents', got {self.windows!r}")
         _check(0 < self.val_fraction < 0.5, f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
         _check(isinstance(self.seq_len, int) and self.seq_len >= 8, f"data.seq_len must be an integer >= 8, "
                f"got {self.seq_len!r}")

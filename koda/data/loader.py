@@ -1,7 +1,9 @@
 """Deterministic, resumable, rank-disjoint batches of fixed-length token windows.
 
 The token stream of a split (all shards back to back) is cut into windows of seq_len + 1
-tokens starting every seq_len tokens (inputs and shifted targets share the overlap token).
+tokens starting every seq_len tokens (inputs and shifted targets share the overlap token),
+or, given ``starts`` (``document_starts``), one window per document starting at the
+end-of-text token in front of it.
 Each epoch visits the windows in a permutation drawn from (seed, epoch) alone; optimizer
 step s of an epoch takes permutation entries [s·G, (s+1)·G) for the global batch G, and
 data-parallel rank r takes its own contiguous part of those. So the whole sequence of
@@ -56,10 +58,21 @@ class BatchLayout:
         return self.micro_batch * self.grad_accum * self.dp_size
 
 
+def document_starts(stream: TokenStream, seq_len: int) -> np.ndarray:
+    """[n_docs - 1] int64: the stream position of the end-of-text token in front of every document
+    but the first (its window then holds the document from its start, as generation feeds a prompt
+    after that token), keeping those with seq_len + 1 tokens of stream from there."""
+    ends = np.concatenate([int(first) + s.doc_ends.astype(np.int64)
+                           for first, s in zip(stream.starts[:-1], stream.shards, strict=True)])
+    starts = ends[:-1] - 1
+    return starts[starts + seq_len + 1 <= len(stream)]
+
+
 class TrainLoader:
-    def __init__(self, stream: TokenStream, layout: BatchLayout, seed: int):
+    def __init__(self, stream: TokenStream, layout: BatchLayout, seed: int, starts: np.ndarray | None = None):
         self.stream, self.layout, self.seed = stream, layout, seed
-        self.n_windows = (len(stream) - 1) // layout.seq_len
+        self.starts = starts     # window w begins at starts[w]; None: at w * seq_len
+        self.n_windows = (len(stream) - 1) // layout.seq_len if starts is None else len(starts)
         self.steps_per_epoch = self.n_windows // layout.global_batch
         if self.steps_per_epoch < 1:
             raise KodaError(f"data: the train split has {self.n_windows} windows of {layout.seq_len} tokens, "
@@ -80,7 +93,8 @@ class TrainLoader:
         per_rank = lay.micro_batch * lay.grad_accum
         start = self.step * lay.global_batch + lay.dp_rank * per_rank
         windows = self._permutation()[start:start + per_rank]
-        rows = np.stack([self.stream.window(int(w) * lay.seq_len, lay.seq_len + 1) for w in windows])
+        at = windows * lay.seq_len if self.starts is None else self.starts[windows]
+        rows = np.stack([self.stream.window(int(a), lay.seq_len + 1) for a in at])
         self.step += 1
         if self.step == self.steps_per_epoch:
             self.epoch, self.step = self.epoch + 1, 0

@@ -19,7 +19,7 @@ import torch
 
 from koda import __version__
 from koda.config.run import RunConfig
-from koda.data.loader import BatchLayout, TokenStream, TrainLoader, eval_batches
+from koda.data.loader import BatchLayout, TokenStream, TrainLoader, document_starts, eval_batches
 from koda.data.shards import open_split
 from koda.distributed import checkpoint, comm, ds_config, universal
 from koda.distributed.accelerator import supports_bf16
@@ -108,7 +108,9 @@ class PretrainStage(Stage):
         self.global_batch = layout.global_batch
         shards = Path(cfg.data.shards_dir)
         fingerprint = start.tokenizer.fingerprint
-        self.loader = TrainLoader(TokenStream(open_split(shards, "train", fingerprint)), layout, cfg.train.seed)
+        train = TokenStream(open_split(shards, "train", fingerprint))
+        starts = document_starts(train, cfg.data.seq_len) if cfg.data.windows == "documents" else None
+        self.loader = TrainLoader(train, layout, cfg.train.seed, starts)
         self.val_batches = eval_batches(TokenStream(open_split(shards, "val", fingerprint)), layout,
                                         cfg.train.eval_batches)
         self.tokens_per_step = layout.global_batch * cfg.data.seq_len

@@ -33,6 +33,9 @@ from koda.tasks.sequences import FAMILIES as SEQUENCES
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (*NUMERIC, *SEQUENCES)}
 MAX_DRAWS = 400  # per family and split, plus 20 per task asked: a family that cannot make enough says so
+# With ``up_to``, a family is taken as exhausted after this many draws in a row bring nothing new
+# (coupon collecting: the last few instances of a large family would cost most of the draws).
+EXHAUSTED_AFTER = 2000
 
 
 def family_names(selected: list[str] | None = None) -> list[str]:
@@ -103,21 +106,25 @@ def _max_draws(count: int) -> int:
 
 
 def _distinct(family: Family, rng: random.Random, count: int, keys: set[str], texts: set[str],
-              accept=lambda draft: True) -> list[Draft]:
+              accept=lambda draft: True, up_to: bool = False) -> list[Draft]:
     """``count`` drafts whose normal form and prompt text are new to ``keys``/``texts`` (both
-    updated) and that ``accept`` lets through, in draw order."""
+    updated) and that ``accept`` lets through, in draw order. ``up_to``: as many as the family
+    gives, at most ``count``, instead of an error when it gives fewer."""
     found: list[Draft] = []
+    misses = 0
     for _ in range(_max_draws(count)):
-        if len(found) == count:
+        if len(found) == count or (up_to and misses >= EXHAUSTED_AFTER):
             break
         draft = family.make(rng)
         key, text = normal_form(draft.prompt() + draft.body), normal_text(draft.prompt())
         if key in keys or text in texts or not accept(draft):
+            misses += 1
             continue
+        misses = 0
         keys.add(key)
         texts.add(text)
         found.append(draft)
-    if len(found) < count:
+    if len(found) < count and not up_to:
         raise KodaError(f"task family {family.name!r} made only {len(found)} distinct instances in "
                         f"{_max_draws(count)} draws, {count} asked")
     return found
@@ -129,8 +136,11 @@ def _task(draft: Draft, family: Family, split: str, index: int) -> Task:
                 target=draft.target)
 
 
-def build_tasks(seed: int = 0, train: int = 8, heldout: int = 3, families: list[str] | None = None) -> list[Task]:
+def build_tasks(seed: int = 0, train: int = 8, heldout: int = 3, families: list[str] | None = None,
+                train_up_to: bool = False) -> list[Task]:
     """``train`` + ``heldout`` distinct tasks per family, train split first in family order.
+    ``train_up_to``: ``train`` is a ceiling, each family gives what it has (large fine-tuning
+    sets: the families differ tenfold in size); the held-out split is unchanged by it.
 
     Held-out first, each family from its own stream ``f"{seed}:{family}:heldout"``: the
     held-out split is fixed by the seed (a larger ``heldout`` extends it) and never depends
@@ -157,6 +167,7 @@ def build_tasks(seed: int = 0, train: int = 8, heldout: int = 3, families: list[
 
     out: list[Task] = []
     for name in names:
-        drafts = _distinct(FAMILIES[name], random.Random(f"{seed}:{name}:train"), train, keys, texts, new_behaviour)
+        drafts = _distinct(FAMILIES[name], random.Random(f"{seed}:{name}:train"), train, keys, texts, new_behaviour,
+                           up_to=train_up_to)
         out += [_task(d, FAMILIES[name], "train", i) for i, d in enumerate(drafts)]
     return out + held

@@ -25,6 +25,8 @@ def _source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", help="a tasks JSON-lines file instead of the generated set")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", type=int, default=8, help="train tasks per family")
+    p.add_argument("--train-up-to", action="store_true",
+                   help="--train is a ceiling: each family gives as many distinct train tasks as it has")
     p.add_argument("--heldout", type=int, default=3, help="held-out tasks per family")
     p.add_argument("--families", help="comma-separated family names (default: all)")
     p.add_argument("--split", choices=(*SPLITS, "all"), default="all")
@@ -40,7 +42,7 @@ def load(args) -> list:
             family_names(families)
             tasks = [t for t in tasks if t.family in families]
     else:
-        tasks = build_tasks(args.seed, args.train, args.heldout, families)
+        tasks = build_tasks(args.seed, args.train, args.heldout, families, train_up_to=args.train_up_to)
     return tasks if args.split == "all" else [t for t in tasks if t.split == args.split]
 
 

@@ -20,6 +20,7 @@ BAD_RUN_CONFIGS = [
     ({"model": {"preset": "smoke", "colour": 1}}, r"model: unknown key 'colour'"),
     ({"data": {"seq_len": 4096}}, r"data.seq_len 4096 exceeds model.max_seq_len 256"),
     ({"data": {"val_fraction": 0.9}}, r"data.val_fraction must be in \(0, 0.5\)"),
+    ({"data": {"windows": "docs"}}, r"data.windows must be 'fixed' or 'documents', got 'docs'"),
     ({"moe": {"aux_loss_weight": -1}}, r"moe.aux_loss_weight must be >= 0"),
     ({"logging": {"wandb_mode": "loud"}}, r"logging.wandb_mode must be auto, online, offline or disabled"),
     ({"world_size": 0}, r"world_size must be a positive integer"),
@@ -87,7 +88,7 @@ def test_presets_match_their_ds_configs():
     """Every shipped run config resolves against its ds_config at its own world size."""
     from koda.distributed import ds_config
 
-    for name in ("smoke", "small", "large"):
+    for name in ("smoke", "small", "large", "warm_start"):
         cfg = run_config.load(name)
         plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
                                  train_steps=cfg.train.steps, bf16_supported=True)

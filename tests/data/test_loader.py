@@ -85,3 +85,19 @@ def test_eval_batches_are_fixed_and_rank_disjoint(tiny_data):
     r1 = eval_batches(stream, BatchLayout(64, 2, 1, 1, 2), 2)
     assert torch.equal(r0[0][0], torch.from_numpy(stream.window(0, 65)))
     assert torch.equal(r1[0][0], torch.from_numpy(stream.window(64, 65)))
+
+
+def test_document_windows_start_at_the_end_of_text_before_each_document(tmp_path):
+    from koda.data.loader import document_starts
+    from koda.data.shards import Shard, write_shard
+
+    # two shards; documents of 3, 2 | 4, 3 tokens, each ending in EOS (2)
+    write_shard(tmp_path / "train_00000", np.array([5, 6, 2, 7, 2]), np.array([3, 5]), "t", 512)
+    write_shard(tmp_path / "train_00001", np.array([8, 9, 10, 2, 11, 12, 2]), np.array([4, 7]), "t", 512)
+    stream = TokenStream([Shard(p) for p in sorted(tmp_path.glob("*.idx"))])
+    starts = document_starts(stream, seq_len=3)
+    assert starts.tolist() == [2, 4, 8]          # the last document's window would run off the stream
+    assert [stream.window(int(s), 4).tolist()[:2] for s in starts] == [[2, 7], [2, 8], [2, 11]]
+    loader = TrainLoader(stream, BatchLayout(3, 1, 1, 0, 1), seed=0, starts=starts)
+    rows = sorted(tuple(loader.next_batches()[0][0].tolist()) for _ in range(3))
+    assert rows == [(2, 7, 2, 8), (2, 8, 9, 10), (2, 11, 12, 2)] and loader.epoch == 1

@@ -99,3 +99,15 @@ def test_build_refuses_a_train_draft_that_behaves_like_a_heldout_task(monkeypatc
     monkeypatch.setattr(sequences, "_key", lambda rng: (("v", "by value"), 0))
     with pytest.raises(KodaError, match="'quick_sort' made only 0 distinct instances"):
         build_tasks(seed=0, train=1, heldout=1, families=["quick_sort"])
+
+
+@pytest.mark.slow   # a family drawn until 2,000 draws in a row bring nothing new: ~20 s of CPU
+def test_train_up_to_takes_what_a_family_has_and_keeps_the_heldout_split():
+    with pytest.raises(KodaError, match="distinct instances"):
+        build_tasks(seed=0, train=5000, heldout=3, families=["bit_groups"])
+    tasks = build_tasks(seed=0, train=5000, heldout=3, families=["bit_groups"], train_up_to=True)
+    train = [t for t in tasks if t.split == "train"]
+    assert 100 < len(train) < 5000 and overlaps(tasks) == []
+    assert _held(tasks) == _held(build_tasks(seed=0, train=8, heldout=3, families=["bit_groups"]))
+    first = build_tasks(seed=0, train=8, heldout=3, families=["bit_groups"])
+    assert [t.prompt for t in train[:8]] == [t.prompt for t in first if t.split == "train"]

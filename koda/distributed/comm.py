@@ -23,6 +23,16 @@ def init() -> None:
     deepspeed.init_distributed(dist_backend="gloo" if on_cpu() else "nccl")
 
 
+def shutdown() -> None:
+    """Leave the process group together: every rank past its last collective, then the group
+    destroyed, so no backend thread is still running when the interpreter exits (left to exit
+    teardown, gloo's threads have aborted a finished rank: "terminate called without an active
+    exception")."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def rank() -> int:
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else int(os.environ.get("RANK", 0))
 

@@ -117,7 +117,9 @@ def run_rank(args, cfg: run_config.RunConfig) -> None:
         from koda.pretrain.stage import train
 
         train(cfg, **options)
+    from koda.distributed import comm
 
+    comm.shutdown()                      # after a clean end only: a failed rank must not wait for the others
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)

@@ -34,11 +34,14 @@ import sentencepiece as spm
 
 from koda.data.tokenizer import BOS, EOS, PAD, UNK
 from koda.errors import KodaError
-from koda.infer.config import GenerationConfig
 
 WS = "\u2581"      # sentencepiece's whitespace symbol
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 PROBES = ("x", "a  \n\t b", "\U0001f600 \u00e9")     # round trips only with byte fallback
+
+# koda generate's default length (koda.infer.config.GenerationConfig; a test keeps them equal):
+# not imported, since the export stands below inference in the package layering
+DEFAULT_MAX_NEW_TOKENS = 128
 
 
 def _processor(path: Path) -> spm.SentencePieceProcessor:
@@ -114,9 +117,9 @@ def tokenizer_config(max_length: int) -> dict:
 
 
 def generation_config() -> dict:
-    """Greedy with KODA's default length (``koda.infer.config.GenerationConfig``), ending at EOS."""
+    """Greedy with KODA's default length, ending at EOS."""
     return {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD, "do_sample": False,
-            "max_new_tokens": GenerationConfig.max_new_tokens}
+            "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
 
 
 def write_hf_files(directory: Path, tokenizer: str | Path | None, max_length: int) -> None:

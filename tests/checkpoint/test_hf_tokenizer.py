@@ -112,3 +112,10 @@ def test_tokenizer_files_appear_with_the_weights_or_not_at_all(tiny_data, tmp_pa
 
     out = _export(tmp_path, None)                                             # no tokenizer: generation config only
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+
+
+def test_the_exported_default_length_is_koda_generates():
+    from koda.checkpoint.hf_tokenizer import DEFAULT_MAX_NEW_TOKENS
+    from koda.infer.config import GenerationConfig
+
+    assert DEFAULT_MAX_NEW_TOKENS == GenerationConfig.max_new_tokens

@@ -118,4 +118,4 @@ def test_the_exported_default_length_is_koda_generates():
     from koda.checkpoint.hf_tokenizer import DEFAULT_MAX_NEW_TOKENS
     from koda.infer.config import GenerationConfig
 
-    assert DEFAULT_MAX_NEW_TOKENS == GenerationConfig.max_new_tokens
+    assert GenerationConfig.max_new_tokens == DEFAULT_MAX_NEW_TOKENS

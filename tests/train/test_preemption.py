@@ -26,6 +26,13 @@ def _front(config, log, *extra):
                             env=rank_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _long_run(tiny_data, tmp_path):
+    """A run that only a signal ends (2000 steps, no checkpoint or validation on the way)."""
+    run_dir = tmp_path / "run"
+    return run_dir, write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=2000,
+                                     train={"checkpoint_every": 5000, "eval_every": 5000})
+
+
 def _wait_for_step(run_dir, step, proc, timeout=300):
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + timeout
@@ -102,9 +109,7 @@ def test_sigusr1_to_koda_launch_stops_a_two_node_run_cleanly(tiny_data, tmp_path
     from koda.distributed.local_launch import free_port
     from tests.topology._topology_files import LOOPBACK
 
-    run_dir = tmp_path / "run"
-    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=2000,
-                              train={"checkpoint_every": 5000, "eval_every": 5000})
+    run_dir, config = _long_run(tiny_data, tmp_path)
     log = tmp_path / "launch.log"
     proc = subprocess.Popen([sys.executable, "-m", "koda", "launch", "--topology", str(LOOPBACK), "--hostfile",
                              str(tmp_path / "hostfile"), "--master-port", str(free_port()), "--", "--config",
@@ -123,9 +128,7 @@ def test_sigusr1_to_koda_launch_stops_a_two_node_run_cleanly(tiny_data, tmp_path
 def test_ctrl_c_to_the_process_group_saves_and_exits_without_a_traceback(tiny_data, tmp_path):
     """A terminal's Ctrl-C: SIGINT to the front's whole process group. The ranks agree at the
     next step boundary, save, and everything exits 0 with no traceback."""
-    run_dir = tmp_path / "run"
-    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=2000,
-                              train={"checkpoint_every": 5000, "eval_every": 5000})
+    run_dir, config = _long_run(tiny_data, tmp_path)
     log = tmp_path / "ctrl_c.log"
     front = _front(config, log.open("w"))
     _wait_for_step(run_dir, 3, front)
@@ -156,9 +159,7 @@ def test_ctrl_c_to_the_process_group_saves_and_exits_without_a_traceback(tiny_da
 
 def test_nothing_outlives_a_front_process_killed_by_sigkill(tiny_data, tmp_path):
     """SIGKILL gives the front no chance to clean up: the guardian stops the launcher and the ranks."""
-    run_dir = tmp_path / "run"
-    config = write_run_config(tmp_path / "run.yaml", tiny_data, run_dir, steps=2000,
-                              train={"checkpoint_every": 5000, "eval_every": 5000})
+    run_dir, config = _long_run(tiny_data, tmp_path)
     log = tmp_path / "kill.log"
     front = _front(config, log.open("w"))
     _wait_for_step(run_dir, 2, front)

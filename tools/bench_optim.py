@@ -1,25 +1,35 @@
 #!/usr/bin/env python
-"""Optimizers on the smoke model, one process, the same data and seed: AdamW vs K-FAC vs SOAP.
+"""Tuned optimizers on one model: AdamW, Muon, SOAP and K-FAC, each at its best learning rate.
 
-In one run, on this machine, each optimizer trains the same initial model on the same
-batches of tokenised text (the Python standard library) and is evaluated on the same
-validation windows every --eval-every steps. Printed per run: seconds per step and the
-ratio to AdamW's, validation loss at each evaluation, steps and wall-clock seconds to the
-target validation loss (default: the worst final loss of all runs, a level every run
-reaches), the final loss after the fixed step budget, each optimizer's state memory
-(K-FAC's includes its factors and decompositions), and where K-FAC's extra time goes
-(statistics in the hooks, factor averaging, decompositions, preconditioning).
+One process, the same data (the Python standard library, tokenised), the same warm-up +
+cosine schedule and batch for every run. Two phases:
 
---peers runs second-order optimizers from the `pytorch-optimizer` package (a dev extra)
-on the same footing: SOAP (Adam in the eigenbasis of Shampoo's factors; default `soap`)
-and Shampoo. Both precondition every parameter, the [E, out, in] expert tensors with one
-factor per axis, and refresh their bases every --inv-every steps, like K-FAC.
+1. sweep: each optimizer trains from the same initial model (seed 0) at every learning rate of
+   its grid (`--grid`, at least four values on a log scale); the best final validation loss
+   picks its learning rate (a best at the grid's edge is flagged: widen the grid);
+2. seeds: each optimizer again at its chosen rate with the other `--seeds` (model init and
+   batch order change; seed 0 is reused).
 
-With --latency, two more AdamW runs apply the torus-latency scaling (kappa --kappa) for the
-file-order and the optimised placement of --topology, and their loss curves are printed
-next to plain AdamW's (the scaling only changes each group's learning rate).
+Reported per optimizer at its chosen rate, mean and spread (max - min) over seeds: steps and
+seconds to the target validation loss (default: the worst final loss of tuned AdamW's seeds,
+a level AdamW reaches in every seed) and their ratio to AdamW's, the loss at the last step,
+the loss at a fixed wall-clock budget (default: AdamW's mean training time), seconds per
+step, and the optimizer's state memory (K-FAC's factors and inverses included). K-FAC's time
+is broken down by phase. Plots (`--out`): validation loss against steps and against seconds
+(mean over seeds, band = min to max), and final loss against learning rate for the sweep.
+Runs are cached in `--out/runs/`, so an interrupted benchmark continues; timings of a run
+come from the process that ran it (`--fresh` re-runs everything).
 
-    python tools/bench_optim.py --steps 150 --latency --peers soap,shampoo
+Optimizers:
+  adamw       KODA's AdamW (betas 0.9, 0.95)
+  muon        torch.optim.Muon on the 2-D hidden weight matrices, AdamW (same lr) on the rest,
+              as its authors use it; KODA's 3-D expert tensors go to AdamW
+  koda-muon   KODA's Muon (``optimizer.name: muon``): the experts' matrices orthogonalised too
+  soap        pytorch-optimizer's SOAP (a dev extra), bases every --inv-every steps, axes longer
+              than --soap-max-dim (the vocabulary) left unrotated
+  kfac        KODA's K-FAC + SGD-momentum 0.9 with the --kfac-* schedule
+
+    python tools/bench_optim.py --preset smoke --steps 300 --out runs/bench-optim-smoke
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +51,28 @@ from koda.data.prepare import prepare
 from koda.data.shards import open_split
 from koda.model import KodaForCausalLM, preset
 from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+from koda.optim.config import MuonConfig
+from koda.optim.muon import Muon
 from koda.optim.optimizer import KodaOptimizer, parameter_groups
 
+GRIDS = {"adamw": "3e-4,1e-3,3e-3,1e-2", "muon": "1e-3,3e-3,1e-2,3e-2", "koda-muon": "1e-3,3e-3,1e-2,3e-2",
+         "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "0.03,0.1,0.3,1.0"}
 
-def data(args):
-    cfg = DataConfig(sources=("stdlib",), max_corpus_mb=args.corpus_mb, tokenizer=f"{args.cache}/tok.model",
-                     tokenizer_corpus_mb=1.0, shards_dir=f"{args.cache}/shards", val_fraction=0.05,
+
+# ---------------------------------------------------------------------------- data and model
+def model_config(args):
+    return replace(preset(args.preset), max_seq_len=max(args.seq_len, 16))
+
+
+def data(args, seed: int):
+    """`args.steps` training batches [batch, seq_len + 1] in `seed`'s order, and fixed validation windows."""
+    vocab = model_config(args).vocab_size
+    cfg = DataConfig(sources=("stdlib",), max_corpus_mb=args.corpus_mb, tokenizer=f"{args.cache}/tok-{vocab}.model",
+                     tokenizer_corpus_mb=1.0, shards_dir=f"{args.cache}/shards-{vocab}", val_fraction=0.05,
                      seq_len=args.seq_len)
-    prepare(cfg, preset("smoke").vocab_size, log=lambda *_: None)
+    prepare(cfg, vocab, log=lambda *_: None)
     layout = BatchLayout(args.seq_len, args.batch, 1, 0, 1)
-    train = TrainLoader(TokenStream(open_split(cfg.shards_dir, "train")), layout, seed=args.seed)
+    train = TrainLoader(TokenStream(open_split(cfg.shards_dir, "train")), layout, seed=seed)
     batches = [train.next_batches()[0] for _ in range(args.steps)]
     val = eval_batches(TokenStream(open_split(cfg.shards_dir, "val")), layout, args.eval_batches)
     return batches, val
@@ -68,12 +91,85 @@ def evaluate(model, val) -> float:
     return out
 
 
+# ---------------------------------------------------------------------------- optimizers
+class Stepper:
+    """One or two torch optimizers stepped together, with the run's schedule on all their groups."""
+
+    def __init__(self, optimizers, schedule, pre=None):
+        self.optimizers, self.pre = list(optimizers), pre
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in self.optimizers]
+
+    def zero_grad(self):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+        for s in self.schedulers:
+            s.step()
+
+    @property
+    def state(self) -> list:
+        return [s for o in self.optimizers for s in o.state.values()]
+
+
+def hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    return p.ndim == 2 and "embed_tokens" not in name and "lm_head" not in name
+
+
+def build(name: str, lr: float, model, args, schedule) -> Stepper:
+    if name == "adamw":
+        return Stepper([KodaOptimizer(parameter_groups(model), lr=lr, rule="adamw", betas=(0.9, 0.95))], schedule)
+    if name == "muon":
+        named = list(model.named_parameters())
+        matrices = [p for n, p in named if hidden_matrix(n, p)]
+        rest = [p for n, p in named if not hidden_matrix(n, p)]
+        return Stepper([torch.optim.Muon(matrices, lr=lr, adjust_lr_fn="match_rms_adamw"),
+                        torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)], schedule)
+    if name == "koda-muon":
+        cfg = MuonConfig()
+        return Stepper([KodaOptimizer(parameter_groups(model, muon=cfg), lr=lr, rule="adamw", betas=(0.9, 0.95),
+                                      preconditioner=Muon(model, cfg), grads=ParamGrads(model))], schedule)
+    if name == "soap":
+        import pytorch_optimizer
+
+        return Stepper([pytorch_optimizer.SOAP(model.parameters(), lr=lr, precondition_frequency=args.inv_every,
+                                               max_precondition_dim=args.soap_max_dim)], schedule)
+    if name == "kfac":
+        holder, cfg = {}, kfac_config(args)
+        pre = KFACPreconditioner(model, cfg, lr=lambda: holder["opt"].param_groups[0]["lr"])
+        groups = parameter_groups(model, kfac=cfg, adamw_lr_scale=(cfg.adamw_lr or lr) / lr)
+        opt = holder["opt"] = KodaOptimizer(groups, lr=lr, rule="sgd", momentum=0.9, betas=(0.9, 0.95),
+                                            preconditioner=pre, grads=ParamGrads(model))
+        return Stepper([opt], schedule, pre)
+    raise SystemExit(f"unknown optimizer {name!r} ({', '.join(GRIDS)})")
+
+
+def kfac_config(args) -> KFACConfig:
+    return KFACConfig(factor_update_steps=args.kfac_factor_every, inv_update_steps=args.inv_every,
+                      damping=args.damping, kl_clip=args.kl_clip, inverse_dtype=args.inverse_dtype,
+                      adamw_lr=args.kfac_adamw_lr)
+
+
+def schedule_of(args):
+    """Linear warm-up over --warmup steps, then cosine to 10 % of the peak at the last step."""
+    def factor(step: int) -> float:
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        t = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return factor
+
+
 class Timed:
-    """Wraps the preconditioner's phases to total their seconds."""
+    """Totals the seconds of K-FAC's phases (the preconditioner's own methods, wrapped)."""
+
+    PHASES = ("update_factors", "decompose", "precondition")
 
     def __init__(self, pre: KFACPreconditioner):
-        self.seconds = {"update_factors": 0.0, "decompose": 0.0, "precondition": 0.0}
-        for name in self.seconds:
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        for name in self.PHASES:
             setattr(pre, name, self._wrap(name, getattr(pre, name)))
 
     def _wrap(self, name, fn):
@@ -85,171 +181,251 @@ class Timed:
         return run
 
 
-def state_mb(opt, pre) -> float:
-    """MiB of tensors the optimizer keeps between steps (moments, factors, bases)."""
+def state_mb(stepper: Stepper) -> float:
+    """MiB of tensors kept between steps: moments, momentum, factors, inverses."""
     def size(x):
         if torch.is_tensor(x):
             return x.numel() * x.element_size()
         if isinstance(x, dict):
             return sum(size(v) for v in x.values())
-        if isinstance(x, (list, tuple)):
+        if isinstance(x, list | tuple):
             return sum(size(v) for v in x)
         return 0
-    total = sum(size(s) for s in opt.state.values())
+    total = size(stepper.state)
+    pre = stepper.pre
     if pre is not None:
-        total += sum(size(t) for u in pre.units for t in (u.A, u.S, u.decomposition))
+        total += sum(size([u.A, u.S, u.decomposition]) for u in pre.units)
+    for o in stepper.optimizers:
+        if isinstance(getattr(o, "preconditioner", None), Muon):
+            total += size(o.preconditioner.state_dict())
     return total / 2**20
 
 
-def peer(name: str, model, args):
-    """SOAP / Shampoo from pytorch-optimizer (hyper-parameters: see --help)."""
-    import pytorch_optimizer
-
-    if name == "soap":
-        return pytorch_optimizer.SOAP(model.parameters(), lr=args.soap_lr,
-                                      precondition_frequency=args.inv_every,
-                                      max_precondition_dim=args.soap_max_dim), None
-    if name == "shampoo":
-        return pytorch_optimizer.Shampoo(model.parameters(), lr=args.shampoo_lr, momentum=0.9,
-                                         preconditioning_compute_steps=args.inv_every), None
-    raise SystemExit(f"unknown peer {name!r} (soap, shampoo)")
-
-
-def run(name, args, batches, val, build, cfg=None) -> dict:
-    torch.manual_seed(args.seed)
-    model = KodaForCausalLM(cfg if cfg is not None else preset("smoke"))
-    opt, pre = build(model)
-    timed = Timed(pre) if pre is not None else None
+# ---------------------------------------------------------------------------- one run
+def run(name: str, lr: float, seed: int, args, batches, val, cfg=None) -> dict:
+    torch.manual_seed(seed)
+    model = KodaForCausalLM(cfg if cfg is not None else model_config(args))
+    stepper = build(name, lr, model, args, schedule_of(args))
+    timed = Timed(stepper.pre) if stepper.pre is not None else None
     curve, fwd_bwd, total = [], 0.0, 0.0
     for step, batch in enumerate(batches):
         start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
+        stepper.zero_grad()
         loss = loss_of(model, batch)
         if not torch.isfinite(loss):
-            raise SystemExit(f"{name} diverged: training loss {loss.item()} at step {step + 1}")
+            curve.append({"step": step + 1, "seconds": round(total, 2), "val_loss": math.inf})
+            break
         loss.backward()
         mid = time.perf_counter()
-        opt.step()
-        end = time.perf_counter()
+        stepper.step()
+        total += time.perf_counter() - start
         fwd_bwd += mid - start
-        total += end - start
         if (step + 1) % args.eval_every == 0 or step + 1 == len(batches):
-            curve.append({"step": step + 1, "seconds": round(total, 2), "val_loss": round(evaluate(model, val), 4)})
-            print(f"  {name:>18} step {step + 1:4d}  {total:7.1f}s  val {curve[-1]['val_loss']:.4f}", flush=True)
-    out = {"name": name, "s_per_step": total / len(batches), "fwd_bwd_s_per_step": fwd_bwd / len(batches),
-           "curve": curve, "final_val_loss": curve[-1]["val_loss"], "state_mb": state_mb(opt, pre)}
-    if pre is not None:
-        out["kfac_phase_s_per_step"] = {k: v / len(batches) for k, v in timed.seconds.items()}
-        out["factor_mb"] = sum(t.numel() * t.element_size() for u in pre.units for t in (u.A, u.S)) / 2**20
-        out["decomposition_mb"] = sum(t.numel() * t.element_size() for u in pre.units
-                                      for t in u.decomposition.values()) / 2**20
+            curve.append({"step": step + 1, "seconds": round(total, 3), "val_loss": round(evaluate(model, val), 4)})
+    steps = curve[-1]["step"]
+    out = {"name": name, "lr": lr, "seed": seed, "s_per_step": total / steps, "fwd_bwd_s_per_step": fwd_bwd / steps,
+           "curve": curve, "final_val_loss": curve[-1]["val_loss"], "state_mb": state_mb(stepper),
+           "diverged": not math.isfinite(curve[-1]["val_loss"])}
+    if timed is not None:
+        out["kfac_phase_s_per_step"] = {k: v / steps for k, v in timed.seconds.items()}
+        out["kfac_apply_dtypes"] = {u.name: str(u.decomposition["inv_a"].dtype).removeprefix("torch.")
+                                    for u in stepper.pre.units if u.decomposition}
     return out
 
 
-def warm_up(batches, cfg=None) -> None:
-    """Two untimed steps of a throwaway model first: the process's first steps pay for
-    allocator growth and kernel set-up, which would otherwise land on whichever run goes first."""
-    model = KodaForCausalLM(cfg if cfg is not None else preset("smoke"))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    for batch in batches[:2]:
-        opt.zero_grad(set_to_none=True)
-        loss_of(model, batch).backward()
-        opt.step()
+def cached_run(name: str, lr: float, seed: int, args, data_of) -> dict:
+    path = args.out / "runs" / f"{name}-lr{lr:g}-seed{seed}.json"
+    if path.is_file() and not args.fresh:
+        return json.loads(path.read_text())
+    batches, val = data_of(seed)
+    result = run(name, lr, seed, args, batches, val)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    final = "diverged" if result["diverged"] else f"{result['final_val_loss']:.4f}"
+    print(f"  {name:>9} lr {lr:<7g} seed {seed}: final val {final}  {result['s_per_step']:.3f} s/step", flush=True)
+    return result
 
 
-def to_target(result, target):
+# ---------------------------------------------------------------------------- summaries
+def to_target(result: dict, target: float) -> tuple[int | None, float | None]:
     for point in result["curve"]:
         if point["val_loss"] <= target:
             return point["step"], point["seconds"]
     return None, None
 
 
+def loss_at_time(result: dict, budget: float) -> float:
+    """Validation loss at the last evaluation within `budget` training seconds (inf: none yet)."""
+    within = [p["val_loss"] for p in result["curve"] if p["seconds"] <= budget]
+    return within[-1] if within else math.inf
+
+
+def stats(values: list[float | None]) -> tuple[float, float] | None:
+    """(mean, max - min), or None when a seed never got there."""
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return float(np.mean(values)), float(max(values) - min(values))
+
+
+def fmt(pair, digits: int = 3) -> str:
+    return "-" if pair is None else f"{pair[0]:.{digits}f} ±{pair[1] / 2:.{digits}f}"
+
+
+def summarise(tuned: dict[str, list[dict]], target: float, budget: float) -> list[dict]:
+    rows = []
+    for name, runs in tuned.items():
+        reach = [to_target(r, target) for r in runs]
+        rows.append({"name": name, "lr": runs[0]["lr"], "seeds": len(runs),
+                     "steps_to_target": stats([s for s, _ in reach]),
+                     "seconds_to_target": stats([t for _, t in reach]),
+                     "final_val_loss": stats([r["final_val_loss"] for r in runs]),
+                     "val_loss_at_budget": stats([loss_at_time(r, budget) for r in runs]),
+                     "s_per_step": stats([r["s_per_step"] for r in runs]),
+                     "state_mb": runs[0]["state_mb"]})
+    return rows
+
+
+def print_table(rows: list[dict], target: float, budget: float, steps: int) -> None:
+    base = rows[0]
+    print(f"\ntarget validation loss {target:.4f}; time budget {budget:.1f} s; step budget {steps}")
+    print("(value ±half the spread over seeds; ratios: means against AdamW's)")
+    head = (f"{'optimizer':>10} {'lr':>7} {'steps@tgt':>16} {'x':>5} {'s@tgt':>16} {'x':>5} "
+            f"{'loss@steps':>16} {'loss@time':>16} {'s/step':>14} {'x':>5} {'state MiB':>9}")
+    print(head)
+
+    def ratio(key):
+        ours, theirs = row[key], base[key]
+        return f"{ours[0] / theirs[0]:5.2f}" if ours and theirs and theirs[0] else f"{'-':>5}"
+
+    for row in rows:
+        print(f"{row['name']:>10} {row['lr']:>7g} {fmt(row['steps_to_target'], 0):>16} {ratio('steps_to_target')} "
+              f"{fmt(row['seconds_to_target'], 1):>16} {ratio('seconds_to_target')} "
+              f"{fmt(row['final_val_loss']):>16} {fmt(row['val_loss_at_budget']):>16} "
+              f"{fmt(row['s_per_step']):>14} {ratio('s_per_step')} {row['state_mb']:9.1f}")
+
+
+def plot(tuned: dict[str, list[dict]], sweep: dict[str, list[dict]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for axis, label in (("step", "step"), ("seconds", "training seconds")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, runs in tuned.items():
+            n = min(len(r["curve"]) for r in runs)
+            x = np.mean([[p[axis] for p in r["curve"][:n]] for r in runs], axis=0)
+            y = np.array([[p["val_loss"] for p in r["curve"][:n]] for r in runs])
+            line, = ax.plot(x, y.mean(0), label=f"{name} (lr {runs[0]['lr']:g})")
+            ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
+        ax.set(xlabel=label, ylabel="validation loss", title=title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"loss_vs_{axis}.png", dpi=110)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, runs in sweep.items():
+        ax.plot([r["lr"] for r in runs], [min(r["final_val_loss"], 20.0) for r in runs], marker="o", label=name)
+    ax.set(xscale="log", xlabel="peak learning rate", ylabel="final validation loss (diverged: 20)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "sweep.png", dpi=110)
+    plt.close(fig)
+
+
+def print_kfac_profile(tuned: dict[str, list[dict]]) -> None:
+    if "kfac" not in tuned or "adamw" not in tuned:
+        return
+    k, a = tuned["kfac"][0], tuned["adamw"][0]
+    extra = k["s_per_step"] - a["s_per_step"]
+    hooks = k["fwd_bwd_s_per_step"] - a["fwd_bwd_s_per_step"]
+    phases = ", ".join(f"{n} {v:.4f}s" for n, v in k["kfac_phase_s_per_step"].items())
+    print(f"\nK-FAC (seed {k['seed']}) extra time per step {extra:.4f}s over AdamW: hooks in forward/backward "
+          f"{hooks:.4f}s, {phases}")
+    dtypes = list(k["kfac_apply_dtypes"].values())
+    print(f"K-FAC apply dtypes: {dtypes.count('float32')} units fp32, {dtypes.count('float64')} fp64")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--preset", default="smoke", help="model preset (smoke, small)")
+    ap.add_argument("--optimizers", default="adamw,muon,soap,kfac", help=f"comma list of {', '.join(GRIDS)}")
+    ap.add_argument("--grid", action="append", default=[], metavar="NAME=LR,LR,...",
+                    help="an optimizer's learning-rate grid (repeatable); defaults: "
+                         + "; ".join(f"{k}={v}" for k, v in GRIDS.items()))
+    ap.add_argument("--seeds", default="0,1,2", help="the first is the sweep's")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--eval-batches", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--corpus-mb", type=float, default=4.0)
-    ap.add_argument("--cache", default="/tmp/kfacbench")
-    ap.add_argument("--adamw-lr", type=float, default=3e-3)
-    ap.add_argument("--kfac-lr", type=float, default=0.1)
-    ap.add_argument("--damping", type=float, default=1e-3)
-    ap.add_argument("--kl-clip", type=float, default=1e-3)
-    ap.add_argument("--inv-every", type=int, default=10)
-    ap.add_argument("--inverse-dtype", default="float32", help="K-FAC decompositions (config default float64)")
-    ap.add_argument("--target", type=float, default=None, help="validation loss (default: worst final loss)")
-    ap.add_argument("--latency", action="store_true", help="add the torus-latency runs")
-    ap.add_argument("--topology", default="launchers/topologies/torus-4x4x2x2.yaml")
-    ap.add_argument("--kappa", type=float, default=1e-3, help="per microsecond of modelled latency")
-    ap.add_argument("--no-kfac", action="store_true", help="skip the K-FAC run (e.g. with --latency alone)")
-    ap.add_argument("--peers", default="soap", help="comma list of soap, shampoo ('' for none)")
-    ap.add_argument("--soap-lr", type=float, default=3e-3, help="pytorch-optimizer's SOAP default")
-    ap.add_argument("--soap-max-dim", type=int, default=10000,
-                    help="SOAP skips axes longer than this (package default; 4096 = the vocab axis)")
-    ap.add_argument("--shampoo-lr", type=float, default=1e-3, help="pytorch-optimizer's Shampoo default")
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cache", default="/tmp/kfacbench", help="tokenizer and shards")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-optim"))
+    ap.add_argument("--fresh", action="store_true", help="ignore cached runs in --out/runs")
+    ap.add_argument("--kfac-factor-every", type=int, default=KFACConfig.factor_update_steps)
+    ap.add_argument("--inv-every", type=int, default=KFACConfig.inv_update_steps,
+                    help="K-FAC decompositions and SOAP bases every N steps")
+    ap.add_argument("--damping", type=float, default=KFACConfig.damping)
+    ap.add_argument("--kfac-adamw-lr", type=float, default=KFACConfig.adamw_lr,
+                    help="AdamW at this peak lr on what K-FAC does not precondition (default: SGD at K-FAC's)")
+    ap.add_argument("--kl-clip", type=float, default=KFACConfig.kl_clip)
+    ap.add_argument("--inverse-dtype", default=KFACConfig.inverse_dtype)
+    ap.add_argument("--soap-max-dim", type=int, default=1024,
+                    help="SOAP leaves axes longer than this unrotated (the 4096+ vocabulary axis by default)")
+    ap.add_argument("--target", type=float, default=None, help="validation loss (default: tuned AdamW's worst final)")
+    ap.add_argument("--time-budget", type=float, default=None, help="seconds (default: tuned AdamW's mean)")
     args = ap.parse_args()
 
-    batches, val = data(args)
-    print(f"smoke model, {args.steps} steps of {args.batch}x{args.seq_len} tokens, "
+    names = [n for n in args.optimizers.split(",") if n]
+    if "adamw" not in names:
+        raise SystemExit("--optimizers must include adamw (the baseline)")
+    names = ["adamw"] + [n for n in names if n != "adamw"]
+    grids = dict(GRIDS)
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        if key not in GRIDS or not values:
+            raise SystemExit(f"--grid {item!r}: expected NAME=LR,LR,... with NAME one of {', '.join(GRIDS)}")
+        grids[key] = values
+    seeds = [int(s) for s in args.seeds.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    loaded: dict[int, tuple] = {}
+
+    def data_of(seed):
+        if seed not in loaded:
+            loaded.clear()
+            loaded[seed] = data(args, seed)
+        return loaded[seed]
+
+    print(f"{args.preset} model, {args.steps} steps of {args.batch}x{args.seq_len} tokens, warm-up {args.warmup}, "
           f"{torch.get_num_threads()} threads")
+    sweep, tuned = {}, {}
+    for name in names:
+        lrs = [float(v) for v in grids[name].split(",")]
+        sweep[name] = [cached_run(name, lr, seeds[0], args, data_of) for lr in lrs]
+        best = min(sweep[name], key=lambda r: (r["final_val_loss"], r["lr"]))
+        edge = " (at the grid's edge: widen it)" if best["lr"] in (lrs[0], lrs[-1]) else ""
+        print(f"{name}: best lr {best['lr']:g}{edge}; grid " + ", ".join(
+            f"{r['lr']:g}: {r['final_val_loss']:.4f}" for r in sweep[name]))
+    for name in names:
+        best_lr = min(sweep[name], key=lambda r: (r["final_val_loss"], r["lr"]))["lr"]
+        tuned[name] = [cached_run(name, best_lr, seed, args, data_of) for seed in seeds]
 
-    def adamw(model, dense=1.0, expert=1.0):
-        return KodaOptimizer(parameter_groups(model, dense, expert), lr=args.adamw_lr, rule="adamw",
-                             betas=(0.9, 0.95)), None
-
-    def kfac(model):
-        pre = KFACPreconditioner(model, KFACConfig(inv_update_steps=args.inv_every, damping=args.damping,
-                                                   kl_clip=args.kl_clip, inverse_dtype=args.inverse_dtype),
-                                 lr=args.kfac_lr)
-        return KodaOptimizer(model.parameters(), lr=args.kfac_lr, rule="sgd", momentum=0.9,
-                             preconditioner=pre, grads=ParamGrads(model)), pre
-
-    warm_up(batches)
-    results = [run("adamw", args, batches, val, adamw)]
-    if not args.no_kfac:
-        results.append(run("kfac", args, batches, val, kfac))
-    for name in filter(None, args.peers.split(",")):
-        results.append(run(name, args, batches, val, lambda m, n=name: peer(n, m, args)))
-    if args.latency:
-        from koda.optim.latency import latency_scales
-        from koda.topology import load_topology, naive_placement, place
-
-        topo = load_topology(args.topology)
-        for label, placement in (("file order", naive_placement(topo)), ("optimised", place(topo))):
-            s = latency_scales(topo, placement, 0, args.kappa)
-            print(f"  latency {label}: dense {s.dense_latency_us:.0f}us -> x{s.dense:.3f}, "
-                  f"expert {s.expert_latency_us:.0f}us -> x{s.expert:.3f}")
-            results.append(run(f"adamw+lat({label})", args, batches, val,
-                               lambda m, s=s: adamw(m, s.dense, s.expert)))
-
-    base = results[0]
-    target = args.target if args.target is not None else max(r["final_val_loss"] for r in results)
-    print(f"\ntarget validation loss {target:.4f}")
-    print(f"{'run':>20} {'s/step':>8} {'x adamw':>8} {'steps@tgt':>10} {'s@tgt':>8} {'x adamw':>8} {'final':>8}"
-          f" {'state MiB':>10}")
-    base_steps, base_s = to_target(base, target)
-    for r in results:
-        steps, secs = to_target(r, target)
-        ratio = f"{secs / base_s:8.2f}" if secs is not None and base_s else f"{'-':>8}"
-        print(f"{r['name']:>20} {r['s_per_step']:8.3f} {r['s_per_step'] / base['s_per_step']:8.2f} "
-              f"{steps if steps else '-':>10} {secs if secs else '-':>8} {ratio} {r['final_val_loss']:8.4f}"
-              f" {r['state_mb']:10.1f}")
-    if args.json:
-        args.json.write_text(json.dumps({"target": target, "results": results}, indent=1))
-    if args.no_kfac:
-        return
-    k = next(r for r in results if r["name"] == "kfac")
-    print(f"\nK-FAC factor memory {k['factor_mb']:.1f} MiB (fp32), decompositions {k['decomposition_mb']:.1f} MiB")
-    extra = k["s_per_step"] - base["s_per_step"]
-    hooks = k["fwd_bwd_s_per_step"] - base["fwd_bwd_s_per_step"]
-    print(f"K-FAC extra time per step {extra:.3f}s: hooks in forward/backward {hooks:.3f}s, " + ", ".join(
-        f"{n} {v:.3f}s" for n, v in k["kfac_phase_s_per_step"].items()))
-    if not math.isfinite(k["final_val_loss"]):
-        raise SystemExit("K-FAC diverged")
+    target = args.target if args.target is not None else max(r["final_val_loss"] for r in tuned["adamw"])
+    budget = args.time_budget if args.time_budget is not None else float(
+        np.mean([r["curve"][-1]["seconds"] for r in tuned["adamw"]]))
+    rows = summarise(tuned, target, budget)
+    print_table(rows, target, budget, args.steps)
+    print_kfac_profile(tuned)
+    plot(tuned, sweep, args.out, f"{args.preset}: {args.steps} steps of {args.batch}x{args.seq_len}")
+    (args.out / "results.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()}, "target": target, "time_budget": budget,
+         "table": rows, "sweep": {k: [(r["lr"], r["final_val_loss"]) for r in v] for k, v in sweep.items()}},
+        indent=1))
+    print(f"\nplots and results in {args.out}/")
 
 
 if __name__ == "__main__":

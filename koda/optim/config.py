@@ -22,10 +22,13 @@ class KFACConfig:
     factor_decay: float = 0.95        # running average: A <- decay A + (1 - decay) A_batch
     kl_clip: float | None = 1e-3      # scale the update so lr² Σ ĝ·g <= kl_clip; None: off
     inverse: str = "eigen"            # "eigen" (eigendecomposition) or "cholesky" (damped inverses)
-    inverse_dtype: str = "float64"   # decompositions kept and applied in this dtype (see kfac.py)
+    inverse_dtype: str = "float64"   # preconditioning dtype: float64, float32, or auto per unit (kfac.py)
     include: tuple[str, ...] = (".*",)   # module-name regexes (re.search) to precondition
     # The vocabulary projection's S is V x V (V^3 per decomposition): left to the base optimizer.
     skip: tuple[str, ...] = ("lm_head",)
+    # the parameters K-FAC does not precondition (embeddings, norms, skipped layers): AdamW at this
+    # lr (betas: optimizer.betas); None: the SGD-momentum step at optimizer.lr, as the rest
+    adamw_lr: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("factor_update_steps", "inv_update_steps"):
@@ -45,9 +48,12 @@ class KFACConfig:
             raise ConfigError(f"optimizer.kfac.kl_clip must be > 0 or null, got {self.kl_clip!r}")
         if self.inverse not in ("eigen", "cholesky"):
             raise ConfigError(f"optimizer.kfac.inverse must be 'eigen' or 'cholesky', got {self.inverse!r}")
-        if self.inverse_dtype not in ("float32", "float64"):
-            raise ConfigError("optimizer.kfac.inverse_dtype must be 'float32' or 'float64', "
+        if self.inverse_dtype not in ("float32", "float64", "auto"):
+            raise ConfigError("optimizer.kfac.inverse_dtype must be 'float32', 'float64' or 'auto', "
                               f"got {self.inverse_dtype!r}")
+        if self.adamw_lr is not None and (isinstance(self.adamw_lr, bool) or not isinstance(self.adamw_lr, int | float)
+                                          or not self.adamw_lr > 0):
+            raise ConfigError(f"optimizer.kfac.adamw_lr must be > 0 or null, got {self.adamw_lr!r}")
         for name in ("include", "skip"):
             for pattern in getattr(self, name):
                 try:

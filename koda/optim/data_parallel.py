@@ -68,24 +68,22 @@ class DataParallelKFAC(KFACPreconditioner):
 
     def decompose(self, units: list[Unit] | None = None) -> None:
         """Dense units: one owner each, broadcast. Expert units hold this rank's experts only
-        and are decomposed where they live."""
+        and are decomposed where they live. Every rank then settles the same apply dtypes
+        (they follow from the broadcast condition numbers)."""
         ready = [(i, u) for i, u in enumerate(self.units) if u.A is not None]
         dense = [(i, u) for i, u in ready if u.name not in self._expert_groups]
-        super().decompose([u for i, u in ready if u.name in self._expert_groups or self.owner(i) == self.rank])
+        self.factorise([u for i, u in ready if u.name in self._expert_groups or self.owner(i) == self.rank])
         for i, u in dense:
             src = dist.get_global_rank(self.group, self.owner(i)) if self.group is not None else self.owner(i)
             for key, shape in self._decomposition_shapes(u).items():
                 if self.owner(i) != self.rank:
-                    u.decomposition[key] = torch.empty(shape, dtype=self._dtype)
+                    u.decomposition[key] = torch.empty(shape, dtype=self._compute_dtype)
                 else:
                     u.decomposition[key] = u.decomposition[key].contiguous()
                 dist.broadcast(u.decomposition[key], src=src, group=self.group)
+        self.settle([u for _, u in ready])
 
-    def _decomposition_shapes(self, u: Unit) -> dict[str, tuple[int, ...]]:
+    @staticmethod
+    def _decomposition_shapes(u: Unit) -> dict[str, tuple[int, ...]]:
         E, a, s = u.experts, u.a_dim, u.s_dim
-        shapes = {"gamma_a": (E,), "gamma_s": (E,)}
-        if self.config.inverse == "eigen":
-            shapes |= {"d_a": (E, a), "q_a": (E, a, a), "d_s": (E, s), "q_s": (E, s, s)}
-        else:
-            shapes |= {"inv_a": (E, a, a), "inv_s": (E, s, s)}
-        return shapes
+        return {"gamma_a": (E,), "gamma_s": (E,), "inv_a": (E, a, a), "inv_s": (E, s, s), "cond": (1,)}

@@ -56,24 +56,20 @@ def swiglu_rows(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_dow
 
 
 def expert_statistics(x: torch.Tensor, counts: list[int], g_out: torch.Tensor, w_gate: torch.Tensor,
-                      w_up: torch.Tensor, w_down: torch.Tensor, fused_gate_up: bool) -> dict[str, torch.Tensor]:
+                      w_up: torch.Tensor, w_down: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-expert sums over grouped rows.
 
     x, g_out: [n, D], rows grouped by expert (counts[e] rows for expert e, in order, no
     padding); w_gate, w_up: [E, F, D]; w_down: [E, D, F].
     Returns fp32 sums: ``a_in`` [E, D, D] (input of w_gate/w_up), ``a_mid`` [E, F, F]
-    (input of w_down), ``s_down`` [E, D, D]; with fused_gate_up ``s_gate_up`` [E, 2F, 2F]
-    (KODA's fused [gate; up] rows), else ``s_gate`` and ``s_up`` [E, F, F] (AutoEP's w1, w3).
+    (input of w_down), ``s_down`` [E, D, D], ``s_gate`` and ``s_up`` [E, F, F].
     """
     E, F_, D = w_gate.shape
     out = {"a_in": x.new_zeros(E, D, D, dtype=torch.float32),
            "a_mid": x.new_zeros(E, F_, F_, dtype=torch.float32),
-           "s_down": x.new_zeros(E, D, D, dtype=torch.float32)}
-    if fused_gate_up:
-        out["s_gate_up"] = x.new_zeros(E, 2 * F_, 2 * F_, dtype=torch.float32)
-    else:
-        out["s_gate"] = x.new_zeros(E, F_, F_, dtype=torch.float32)
-        out["s_up"] = x.new_zeros(E, F_, F_, dtype=torch.float32)
+           "s_down": x.new_zeros(E, D, D, dtype=torch.float32),
+           "s_gate": x.new_zeros(E, F_, F_, dtype=torch.float32),
+           "s_up": x.new_zeros(E, F_, F_, dtype=torch.float32)}
     start = 0
     for e, n in enumerate(counts):
         if n:
@@ -82,10 +78,7 @@ def expert_statistics(x: torch.Tensor, counts: list[int], g_out: torch.Tensor, w
             out["a_in"][e] = outer_sum(rows)
             out["a_mid"][e] = outer_sum(h)
             out["s_down"][e] = outer_sum(grads)
-            if fused_gate_up:
-                out["s_gate_up"][e] = outer_sum(torch.cat([d_gate, d_up], dim=1))
-            else:
-                out["s_gate"][e] = outer_sum(d_gate)
-                out["s_up"][e] = outer_sum(d_up)
+            out["s_gate"][e] = outer_sum(d_gate)
+            out["s_up"][e] = outer_sum(d_up)
         start += n
     return out

@@ -19,11 +19,14 @@ Damping (Martens & Grosse 2015, §6.3, the factored Tikhonov form): λ is split 
 ``min_damping``; per expert for expert units. KL clipping (kfac-pytorch): all
 preconditioned gradients are scaled by ν = min(1, √(kl_clip / |lr² Σ ĝ·g|)).
 
-Decompositions are computed, kept and applied in ``inverse_dtype`` (fp64 by default): an
-expert that saw fewer rows than its width has a rank-deficient factor, and with small
-damping fp32 rounding of the preconditioned gradient reaches 1e-5 of its largest entry
-(measured on the tiny model); fp32 is faster and halves the decompositions' memory. The
-factors themselves are accumulated and averaged in fp32.
+Decompositions: the damped inverses (S + γ_S I)⁻¹ and (A + γ_A I)⁻¹ are computed (from one
+eigendecomposition, or a Cholesky factorisation) in fp64 unless ``inverse_dtype`` is float32,
+and kept as inverses, so a step's preconditioning is two batched products per group of
+same-shaped units. The product's dtype: ``float64`` (exact to 1e-5 of the largest entry even
+for an expert that saw fewer rows than its width, whose factor is rank-deficient), ``float32``
+(everything fp32), or ``auto`` per unit: fp32 where the damped condition number keeps fp32's
+relative rounding of the product within 1e-3, fp64 elsewhere (see ``settle``). The factors
+themselves are accumulated and averaged in fp32.
 
 Same-sized factors are decomposed together in one batched call (an MoE layer's E experts
 always are), which is also the unit of work a multi-rank owner will take.
@@ -68,7 +71,9 @@ class KFACPreconditioner:
     def __init__(self, model: nn.Module, config: KFACConfig, lr: float | Callable[[], float] = 1.0):
         self.config = config
         self._lr = lr if callable(lr) else (lambda: float(lr))
-        self._dtype = getattr(torch, config.inverse_dtype)
+        # decompositions in fp64 unless fp32 is asked for; "auto" picks the apply dtype per unit
+        self._compute_dtype = torch.float32 if config.inverse_dtype == "float32" else torch.float64
+        self._stacks = None
         self.steps = 0
         self.last_kl_scale = 1.0
         self.units, self._handles = register(model, config.selects, self._capturing)
@@ -136,68 +141,118 @@ class KFACPreconditioner:
         return (pi * lam).clamp(min=floor), (lam / pi).clamp(min=floor)
 
     def decompose(self, units: list[Unit] | None = None) -> None:
-        """Eigendecompose (or invert) the damped factors of `units` (default: all), same sizes batched."""
+        """Damped inverses of the factors of `units` (default: all), then each unit's apply dtype."""
         ready = [u for u in (self.units if units is None else units) if u.A is not None]
-        dtype = self._dtype
-        groups: dict[int, list[tuple[Unit, str, torch.Tensor]]] = defaultdict(list)
-        for u in ready:
+        self.factorise(ready)
+        self.settle(ready)
+
+    def factorise(self, units: list[Unit]) -> None:
+        """(A + γ_A I)⁻¹ and (S + γ_S I)⁻¹ of `units` in the compute dtype, same sizes batched.
+
+        Eigen: Q diag(1 / (max(d, 0) + γ)) Qᵀ from one eigendecomposition (negative rounding
+        eigenvalues of a rank-deficient factor clamped to 0), which is exactly the factored
+        Tikhonov form (S ⊗ A + damping)⁻¹ of the eigenbasis update, applied as two products.
+        ``cond`` [1]: the larger damped condition number of the two factors, over the experts."""
+        dtype = self._compute_dtype
+        groups: dict[int, list[tuple[Unit, str, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        for u in units:
             gamma_a, gamma_s = self.damping(u)
             u.decomposition = {"gamma_a": gamma_a.to(dtype), "gamma_s": gamma_s.to(dtype)}
-            groups[u.a_dim].append((u, "a", u.A))
-            groups[u.s_dim].append((u, "s", u.S))
+            groups[u.a_dim].append((u, "a", u.A, gamma_a))
+            groups[u.s_dim].append((u, "s", u.S, gamma_s))
+        conds: dict[int, list[torch.Tensor]] = defaultdict(list)
         for items in groups.values():
-            stacked = torch.cat([m for _, _, m in items]).to(dtype)             # [sum E, d, d]
+            stacked = torch.cat([m for _, _, m, _ in items]).to(dtype)          # [sum E, d, d]
+            gammas = torch.cat([g for _, _, _, g in items]).to(dtype)           # [sum E]
             if self.config.inverse == "eigen":
                 values, vectors = torch.linalg.eigh(stacked)
-                results = [{"d": values.clamp(min=0).to(dtype), "q": vectors.to(dtype)}]
+                damped = values.clamp(min=0) + gammas[:, None]                  # [sum E, d]
+                inverse = (vectors / damped[:, None, :]) @ vectors.transpose(1, 2)
+                cond = damped.amax(-1) / damped.amin(-1)
             else:
-                gammas = torch.cat([u.decomposition[f"gamma_{side}"] for u, side, _ in items])
-                eye = torch.eye(stacked.shape[-1], dtype=stacked.dtype, device=stacked.device)
-                damped = stacked + gammas[:, None, None] * eye
-                results = [{"inv": torch.cholesky_inverse(torch.linalg.cholesky(damped)).to(dtype)}]
+                eye = torch.eye(stacked.shape[-1], dtype=dtype, device=stacked.device)
+                chol = torch.linalg.cholesky(stacked + gammas[:, None, None] * eye)
+                inverse = torch.cholesky_inverse(chol)
+                diag = chol.diagonal(dim1=1, dim2=2)
+                cond = (diag.amax(-1) / diag.amin(-1)) ** 2                     # a lower bound
             start = 0
-            for u, side, m in items:
+            for u, side, m, _ in items:
                 n = m.shape[0]
-                for key, value in results[0].items():
-                    u.decomposition[f"{key}_{side}"] = value[start:start + n]
+                u.decomposition[f"inv_{side}"] = inverse[start:start + n]
+                conds[id(u)].append(cond[start:start + n].amax())
                 start += n
+        for u in units:
+            u.decomposition["cond"] = torch.stack(conds[id(u)]).amax().reshape(1)
+        self._stacks = None
+
+    def settle(self, units: list[Unit]) -> None:
+        """Cast each unit's inverses to the dtype its gradients are preconditioned in: the
+        configured one, or with ``inverse_dtype: auto`` fp32 where the damped condition
+        number keeps fp32's relative error (cond x 2⁻²⁴) within ``AUTO_FP32_ERROR``, else fp64."""
+        for u in units:
+            dec = u.decomposition
+            dtype = self.apply_dtype(float(dec["cond"]))
+            for side in ("a", "s"):
+                dec[f"inv_{side}"] = dec[f"inv_{side}"].to(dtype)
+        self._stacks = None
+
+    AUTO_FP32_ERROR = 1e-3
+
+    def apply_dtype(self, cond: float) -> torch.dtype:
+        if self.config.inverse_dtype != "auto":
+            return self._compute_dtype
+        return torch.float32 if cond * 2.0 ** -24 <= self.AUTO_FP32_ERROR else torch.float64
 
     # ------------------------------------------------------------------ preconditioning
     def apply(self, u: Unit, g: torch.Tensor) -> torch.Tensor:
-        """g: [E, s, a] -> the damped (S ⊗ A)⁻¹ g, [E, s, a], in ``inverse_dtype``."""
+        """g: [E, s, a] -> the damped (S ⊗ A)⁻¹ g = (S + γ_S I)⁻¹ g (A + γ_A I)⁻¹, [E, s, a],
+        in the unit's apply dtype."""
         dec = u.decomposition
-        g = g.to(self._dtype)
-        if self.config.inverse == "eigen":
-            v = dec["q_s"].transpose(1, 2) @ g @ dec["q_a"]
-            d_s = dec["d_s"] + dec["gamma_s"][:, None]                      # [E, s] damped eigenvalues
-            d_a = dec["d_a"] + dec["gamma_a"][:, None]                      # [E, a]
-            v = v / (d_s[:, :, None] * d_a[:, None, :])
-            return dec["q_s"] @ v @ dec["q_a"].transpose(1, 2)
-        return dec["inv_s"] @ g @ dec["inv_a"]
+        return dec["inv_s"] @ g.to(dec["inv_s"].dtype) @ dec["inv_a"]
+
+    def stacks(self) -> list[tuple[list[Unit], torch.Tensor, torch.Tensor]]:
+        """Decomposed units grouped by (expert?, s, a, dtype), each group's inverses stacked once
+        per decomposition: [(units, inv_s [ΣE, s, s], inv_a [ΣE, a, a])]; one batched product
+        per group instead of one per unit."""
+        if self._stacks is None:
+            groups: dict[tuple, list[Unit]] = defaultdict(list)
+            for u in self.units:
+                if u.decomposition:
+                    groups[(u.expert_param, u.s_dim, u.a_dim, u.decomposition["inv_s"].dtype)].append(u)
+            self._stacks = [(units, torch.cat([u.decomposition["inv_s"] for u in units]),
+                             torch.cat([u.decomposition["inv_a"] for u in units])) for units in groups.values()]
+        return self._stacks
 
     def precondition(self, grads) -> None:
         """Rewrite every decomposed unit's gradient in `grads`, KL-clipped."""
         done = []
         vg = {False: 0.0, True: 0.0}                    # ĝ·g of dense and of expert units
-        for u in self.units:
-            if not u.decomposition:
-                continue
-            weight = self.read(grads, u)
-            g = u.grad_view(weight, grads.get(u.bias) if u.bias else None)     # [E, s, a]
-            p = self.apply(u, g)
-            vg[u.expert_param] += float((p * g).sum())
-            done.append((u, p, weight.dtype, weight.shape))
+        for units, inv_s, inv_a in self.stacks():
+            weights = [self.read(grads, u) for u in units]
+            g = torch.cat([u.grad_view(w, grads.get(u.bias) if u.bias else None)
+                           for u, w in zip(units, weights, strict=True)])          # [ΣE, s, a] fp32
+            p = inv_s @ g.to(inv_s.dtype) @ inv_a
+            vg[units[0].expert_param] += float((p * g).sum())
+            done.append((units, weights, p))
         nu = 1.0
         # lr 0 (a schedule's first warm-up step) moves nothing: there is no KL step to clip
         size = abs(self.total_vg(vg[False], vg[True]) * self._lr() ** 2)
         if self.config.kl_clip is not None and size > 0.0:
             nu = min(1.0, math.sqrt(self.config.kl_clip / size))
         self.last_kl_scale = nu
-        for u, p, dtype, shape in done:
-            weight, bias = u.split(p * nu)
-            self.write(grads, u, weight.reshape(shape).to(dtype))
-            if u.bias is not None:
-                grads.set(u.bias, bias.to(dtype))
+        halves: dict[str, tuple[Unit, torch.Tensor]] = {}      # weights split into row units
+        for units, weights, p in done:
+            for u, weight, part in zip(units, weights, (p * nu).split([u.experts for u in units]), strict=True):
+                w, bias = u.split(part)
+                if u.out_rows is not None:
+                    full = halves.setdefault(u.weight, (u, weight.clone()))[1]
+                    full[:, slice(*u.out_rows)] = w.to(weight.dtype)
+                    continue
+                self.write(grads, u, w.reshape(weight.shape).to(weight.dtype))
+                if u.bias is not None:
+                    grads.set(u.bias, bias.to(weight.dtype))
+        for u, full in halves.values():
+            self.write(grads, u, full)
 
     def total_vg(self, dense: float, experts: float) -> float:
         """Σ ĝ·g over the whole model (a rank holding some experts adds the others' share)."""
@@ -226,6 +281,7 @@ class KFACPreconditioner:
 
     def load_state_dict(self, state: dict) -> None:
         by_name = {u.name: u for u in self.units}
+        state = {**state, "units": _split_fused_gate_up(state["units"], by_name)}
         unknown = sorted(set(state["units"]) - set(by_name))
         if unknown:
             raise KodaError(f"kfac state: unit {unknown[0]!r} is not a layer of this model")
@@ -236,9 +292,40 @@ class KFACPreconditioner:
                                 f"this model needs {[u.experts, u.a_dim, u.a_dim]}")
             u.A, u.S, u.seen = values["A"], values["S"], values["seen"]
             u.decomposition = {k: v for k, v in values.items() if k not in ("A", "S", "seen")}
+            if "q_a" in u.decomposition:          # written before the inverses were kept
+                u.decomposition = _inverses_of_eigenbases(u.decomposition)
         self.steps = int(state["steps"])
+        self._stacks = None
+        self.decompose([by_name[n] for n in state["units"] if not by_name[n].decomposition])
 
     def remove_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _split_fused_gate_up(units: dict[str, dict], by_name: dict[str, Unit]) -> dict[str, dict]:
+    """An older checkpoint's fused ``gate_up_proj`` units as the ``.gate`` and ``.up`` units
+    kept now: A shared, S's two diagonal blocks; their inverses are recomputed on load."""
+    out = {}
+    for name, values in units.items():
+        if name in by_name or f"{name}.gate" not in by_name:
+            out[name] = values
+            continue
+        half = values["S"].shape[-1] // 2
+        for part, rows in (("gate", slice(0, half)), ("up", slice(half, 2 * half))):
+            out[f"{name}.{part}"] = {"A": values["A"], "S": values["S"][:, rows, rows].contiguous(),
+                                     "seen": values["seen"]}
+    return out
+
+
+def _inverses_of_eigenbases(dec: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An older checkpoint's eigenbases (q, d per side) as the damped inverses kept now."""
+    out = {"gamma_a": dec["gamma_a"], "gamma_s": dec["gamma_s"]}
+    conds = []
+    for side in ("a", "s"):
+        q, damped = dec[f"q_{side}"], dec[f"d_{side}"] + dec[f"gamma_{side}"][:, None]
+        out[f"inv_{side}"] = (q / damped[:, None, :]) @ q.transpose(1, 2)
+        conds.append((damped.amax(-1) / damped.amin(-1)).amax())
+    out["cond"] = torch.stack(conds).amax().reshape(1)
+    return out

@@ -1,7 +1,8 @@
 """K-FAC units and the hooks that feed them, per layer type.
 
 A unit is one Kronecker-factored weight: a Linear's weight (with its bias as an extra input
-column), or one fused expert tensor whose E experts are factored separately. Every unit
+column), or one expert tensor whose E experts are factored separately; KODA's fused
+[gate; up] expert tensor is two units (its two row halves), as AutoEP's w1 and w3 are. Every unit
 holds its statistics with a leading expert axis (E = 1 for a Linear), so the preconditioner
 treats both kinds alike and batches same-sized factors.
 
@@ -34,6 +35,7 @@ class Unit:
     a_dim: int
     s_dim: int
     expert_param: bool = False         # weight is [E, s, a] (no reshaping, no bias)
+    out_rows: tuple[int, int] | None = None   # this unit's rows [lo, hi) of the weight's output axis
     # this step's sums (across micro-batches), fp32
     a_sum: torch.Tensor | None = None  # [E, a, a]
     s_sum: torch.Tensor | None = None  # [E, s, s]
@@ -61,7 +63,7 @@ class Unit:
     def grad_view(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Parameter gradients -> [E, s, a] fp32."""
         if self.expert_param:
-            return weight.float()
+            return weight.float() if self.out_rows is None else weight[:, slice(*self.out_rows)].float()
         g = weight.float().reshape(self.s_dim, -1)
         if bias is not None:
             g = torch.cat([g, bias.float()[:, None]], dim=1)
@@ -103,6 +105,10 @@ def hook_linear(name: str, module: nn.Linear, capture: Capture) -> tuple[list[Un
 def hook_swiglu_experts(name: str, module: nn.Module, capture: Capture) -> tuple[list[Unit], list]:
     """KODA's ``SwiGLUExperts`` (gate_up_proj [E, 2F, D], down_proj [E, D, F]).
 
+    Three units, as AutoEP's w1, w3, w2: the gate rows [0, F) and the up rows [F, 2F) of
+    ``gate_up_proj`` are factored apart (S block-diagonal: two F x F factors instead of one
+    2F x 2F, which halves the preconditioning products of the widest factor and quarters its
+    decomposition), then ``down_proj``.
     Its forward gets (x [T, D], weights [T, k], experts [T, k]) and returns the weighted sum
     [T, D]. The gradient of expert e's own output row for a token copy is the routing
     weight times the gradient of the block output at that token; the hidden rows are
@@ -110,7 +116,9 @@ def hook_swiglu_experts(name: str, module: nn.Module, capture: Capture) -> tuple
     """
     E, F2, D = module.gate_up_proj.shape
     F_ = F2 // 2
-    gate_up = Unit(f"{name}.gate_up_proj", f"{name}.gate_up_proj", None, E, D, F2, expert_param=True)
+    weight = f"{name}.gate_up_proj"
+    gate = Unit(f"{weight}.gate", weight, None, E, D, F_, expert_param=True, out_rows=(0, F_))
+    up = Unit(f"{weight}.up", weight, None, E, D, F_, expert_param=True, out_rows=(F_, F2))
     down = Unit(f"{name}.down_proj", f"{name}.down_proj", None, E, F_, D, expert_param=True)
 
     def forward(mod, inputs, output):
@@ -129,13 +137,13 @@ def hook_swiglu_experts(name: str, module: nn.Module, capture: Capture) -> tuple
             g_out = g.index_select(0, token).float() * scale         # [T*k, D]
             wgu = module.gate_up_proj.detach()
             stats = expert_statistics(rows, counts.tolist(), g_out, wgu[:, :F_], wgu[:, F_:],
-                                      module.down_proj.detach(), fused_gate_up=True)
-            gate_up.add(a_sum=stats["a_in"], s_sum=stats["s_gate_up"], rows=counts, tokens=x.shape[0])
-            down.add(a_sum=stats["a_mid"], s_sum=stats["s_down"], rows=counts, tokens=x.shape[0])
+                                      module.down_proj.detach())
+            for unit, a_key, s_key in ((gate, "a_in", "s_gate"), (up, "a_in", "s_up"), (down, "a_mid", "s_down")):
+                unit.add(a_sum=stats[a_key], s_sum=stats[s_key], rows=counts, tokens=x.shape[0])
 
         output.register_hook(backward)
 
-    return [gate_up, down], [module.register_forward_hook(forward)]
+    return [gate, up, down], [module.register_forward_hook(forward)]
 
 
 def hook_grouped_experts(name: str, module: nn.Module, parent: nn.Module, capture: Capture) -> tuple[list[Unit], list]:
@@ -169,7 +177,7 @@ def hook_grouped_experts(name: str, module: nn.Module, parent: nn.Module, captur
         w1, w3, w2 = (w.detach().clone() for w in (module.w1, module.w3, module.w2))
 
         def backward(g):                                               # g: [N_pad, D]
-            stats = expert_statistics(x[:n_real], counts, g[:n_real], w1, w3, w2, fused_gate_up=False)
+            stats = expert_statistics(x[:n_real], counts, g[:n_real], w1, w3, w2)
             real = (x[:n_real] != 0).any(dim=-1).long()                # [n_real] 0 for padding rows
             rows = torch.stack([part.sum() for part in real.split(counts)])   # [E_local]
             for w, a_key, s_key in (("w1", "a_in", "s_gate"), ("w3", "a_in", "s_up"), ("w2", "a_mid", "s_down")):
@@ -201,3 +209,18 @@ def register(model: nn.Module, selects: Callable[[str], bool], capture: Capture)
         units += made[0]
         handles += made[1]
     return units, handles
+
+
+def preconditioned_parameters(model: nn.Module, selects: Callable[[str], bool]) -> set[str]:
+    """Names of the parameters ``register`` would factor (weights and biases of the hooked
+    layers): the ones K-FAC's step owns, the rest may take another rule."""
+    from koda.model.moe import SwiGLUExperts
+
+    names = set()
+    for name, module in model.named_modules():
+        if not selects(name):
+            continue
+        if (isinstance(module, nn.Linear) and module.weight.requires_grad) or isinstance(module, SwiGLUExperts) \
+                or type(module).__name__ == "GroupedExperts":
+            names |= {f"{name}.{n}" if name else n for n, _ in module.named_parameters(recurse=False)}
+    return names

@@ -124,23 +124,32 @@ class KodaOptimizer(torch.optim.Optimizer):
 
 
 def parameter_groups(model: torch.nn.Module, dense_scale: float = 1.0, expert_scale: float = 1.0,
-                     muon=None, adamw_lr_scale: float = 1.0) -> list[dict]:
+                     muon=None, adamw_lr_scale: float = 1.0, kfac=None) -> list[dict]:
     """Two groups, each with its latency scale: expert tensors and everything else. With
     `muon` (a ``MuonConfig``, on KODA's model before AutoEP) each splits again into Muon's
     matrices (rule ``update``) and AdamW's tensors (lr x `adamw_lr_scale`); AutoEP's
-    replacement tensors inherit their source's group, so w1/w3/w2 stay Muon's."""
+    replacement tensors inherit their source's group, so w1/w3/w2 stay Muon's. With `kfac` (a
+    ``KFACConfig`` whose ``adamw_lr`` is set) likewise: K-FAC's layers (the optimizer's
+    default rule) and AdamW's rest."""
     from koda.optim.latency import is_expert_parameter
+    from koda.optim.layers import preconditioned_parameters
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     rank = {n: len(getattr(p, "ds_shape", p.shape)) for n, p in named}          # ZeRO-3 partitions are flat
+    if muon is not None:
+        main, rule = (lambda n: muon.selects(n, rank[n])), {"rule": "update"}
+    elif kfac is not None and kfac.adamw_lr is not None:
+        factored = preconditioned_parameters(model, kfac.selects)
+        main, rule = (lambda n: n in factored), {}
+    else:
+        main = rule = None
     groups = []
     for expert, scale in ((False, dense_scale), (True, expert_scale)):
         params = [(n, p) for n, p in named if is_expert_parameter(n) == expert]
-        if muon is None:
+        if main is None:
             groups.append({"params": [p for _, p in params], "latency_scale": scale})
             continue
-        groups.append({"params": [p for n, p in params if muon.selects(n, rank[n])], "latency_scale": scale,
-                       "rule": "update"})
-        groups.append({"params": [p for n, p in params if not muon.selects(n, rank[n])], "latency_scale": scale,
+        groups.append({"params": [p for n, p in params if main(n)], "latency_scale": scale, **rule})
+        groups.append({"params": [p for n, p in params if not main(n)], "latency_scale": scale,
                        "rule": "adamw", "lr_scale": adamw_lr_scale})
     return [g for g in groups if g["params"]]

@@ -85,6 +85,9 @@ class ClientOptimizer:
         (DeepSpeed remaps the expert group to AutoEP's replacement tensors); with Muon each split
         into Muon's matrices and AdamW's rest."""
         c = self.cfg
+        if c.name == "kfac" and c.kfac.adamw_lr is not None:
+            return parameter_groups(model, self.scales.dense, self.scales.expert, kfac=c.kfac,
+                                    adamw_lr_scale=c.kfac.adamw_lr / c.lr)
         if c.name != "muon":
             return parameter_groups(model, self.scales.dense, self.scales.expert)
         adamw = (c.muon.adamw_lr if c.muon.adamw_lr is not None else c.lr) / c.lr

@@ -49,7 +49,7 @@ def test_running_average_and_intervals():
                                                kl_clip=None))
     b0, b2 = _batch_factors(0), _batch_factors(2)
     _step(model, pre, 0)                                  # step 0: factors from batch 0, decomposed
-    first = [(u.A.clone(), u.decomposition["q_a"].clone()) for u in pre.units]
+    first = [(u.A.clone(), u.decomposition["inv_a"].clone()) for u in pre.units]
     model.zero_grad()
     _backward(model, *_batch(1))                          # step 1 is no factor step: hooks record nothing
     assert all(u.a_sum is None and u.s_sum is None for u in pre.units)
@@ -60,11 +60,11 @@ def test_running_average_and_intervals():
     for u, (A0, S0), (A2, S2), (_, q) in zip(pre.units, b0, b2, first, strict=True):
         torch.testing.assert_close(u.A, 0.8 * A0 + 0.2 * A2)
         torch.testing.assert_close(u.S, 0.8 * S0 + 0.2 * S2)
-        assert torch.equal(u.decomposition["q_a"], q)
+        assert torch.equal(u.decomposition["inv_a"], q)
     _step(model, pre, 3)
     _step(model, pre, 4)                                  # step 4: decomposed again
     for u, (_, q) in zip(pre.units, first, strict=True):
-        assert not torch.allclose(u.decomposition["q_a"].abs(), q.abs())
+        assert not torch.allclose(u.decomposition["inv_a"], q)
 
 
 def test_gradient_accumulation_gives_the_full_batch_factors():
@@ -208,3 +208,64 @@ def test_bf16_autocast_keeps_fp32_factors_and_eval_records_nothing():
         assert u.A.dtype == torch.float32 and u.S.dtype == torch.float32
         torch.testing.assert_close(u.A, A, rtol=0.05, atol=0.02 * A.abs().max().item())
         torch.testing.assert_close(u.S, S, rtol=0.05, atol=0.05 * S.abs().max().item())
+
+
+def _preconditioned(cfg, seed=0):
+    model = _mlp()
+    pre = KFACPreconditioner(model, cfg)
+    _step(model, pre, seed)
+    return pre, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_auto_dtype_applies_fp32_where_the_conditioning_allows_and_stays_near_fp64():
+    exact, want = _preconditioned(KFACConfig(kl_clip=None, inverse_dtype="float64"))
+    auto, got = _preconditioned(KFACConfig(kl_clip=None, inverse_dtype="auto"))
+    assert all(u.decomposition["inv_a"].dtype == torch.float32 for u in auto.units)   # cond ~ 10-100 here
+    for name, ref in want.items():
+        torch.testing.assert_close(got[name], ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+    # almost no damping: the damped condition number is huge and auto keeps those units in fp64
+    tight, _ = _preconditioned(KFACConfig(kl_clip=None, inverse_dtype="auto", damping=1e-16, min_damping=0.0))
+    assert any(u.decomposition["inv_a"].dtype == torch.float64 for u in tight.units)
+    assert all((u.decomposition["inv_a"].dtype == torch.float64) == (float(u.decomposition["cond"]) * 2**-24 > 1e-3)
+               for u in tight.units)
+
+
+def test_state_written_with_eigenbases_loads_as_the_same_inverses():
+    cfg = KFACConfig(kl_clip=None)
+    pre, _ = _preconditioned(cfg)
+    state = pre.state_dict()
+    for u, values in zip(pre.units, state["units"].values(), strict=True):     # the older layout: Q, d
+        for side, factor in (("a", u.A), ("s", u.S)):
+            d, q = torch.linalg.eigh(factor.double())
+            values[f"d_{side}"], values[f"q_{side}"] = d.clamp(min=0), q
+            del values[f"inv_{side}"]
+        del values["cond"]
+    restored = KFACPreconditioner(_mlp(), cfg)
+    restored.load_state_dict(state)
+    for a, b in zip(pre.units, restored.units, strict=True):
+        for key in ("inv_a", "inv_s", "cond"):
+            torch.testing.assert_close(b.decomposition[key], a.decomposition[key], rtol=1e-9, atol=1e-9)
+
+
+def test_state_with_a_fused_gate_up_unit_loads_as_its_two_diagonal_blocks():
+    from koda.model.moe import MoEBlock
+    from tests.helpers.tiny import TINY
+
+    torch.manual_seed(0)
+    block = MoEBlock(TINY)
+    for p in block.parameters():                          # the block alone is not initialised
+        nn.init.normal_(p, std=0.2)
+    pre = KFACPreconditioner(block, KFACConfig(kl_clip=None, skip=("gate$",)))
+    block(torch.randn(2, 6, TINY.d_model)).square().mean().backward()
+    pre.step(ParamGrads(block))
+    state = pre.state_dict()
+    gate, up = (state["units"].pop(f"experts.gate_up_proj.{p}") for p in ("gate", "up"))
+    fused = torch.randn(*gate["S"].shape[:1], 2 * TINY.ffn_hidden, 2 * TINY.ffn_hidden)
+    fused[:, :TINY.ffn_hidden, :TINY.ffn_hidden] = gate["S"]
+    fused[:, TINY.ffn_hidden:, TINY.ffn_hidden:] = up["S"]
+    state["units"]["experts.gate_up_proj"] = {"A": gate["A"], "S": fused, "seen": gate["seen"]}
+    restored = KFACPreconditioner(MoEBlock(TINY), KFACConfig(kl_clip=None, skip=("gate$",)))
+    restored.load_state_dict(state)
+    for a, b in zip(pre.units, restored.units, strict=True):
+        assert torch.equal(a.S, b.S) and torch.equal(a.A, b.A), a.name
+        torch.testing.assert_close(b.decomposition["inv_s"], a.decomposition["inv_s"])

@@ -116,7 +116,7 @@ def test_smoke_model_linears_match_curvlinops(curvlinops):
     routers = [m for n, m in model.named_modules() if n.endswith("mlp.gate")]
     pre = _compare(curvlinops, model, linears, x, y, "eigen", flat=routers)
     kinds = {u.name.rsplit(".", 1)[-1] for u in pre.units}
-    assert {"q_proj", "o_proj", "gate", "gate_proj", "down_proj", "lm_head", "gate_up_proj"} <= kinds
+    assert {"q_proj", "o_proj", "gate", "gate_proj", "down_proj", "lm_head", "up"} <= kinds
 
 
 def _reference_block(block: MoEBlock, x: torch.Tensor, target: torch.Tensor):
@@ -160,18 +160,24 @@ def test_expert_factors_match_a_per_expert_dense_reference():
     raw = {n: p.grad.clone() for n, p in block.named_parameters()}
     pre.step(ParamGrads(block))
     units = {u.name: u for u in pre.units}
-    gu, down = units["experts.gate_up_proj"], units["experts.down_proj"]
+    gate, up, down = (units[f"experts.{n}"] for n in ("gate_up_proj.gate", "gate_up_proj.up", "down_proj"))
+    F_ = TINY.ffn_hidden
     assert len(kept) >= 2
     for e, (rows, z, h, y) in kept.items():
         n = rows.shape[0]
-        refs = [(gu, "A", rows.t() @ rows / n), (gu, "S", n_tokens * z.grad.t() @ z.grad),
+        dz_gate, dz_up = z.grad[:, :F_], z.grad[:, F_:]
+        refs = [(gate, "A", rows.t() @ rows / n), (gate, "S", n_tokens * dz_gate.t() @ dz_gate),
+                (up, "A", rows.t() @ rows / n), (up, "S", n_tokens * dz_up.t() @ dz_up),
                 (down, "A", h.t() @ h / n), (down, "S", n_tokens * y.grad.t() @ y.grad)]
         for unit, which, ref in refs:
             got = getattr(unit, which)[e]
             torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
-        for unit, param in ((gu, "experts.gate_up_proj"), (down, "experts.down_proj")):
-            want = _damped_solve(unit.A[e], unit.S[e], raw[param][e])
-            got = dict(block.named_parameters())[param].grad[e].double()
+        params = dict(block.named_parameters())
+        for unit, param, rows_of in ((gate, "experts.gate_up_proj", slice(0, F_)),
+                                     (up, "experts.gate_up_proj", slice(F_, 2 * F_)),
+                                     (down, "experts.down_proj", slice(None))):
+            want = _damped_solve(unit.A[e], unit.S[e], raw[param][e][rows_of])
+            got = params[param].grad[e][rows_of].double()
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
     for e in set(range(TINY.n_experts)) - set(kept):
         assert not pre.units[0].seen[e]

@@ -132,3 +132,22 @@ def test_checkpoint_without_kfac_is_refused_by_a_kfac_run():
     _train(model, plain, 1)
     with pytest.raises(KodaError, match="disagree on whether a gradient transform"):
         _kfac_run(_mlp()).load_state_dict(plain.state_dict())
+
+
+def test_kfac_with_adamw_lr_steps_its_layers_by_sgd_and_the_rest_by_adamw():
+    from koda.model import KodaForCausalLM
+
+    model = KodaForCausalLM(TINY)
+    cfg = KFACConfig(adamw_lr=1e-3)
+    groups = parameter_groups(model, kfac=cfg, adamw_lr_scale=1e-3 / 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_rule = {}
+    for g in groups:
+        by_rule.setdefault(g.get("rule", "default"), set()).update(names[id(p)] for p in g["params"])
+    factored = {u.weight for u in KFACPreconditioner(model, cfg).units} | {"model.layers.0.mlp.gate.weight"}
+    assert factored <= by_rule["default"] and "lm_head.weight" not in by_rule["default"]
+    assert {"lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"} <= by_rule["adamw"]
+    assert by_rule["default"].isdisjoint(by_rule["adamw"]) and len(names) == len(by_rule["default"] | by_rule["adamw"])
+    assert all(g["lr_scale"] == pytest.approx(1e-2) for g in groups if g.get("rule") == "adamw")
+    # without adamw_lr: one rule for all (the K-FAC step's SGD), as before
+    assert all("rule" not in g for g in parameter_groups(model, kfac=KFACConfig()))

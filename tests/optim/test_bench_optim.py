@@ -1,0 +1,67 @@
+"""tools/bench_optim.py: every optimizer it compares trains KODA's model (fused [E, out, in]
+expert tensors included) through the bench's loop and schedule, and the summaries count a
+seed that never reaches the target as not reaching it."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from koda.model import KodaForCausalLM
+from tests.helpers.tiny import TINY
+from tests.helpers.tools import load_tool
+
+pytest.importorskip("pytorch_optimizer")
+bench = load_tool("bench_optim")
+
+
+def _args(**kw):
+    return SimpleNamespace(**{"steps": 4, "warmup": 2, "eval_every": 2, "inv_every": 2, "kfac_factor_every": 1,
+                              "damping": 1e-3, "kl_clip": 1e-3, "inverse_dtype": "auto", "soap_max_dim": 1024,
+                              "kfac_adamw_lr": None, **kw})
+
+
+@pytest.mark.parametrize("name,lr", [("adamw", 3e-3), ("muon", 1e-2), ("koda-muon", 1e-2), ("soap", 3e-3),
+                                     ("kfac", 0.1)])
+def test_optimizer_trains_the_model_in_the_bench_loop(name, lr):
+    args = _args()
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, TINY.vocab_size, (2, 17), generator=g) for _ in range(args.steps)]
+    val = [torch.randint(0, TINY.vocab_size, (2, 17), generator=g)]
+    torch.manual_seed(0)
+    before = bench.evaluate(KodaForCausalLM(TINY), val)
+
+    out = bench.run(name, lr, 0, args, batches, val, cfg=TINY)
+
+    assert [p["step"] for p in out["curve"]] == [2, 4] and not out["diverged"]
+    assert math.isfinite(out["final_val_loss"]) and out["final_val_loss"] != pytest.approx(before, abs=1e-6)
+    params_mb = sum(p.numel() * p.element_size() for p in KodaForCausalLM(TINY).parameters()) / 2**20
+    assert out["state_mb"] > 0.5 * params_mb          # moments, momentum or factors: counted
+    if name == "kfac":
+        assert set(out["kfac_phase_s_per_step"]) == {"update_factors", "decompose", "precondition"}
+        assert all(v > 0 for v in out["kfac_phase_s_per_step"].values())
+
+
+def test_unknown_optimizer_is_refused():
+    with pytest.raises(SystemExit, match="unknown optimizer 'lion'"):
+        bench.build("lion", 1e-3, torch.nn.Linear(2, 2), _args(), lambda s: 1.0)
+
+
+def test_schedule_warms_up_then_decays_to_a_tenth():
+    f = bench.schedule_of(_args(steps=10, warmup=2))
+    assert [f(0), f(1)] == [0.5, 1.0] and f(2) == pytest.approx(1.0) and f(10) == pytest.approx(0.1)
+
+
+def test_summaries_need_every_seed_at_the_target():
+    def result(losses, lr=1e-3):
+        curve = [{"step": 10 * (i + 1), "seconds": 2.0 * (i + 1), "val_loss": v} for i, v in enumerate(losses)]
+        return {"lr": lr, "curve": curve, "final_val_loss": losses[-1], "s_per_step": 0.2, "state_mb": 1.0}
+
+    fast, slow = result([5.0, 4.0, 3.0]), result([5.0, 4.5, 4.2])
+    assert bench.to_target(fast, 4.0) == (20, 4.0) and bench.to_target(slow, 4.0) == (None, None)
+    assert bench.loss_at_time(fast, 5.0) == 4.0 and bench.loss_at_time(fast, 1.0) == math.inf
+    rows = bench.summarise({"adamw": [fast, fast], "kfac": [fast, slow]}, target=4.0, budget=4.0)
+    assert rows[0]["steps_to_target"] == (20.0, 0.0)
+    assert rows[1]["steps_to_target"] is None                  # one seed never got there
+    assert rows[1]["final_val_loss"] == (pytest.approx(3.6), pytest.approx(1.2))

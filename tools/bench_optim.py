@@ -366,6 +366,9 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/kfacbench", help="tokenizer and shards")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-optim"))
     ap.add_argument("--fresh", action="store_true", help="ignore cached runs in --out/runs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's; use 1 on a machine other work shares, where "
+                         "threads waiting for each other slow every step many times over)")
     ap.add_argument("--kfac-factor-every", type=int, default=KFACConfig.factor_update_steps)
     ap.add_argument("--inv-every", type=int, default=KFACConfig.inv_update_steps,
                     help="K-FAC decompositions and SOAP bases every N steps")
@@ -379,6 +382,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=None, help="validation loss (default: tuned AdamW's worst final)")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds (default: tuned AdamW's mean)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     names = [n for n in args.optimizers.split(",") if n]
     if "adamw" not in names:

@@ -125,12 +125,12 @@ class KodaOptimizer(torch.optim.Optimizer):
 
 def parameter_groups(model: torch.nn.Module, dense_scale: float = 1.0, expert_scale: float = 1.0,
                      muon=None, adamw_lr_scale: float = 1.0, kfac=None) -> list[dict]:
-    """Two groups, each with its latency scale: expert tensors and everything else. With
-    `muon` (a ``MuonConfig``, on KODA's model before AutoEP) each splits again into Muon's
-    matrices (rule ``update``) and AdamW's tensors (lr x `adamw_lr_scale`); AutoEP's
-    replacement tensors inherit their source's group, so w1/w3/w2 stay Muon's. With `kfac` (a
-    ``KFACConfig`` whose ``adamw_lr`` is set) likewise: K-FAC's layers (the optimizer's
-    default rule) and AdamW's rest."""
+    """Two groups, each with its latency scale and ``expert`` flag (which scale it is, for the
+    run's report): expert tensors and everything else. With `muon` (a ``MuonConfig``, on
+    KODA's model before AutoEP) each splits again into Muon's matrices (rule ``update``) and
+    AdamW's tensors (lr x `adamw_lr_scale`); AutoEP's replacement tensors inherit their
+    source's group, so w1/w3/w2 stay Muon's. With `kfac` (a ``KFACConfig`` whose ``adamw_lr``
+    is set) likewise: K-FAC's layers (the optimizer's default rule) and AdamW's rest."""
     from koda.optim.latency import is_expert_parameter
     from koda.optim.layers import preconditioned_parameters
 
@@ -147,9 +147,10 @@ def parameter_groups(model: torch.nn.Module, dense_scale: float = 1.0, expert_sc
     for expert, scale in ((False, dense_scale), (True, expert_scale)):
         params = [(n, p) for n, p in named if is_expert_parameter(n) == expert]
         if main is None:
-            groups.append({"params": [p for _, p in params], "latency_scale": scale})
+            groups.append({"params": [p for _, p in params], "latency_scale": scale, "expert": expert})
             continue
-        groups.append({"params": [p for n, p in params if main(n)], "latency_scale": scale, **rule})
+        groups.append({"params": [p for n, p in params if main(n)], "latency_scale": scale, "expert": expert,
+                       **rule})
         groups.append({"params": [p for n, p in params if not main(n)], "latency_scale": scale,
-                       "rule": "adamw", "lr_scale": adamw_lr_scale})
+                       "expert": expert, "rule": "adamw", "lr_scale": adamw_lr_scale})
     return [g for g in groups if g["params"]]

@@ -101,6 +101,15 @@ class ClientOptimizer:
                                        noise_eta=c.noise_eta, noise_decay=c.noise_decay, seed=self.seed)
         return self.optimizer
 
+    def applied_scales(self) -> dict[str, float | None]:
+        """{"dense", "expert"}: the latency scale the built optimizer's groups of each kind carry
+        (after DeepSpeed's wrapping and any resumed state), what its steps multiply the
+        scheduled rate by; None where no group is of that kind."""
+        if self.optimizer is None:
+            raise ConfigError("optimizer: the engine was built without KODA's optimizer")
+        found = {g["expert"]: g["latency_scale"] for g in self.optimizer.param_groups if "expert" in g}
+        return {"dense": found.get(False), "expert": found.get(True)}
+
     def attach(self, engine) -> None:
         """K-FAC (``optimizer.name: kfac``) or Muon (``muon``) on the engine's module, as its
         gradient transform; its state rides in the optimizer's checkpoint. Call before the

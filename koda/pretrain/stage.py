@@ -122,6 +122,12 @@ class PretrainStage(Stage):
         random.seed(cfg.train.seed + self.rank)
         self.step, self.window = 0, torch.zeros(5)
         self.resumed = self._resume(found) if found else LoopState()
+        # latency scaling on: every rank's applied scales, logged once (rank r's at index r)
+        self.latency_report = {}
+        if self.client is not None and cfg.optimizer.kappa > 0:
+            ranks = comm.all_gather_object(self.client.applied_scales())
+            self.latency_report = {f"optim/latency_scale/{kind}": [r[kind] for r in ranks]
+                                   for kind in ("dense", "expert")}
 
     def summary(self) -> str:
         return (f"world {self.world}, expert-parallel {self.plan.ep_size}, {self.dtype}, global batch "
@@ -224,6 +230,8 @@ class PretrainStage(Stage):
                    "train/lr": self.engine.lr(), "train/grad_norm": self.engine.grad_norm(),
                    **self.throughput.metrics(self.tokens_per_step * steps, seconds, steps),
                    **self._load_metrics(), **memory_metrics()}
+        metrics.update(self.latency_report)
+        self.latency_report = {}
         if self.client is not None and self.client.kfac is not None:
             metrics["kfac/kl_scale"] = self.client.kfac.last_kl_scale   # 1: the KL clip was idle
         if self.client is not None and self.client.muon is not None:

@@ -9,7 +9,9 @@
 ``moe/layer<N>/tokens`` and ``moe/layer<N>/share`` (lists, per expert; see
 ``koda.run.router_probe.load_stats``), ``mem/rss_gb``,
 ``mem/peak_rss_gb`` (``mem/gpu_peak_gb`` on GPUs), ``val/loss``, ``val/ppl``; ``dfa/alignment``,
-``dfa/embedding/alignment``, ``dfa/layer<N>/alignment`` under ``train.feedback: dfa``. Later stages add
+``dfa/embedding/alignment``, ``dfa/layer<N>/alignment`` under ``train.feedback: dfa``;
+``optim/latency_scale/dense`` and ``optim/latency_scale/expert`` (lists, per rank; the first
+logged step only) with ``optimizer.kappa`` > 0. Later stages add
 their own groups (``rl/``, ``gan/``) through the same ``log`` call. ``koda report`` reads
 this file. A run starting at step S keeps only the lines before it (and S's own line when
 S > 0, logged before that checkpoint was saved): a resumed run, or one restarted from step 0,

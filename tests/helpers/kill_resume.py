@@ -27,6 +27,15 @@ def train_command(config, *extra) -> list[str]:
     return [sys.executable, "-m", "koda", "train", "--config", str(config), *extra]
 
 
+def launch_command(topology, hostfile, *train_args) -> list[str]:
+    """``koda launch`` of `topology` with its hostfile at `hostfile` and a free master port
+    (the file's fixed one may be taken); `train_args` go to every rank's ``koda train``."""
+    from koda.distributed.local_launch import free_port
+
+    return [sys.executable, "-m", "koda", "launch", "--topology", str(topology), "--hostfile", str(hostfile),
+            "--master-port", str(free_port()), "--", *map(str, train_args)]
+
+
 def records(run_dir) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -27,9 +28,11 @@ def build_tiny_data(root: Path) -> DataConfig:
     return data
 
 
-def write_run_config(path: Path, data: DataConfig, run_dir: Path, steps: int, **sections) -> Path:
-    """A run config YAML for the tiny model on `data`; `sections` override/extend sections."""
-    ds = ds_config.load("zero3_ep_smoke.json")
+def write_run_config(path: Path, data: DataConfig, run_dir: Path, steps: int, ds: dict | None = None,
+                     **sections) -> Path:
+    """A run config YAML for the tiny model on `data`; `sections` override/extend sections,
+    `ds` top-level sections of its DeepSpeed config (zero3_ep_smoke.json)."""
+    ds = copy.deepcopy({**ds_config.load("zero3_ep_smoke.json"), **(ds or {})})
     ds["scheduler"]["params"]["warmup_num_steps"] = max(1, steps // 10)
     ds_path = path.with_suffix(".ds.json")
     ds_path.write_text(json.dumps(ds))

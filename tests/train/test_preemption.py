@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
@@ -14,6 +13,7 @@ import pytest
 
 from koda.distributed import checkpoint
 from koda.distributed.local_launch import rank_processes
+from tests.helpers.kill_resume import launch_command, train_command
 from tests.helpers.ranks import REPO, rank_env
 from tests.helpers.tiny import write_run_config
 
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 def _front(config, log, *extra):
     """`koda train` as a user starts it, in its own session so signals reach only what we aim at."""
-    return subprocess.Popen([sys.executable, "-m", "koda", "train", "--config", str(config), *extra], cwd=REPO,
-                            env=rank_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(train_command(config, *extra), cwd=REPO, env=rank_env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _long_run(tiny_data, tmp_path):
@@ -106,15 +106,12 @@ def test_sigterm_then_sigusr1_to_one_rank_stop_cleanly_and_resume(tiny_data, tmp
 def test_sigusr1_to_koda_launch_stops_a_two_node_run_cleanly(tiny_data, tmp_path):
     """The multi-node path (one DeepSpeed launcher per node, here two on loopback) forwards
     the notice the same way: SLURM's USR1 to `koda launch` ends in a checkpoint and exit 0."""
-    from koda.distributed.local_launch import free_port
     from tests.topology._topology_files import LOOPBACK
 
     run_dir, config = _long_run(tiny_data, tmp_path)
     log = tmp_path / "launch.log"
-    proc = subprocess.Popen([sys.executable, "-m", "koda", "launch", "--topology", str(LOOPBACK), "--hostfile",
-                             str(tmp_path / "hostfile"), "--master-port", str(free_port()), "--", "--config",
-                             str(config)], cwd=tmp_path, env=rank_env(), stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(launch_command(LOOPBACK, tmp_path / "hostfile", "--config", config), cwd=tmp_path,
+                            env=rank_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     _wait_for_step(run_dir, 3, proc)
     tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     assert len(rank_processes(proc.pid)) == 2

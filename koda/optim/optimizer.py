@@ -50,7 +50,6 @@ class KodaOptimizer(torch.optim.Optimizer):
                 raise KodaError(f"optimizer rule must be one of {', '.join(RULES)}, got {group['rule']!r}")
         self.rule, self.noise_eta, self.noise_decay, self.seed = rule, noise_eta, noise_decay, seed
         self.preconditioner, self.grads = preconditioner, grads
-        self.steps = 0
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -62,19 +61,15 @@ class KodaOptimizer(torch.optim.Optimizer):
             self.preconditioner(self.grads)
         for index, group in enumerate(self.param_groups):
             lr = group["lr"] * group["latency_scale"] * group["lr_scale"]
-            noise = None
-            if self.noise_eta > 0:
-                noise = torch.Generator().manual_seed(hash((self.seed, self.steps, index)) & 0x7FFFFFFF)
-                sigma = math.sqrt(self.noise_eta / (1 + self.steps) ** self.noise_decay)
-            for p in group["params"]:
+            for position, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
                 g = p.grad
-                if noise is not None:
-                    g = g + sigma * torch.randn(g.shape, generator=noise).to(g)
+                state = self.state[p]
+                if self.noise_eta > 0:
+                    g = g + self._noise(state, index, position, g)
                 if group["weight_decay"]:
                     p.mul_(1 - lr * group["weight_decay"])
-                state = self.state[p]
                 if group["rule"] == "update":
                     p.add_(g, alpha=-lr)
                 elif group["rule"] == "sgd":
@@ -84,8 +79,17 @@ class KodaOptimizer(torch.optim.Optimizer):
                     p.add_(buf, alpha=-lr)
                 else:
                     self._adamw(p, g, state, group, lr)
-        self.steps += 1
         return loss
+
+    def _noise(self, state: dict, index: int, position: int, like: torch.Tensor) -> torch.Tensor:
+        """N(0, eta / (1 + t)^decay) shaped like the parameter, t its own step count: under ZeRO-3
+        DeepSpeed calls ``step`` once per parameter sub-group, so a counter per call would run
+        ahead of the training step."""
+        t = state.get("noise_t", 0)
+        state["noise_t"] = t + 1
+        generator = torch.Generator().manual_seed(hash((self.seed, t, index, position)) & 0x7FFFFFFF)
+        sigma = math.sqrt(self.noise_eta / (1 + t) ** self.noise_decay)
+        return (sigma * torch.randn(like.shape, generator=generator)).to(like)
 
     @staticmethod
     def _adamw(p, g, state, group, lr) -> None:
@@ -104,8 +108,7 @@ class KodaOptimizer(torch.optim.Optimizer):
     # travels with the optimizer state, so a checkpoint of the optimizer is enough to resume it.
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["koda"] = {"steps": self.steps,
-                         "transform": self.preconditioner.state_dict() if self.preconditioner is not None else None}
+        state["koda"] = {"transform": self.preconditioner.state_dict() if self.preconditioner is not None else None}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -114,7 +117,6 @@ class KodaOptimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         if extra is None:
             return
-        self.steps = int(extra["steps"])
         saved = extra["transform"] if "transform" in extra else extra["kfac"]     # "kfac": before Muon
         if (saved is None) != (self.preconditioner is None):
             raise KodaError("optimizer state: the checkpoint and this run disagree on whether a gradient "

@@ -151,3 +151,24 @@ def test_kfac_with_adamw_lr_steps_its_layers_by_sgd_and_the_rest_by_adamw():
     assert all(g["lr_scale"] == pytest.approx(1e-2) for g in groups if g.get("rule") == "adamw")
     # without adamw_lr: one rule for all (the K-FAC step's SGD), as before
     assert all("rule" not in g for g in parameter_groups(model, kfac=KFACConfig()))
+
+
+def test_gradient_noise_follows_training_steps_when_stepped_one_group_at_a_time():
+    """ZeRO-3 calls ``step`` once per parameter sub-group: the noise schedule must count
+    training steps, not calls (a per-call counter decays the noise groups-times too fast)."""
+    def run(split: bool):
+        model = _mlp()
+        params = list(model.parameters())
+        opt = KodaOptimizer([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, noise_eta=0.5, seed=3)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            grads = [torch.randn(p.shape, generator=g) for p in params]
+            parts = ([params[:2], params[2:]] if split else [params])
+            for part in parts:
+                for p, grad in zip(params, grads, strict=True):
+                    p.grad = grad.clone() if any(p is q for q in part) else None
+                opt.step()
+        return [p.detach().clone() for p in params]
+
+    for a, b in zip(run(split=False), run(split=True), strict=True):
+        assert torch.equal(a, b)

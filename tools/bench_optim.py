@@ -26,9 +26,11 @@ Optimizers:
   muon        torch.optim.Muon on the 2-D hidden weight matrices, AdamW (same lr) on the rest,
               as its authors use it; KODA's 3-D expert tensors go to AdamW
   koda-muon   KODA's Muon (``optimizer.name: muon``): the experts' matrices orthogonalised too
-  soap        pytorch-optimizer's SOAP (a dev extra), bases every --inv-every steps, axes longer
+  soap        pytorch-optimizer's SOAP (a dev extra), bases every --soap-every steps, axes longer
               than --soap-max-dim (the vocabulary) left unrotated
-  kfac        KODA's K-FAC + SGD-momentum 0.9 with the --kfac-* schedule
+  kfac        KODA's K-FAC + SGD-momentum 0.9 on the layers it factors, AdamW (--kfac-adamw-lr) on
+              the rest; factors every 5 steps, inverses every 25, no KL clip, dtype auto (the
+              schedule measured as cheapest without a loss at 100 steps; see docs/optimizer.md)
 
     python tools/bench_optim.py --preset smoke --steps 300 --out runs/bench-optim-smoke
 """
@@ -57,7 +59,7 @@ from koda.optim.muon import Muon
 from koda.optim.optimizer import KodaOptimizer, parameter_groups
 
 GRIDS = {"adamw": "3e-4,1e-3,3e-3,1e-2", "muon": "1e-3,3e-3,1e-2,3e-2", "koda-muon": "1e-3,3e-3,1e-2,3e-2",
-         "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "0.03,0.1,0.3,1.0"}
+         "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "3e-4,1e-3,3e-3,1e-2"}
 
 
 # ---------------------------------------------------------------------------- data and model
@@ -135,7 +137,7 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
     if name == "soap":
         import pytorch_optimizer
 
-        return Stepper([pytorch_optimizer.SOAP(model.parameters(), lr=lr, precondition_frequency=args.inv_every,
+        return Stepper([pytorch_optimizer.SOAP(model.parameters(), lr=lr, precondition_frequency=args.soap_every,
                                                max_precondition_dim=args.soap_max_dim)], schedule)
     if name == "kfac":
         holder, cfg = {}, kfac_config(args)
@@ -357,7 +359,7 @@ def main() -> None:
                     help="an optimizer's learning-rate grid (repeatable); defaults: "
                          + "; ".join(f"{k}={v}" for k, v in GRIDS.items()))
     ap.add_argument("--sweep-seed", type=int, default=0)
-    ap.add_argument("--seeds", default="1,2,3", help="the reported runs at each chosen rate")
+    ap.add_argument("--seeds", default="1,2,3", help="the reported runs at each chosen rate ('': sweep only)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
@@ -371,14 +373,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's; use 1 on a machine other work shares, where "
                          "threads waiting for each other slow every step many times over)")
-    ap.add_argument("--kfac-factor-every", type=int, default=KFACConfig.factor_update_steps)
-    ap.add_argument("--inv-every", type=int, default=KFACConfig.inv_update_steps,
-                    help="K-FAC decompositions and SOAP bases every N steps")
+    ap.add_argument("--kfac-factor-every", type=int, default=5, help="K-FAC statistics every N steps")
+    ap.add_argument("--inv-every", type=int, default=25, help="K-FAC inverses every N steps")
+    ap.add_argument("--soap-every", type=int, default=10, help="SOAP's bases every N steps (its default)")
     ap.add_argument("--damping", type=float, default=KFACConfig.damping)
-    ap.add_argument("--kfac-adamw-lr", type=float, default=KFACConfig.adamw_lr,
-                    help="AdamW at this peak lr on what K-FAC does not precondition (default: SGD at K-FAC's)")
-    ap.add_argument("--kl-clip", type=float, default=KFACConfig.kl_clip)
-    ap.add_argument("--inverse-dtype", default=KFACConfig.inverse_dtype)
+    ap.add_argument("--kfac-adamw-lr", type=lambda v: None if v.lower() == "none" else float(v), default=3e-3,
+                    help="AdamW at this peak lr on what K-FAC does not precondition ('none': SGD at K-FAC's lr)")
+    ap.add_argument("--kl-clip", type=lambda v: None if v.lower() == "none" else float(v), default=None,
+                    help="K-FAC's KL clip ('none': off, the default)")
+    ap.add_argument("--inverse-dtype", default="auto")
     ap.add_argument("--soap-max-dim", type=int, default=1024,
                     help="SOAP leaves axes longer than this unrotated (the 4096+ vocabulary axis by default)")
     ap.add_argument("--target", type=float, default=None, help="validation loss (default: tuned AdamW's worst final)")
@@ -397,7 +400,7 @@ def main() -> None:
         if key not in GRIDS or not values:
             raise SystemExit(f"--grid {item!r}: expected NAME=LR,LR,... with NAME one of {', '.join(GRIDS)}")
         grids[key] = values
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
     args.out.mkdir(parents=True, exist_ok=True)
     loaded: dict[int, tuple] = {}
 
@@ -417,6 +420,8 @@ def main() -> None:
         edge = " (at the grid's edge: widen it)" if best["lr"] in (lrs[0], lrs[-1]) else ""
         print(f"{name}: best lr {best['lr']:g}{edge}; grid " + ", ".join(
             f"{r['lr']:g}: {r['final_val_loss']:.4f}" for r in sweep[name]))
+    if not seeds:
+        return                                        # --seeds "": the sweep alone
     for name in names:
         best_lr = min(sweep[name], key=lambda r: (r["final_val_loss"], r["lr"]))["lr"]
         tuned[name] = [cached_run(name, best_lr, seed, args, data_of) for seed in seeds]

@@ -19,7 +19,7 @@ bench = load_tool("bench_optim")
 def _args(**kw):
     return SimpleNamespace(**{"steps": 4, "warmup": 2, "eval_every": 2, "inv_every": 2, "kfac_factor_every": 1,
                               "damping": 1e-3, "kl_clip": 1e-3, "inverse_dtype": "auto", "soap_max_dim": 1024,
-                              "kfac_adamw_lr": None, **kw})
+                              "soap_every": 2, "kfac_adamw_lr": None, **kw})
 
 
 @pytest.mark.parametrize("name,lr", [("adamw", 3e-3), ("muon", 1e-2), ("koda-muon", 1e-2), ("soap", 3e-3),

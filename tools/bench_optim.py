@@ -152,7 +152,7 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
 def kfac_config(args) -> KFACConfig:
     return KFACConfig(factor_update_steps=args.kfac_factor_every, inv_update_steps=args.inv_every,
                       damping=args.damping, kl_clip=args.kl_clip, inverse_dtype=args.inverse_dtype,
-                      adamw_lr=args.kfac_adamw_lr)
+                      adamw_lr=args.kfac_adamw_lr, skip=tuple(getattr(args, "kfac_skip", "lm_head").split(",")))
 
 
 def schedule_of(args):
@@ -375,6 +375,8 @@ def main() -> None:
                          "threads waiting for each other slow every step many times over)")
     ap.add_argument("--kfac-factor-every", type=int, default=5, help="K-FAC statistics every N steps")
     ap.add_argument("--inv-every", type=int, default=25, help="K-FAC inverses every N steps")
+    ap.add_argument("--kfac-skip", default="lm_head",
+                    help="comma list of module-name regexes K-FAC leaves to AdamW (e.g. lm_head,experts)")
     ap.add_argument("--soap-every", type=int, default=10, help="SOAP's bases every N steps (its default)")
     ap.add_argument("--damping", type=float, default=KFACConfig.damping)
     ap.add_argument("--kfac-adamw-lr", type=lambda v: None if v.lower() == "none" else float(v), default=3e-3,

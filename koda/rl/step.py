@@ -215,7 +215,8 @@ class RLStep:
                                top_k=rl.top_k, top_p=rl.top_p, seed=self.seed)
         bounds = [len(tasks) * c // C for c in range(C + 1)]            # prompt index ranges per chunk
         completions: list[Completion] = []
-        with clock("generation"), rollout_phase(self.engines.actor) as phase:
+        with clock("generation"), rollout_phase(self.engines.actor, rl.rollout_experts) as phase:
+            metrics["time/rollout_gather"] = phase.gather_s
             for c in range(C):
                 chunk = range(bounds[c], bounds[c + 1])
                 rows = [prompt_rows[i] for i in chunk for _ in range(G)]

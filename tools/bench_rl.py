@@ -3,9 +3,11 @@
 
 In one session:
   (a) KODA's standalone generator (``koda.infer.generate``, the ``koda generate`` path: the
-      same starting weights, one process, every core) samples the same number of
-      completions of the same length from the same train-task prompts as one RL step; run
-      before and after the RL runs, the baseline is their mean (the host's speed drifts);
+      same starting weights, one process) samples the same number of completions of the
+      same length from the same train-task prompts as one RL step, with one thread and with
+      one per core; run before and after the RL runs, each thread count's figure is their
+      mean (the host's speed drifts) and the baseline is the faster one (on a shared host a
+      two-thread process can stall at its intra-op barriers and run 10x slower);
   (b) ``koda train --stage rl`` for --steps steps per variant (each --chunks value times each
       --experts value), from --init-from or from a random smoke model (--random-weights,
       saved once and used by (a) and (b) alike; a random model samples until
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +43,7 @@ PHASES = ("generation", "rollout_gather", "judge_wait", "reference_fwd", "critic
 GRPO = ("rl.advantage=grpo", "rl.lvw=0", "rl.prompts_per_step=4", "rl.samples_per_prompt=4")
 
 
-def standalone_tokens_per_s(cfg, init_from: str) -> float:
+def standalone_tokens_per_s(cfg, init_from: str, threads: int) -> float:
     """(a): completions of exactly rl.max_new_tokens tokens for the prompts every rank samples."""
     from koda.data.prepare import prepare
     from koda.infer import GenerationConfig, generate
@@ -55,10 +58,15 @@ def standalone_tokens_per_s(cfg, init_from: str) -> float:
                for i in range(rl.prompts_per_step * world) for _ in range(rl.samples_per_prompt)]
     gen = GenerationConfig(strategy="sample", max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                            top_k=rl.top_k, top_p=rl.top_p, seed=1)
-    start = time.perf_counter()
-    with torch.no_grad():
-        generate(model, prompts, gen, eos_id=None)
-    return len(prompts) * rl.max_new_tokens / (time.perf_counter() - start)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        with torch.no_grad():
+            generate(model, prompts, gen, eos_id=None)
+        return len(prompts) * rl.max_new_tokens / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
 
 
 def random_source(cfg, root: Path) -> Path:
@@ -125,18 +133,20 @@ def main() -> None:
 
     overrides = [*(GRPO if args.grpo else ()), *args.set]
     cfg = run_config.load(args.config, overrides)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    thread_counts = sorted({1, os.cpu_count() or 1})
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         init_from = str(random_source(cfg, Path(tmp)) if args.random_weights else args.init_from)
-        before = standalone_tokens_per_s(cfg, init_from)
+        before = {n: standalone_tokens_per_s(cfg, init_from, n) for n in thread_counts}
         for chunks, experts in itertools.product(args.chunks.split(","), args.experts.split(",")):
             name = f"chunks {chunks}, experts {experts}"
             runs[name] = rl_run(args, init_from, [*overrides, f"rl.rollout_chunks={chunks}",
                                                   f"rl.rollout_experts={experts}"], Path(tmp), f"c{chunks}-{experts}")
-        after = standalone_tokens_per_s(cfg, init_from)
-    baseline = (before + after) / 2
-    report = {"overrides": overrides, "standalone_tokens_per_s": {"before": before, "after": after, "mean": baseline},
+        after = {n: standalone_tokens_per_s(cfg, init_from, n) for n in thread_counts}
+    standalone = {n: {"before": before[n], "after": after[n], "mean": (before[n] + after[n]) / 2}
+                  for n in thread_counts}
+    baseline = max(s["mean"] for s in standalone.values())
+    report = {"overrides": overrides, "standalone_tokens_per_s": standalone, "baseline_tokens_per_s": baseline,
               "runs": {name: summarize(means_after_first(run, ("time/", "perf/")), cfg.world_size, baseline)
                        for name, run in runs.items()}}
     if args.json:
@@ -145,7 +155,9 @@ def main() -> None:
     rl = cfg.rl
     print(f"{args.config} ({' '.join(overrides) or 'as shipped'}): {rl.prompts_per_step * cfg.world_size} prompts x "
           f"{rl.samples_per_prompt} samples of up to {rl.max_new_tokens} tokens per step on {cfg.world_size} ranks")
-    print(f"standalone generator: {baseline:,.0f} tokens/s (before {before:,.0f}, after {after:,.0f})")
+    print(f"standalone generator: {baseline:,.0f} tokens/s, the faster of "
+          + "; ".join(f"{n} thread(s) {s['mean']:,.0f} (before {s['before']:,.0f}, after {s['after']:,.0f})"
+                      for n, s in standalone.items()))
     for name, r in report["runs"].items():
         print_run(name, r, args.steps)
 

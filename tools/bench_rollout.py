@@ -3,16 +3,21 @@
 
 In one run, on the same prompts (each rank takes every second one), every prompt sampling
 exactly --new-tokens tokens (top-k 50, no end-of-sequence):
-  (a) the standalone model in one process, all cores, before and after the ranks run (the
-      baseline is their mean: the host's speed drifts),
-  (b) ``koda.distributed.rollout``: gather once per phase, decode in lockstep on a hook-free
-      replica, AutoEP's all-to-all per step; timed with and without the gather,
-  (c) the per-token re-gather path it replaces: ``koda.infer.generate`` on ``engine.module``,
-and prints tokens/s and each one's cost per token against (a), plus where (b)'s time goes
-(cProfile on rank 0: gather, all-to-all, the per-step agreement, the rest). The standalone
-model has the engine's initial weights (same seed), the weights converting it would give.
+  (a) the standalone model in one process (``koda.infer.generate``, --threads threads),
+      before and after the ranks run (the baseline is their mean: the host's speed drifts),
+  (b) ``koda.distributed.rollout`` for each --experts mode: gather once per phase into a
+      hook-free replica, then decode; "local" gathers every expert on every rank and runs
+      no collective per token, "parallel" keeps each rank's experts and runs AutoEP's
+      all-to-all (and one agreement) per token, in lockstep; timed with and without the gather,
+  (c) with --old, the per-token re-gather path these replace: ``koda.infer.generate`` on
+      ``engine.module``,
+and prints tokens/s and each one's cost per token against (a), plus where the first mode's
+time goes (cProfile on rank 0: gather, all-to-all, the per-step agreement, the rest). The
+standalone model has the engine's initial weights (same seed), the weights converting it
+would give.
 
     python tools/bench_rollout.py                              # smoke preset, 8 prompts, 32 tokens
+    python tools/bench_rollout.py --prompts 32 --new-tokens 96 --prompt-lengths 60 140   # an RL step's size
     python tools/bench_rollout.py --prompts 16 --new-tokens 64 --json
 
 Goal tracked: (b) at most 1.5x the standalone model's cost per token.
@@ -103,29 +108,36 @@ def worker(args) -> None:
         wall = time.perf_counter() - wall
         return wall, float(comm.all_reduce_sum(torch.tensor([cpu]))[0])
 
-    def phase(gather_only: bool = False):
-        with rollout_phase(engine) as p:
+    def phase(experts: str, gather_only: bool = False):
+        with rollout_phase(engine, experts) as p:
             if not gather_only:
                 p.generate(prompts, sample, step=0, eos_id=None)
 
     def old():
         generate(engine.module, prompts, sample, eos_id=None)
 
-    result: dict = {"rollout": [], "gather": [], "per_token_gather": []}   # [(wall, cpu)] per repeat
+    modes = args.experts.split(",")
+    runs = {**{f"rollout {m}": functools.partial(phase, m) for m in modes},
+            **{f"gather {m}": functools.partial(phase, m, gather_only=True) for m in modes},
+            **({"per_token_gather": old} if args.old else {})}
+    result: dict = {key: [] for key in runs}            # [(wall, cpu)] per repeat
     for i in range(args.warmup + args.repeats):
-        row = (timed(phase), timed(lambda: phase(gather_only=True)), timed(old))
+        row = [timed(run) for run in runs.values()]
         if i >= args.warmup:
             for key, value in zip(result, row, strict=True):
                 result[key].append(value)
     profiler = cProfile.Profile() if rank == 0 else None
     if profiler:
         profiler.enable()
-    profiled = timed(phase)
+    profiled = timed(functools.partial(phase, modes[0]))
     if profiler:
         profiler.disable()
         result["profile_s"] = profiled[0]
         result["parts_s"] = _parts(profiler)
         result["steps"] = args.new_tokens
+        if args.profile_top:
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(args.profile_top)
         Path(args.worker_out).write_text(json.dumps(result))
 
 
@@ -136,7 +148,8 @@ def run_ranks(args, prompts_file: Path) -> dict:
     proc = launch_ranks(__file__, [
         "--worker-out", str(out), "--prompts-file", str(prompts_file), "--model", args.model,
         "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-        "--threads", str(args.threads)], world=2, module=False)
+        "--threads", str(args.threads), "--experts", args.experts, "--profile-top", str(args.profile_top),
+        *(["--old"] if args.old else [])], world=2, module=False)
     if proc.returncode != 0:
         sys.exit(f"bench_rollout: the 2-rank run failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -152,6 +165,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1,
                    help="threads of the standalone process (ranks get cores / 2 each, i.e. 1 here)")
+    p.add_argument("--experts", default="local,parallel", help="rollout_phase modes to time (the first is profiled)")
+    p.add_argument("--old", action="store_true", help="also time the per-token re-gather path (slow)")
+    p.add_argument("--profile-top", type=int, default=0, help="print rank 0's N costliest functions (cProfile)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)
@@ -174,10 +190,13 @@ def main() -> None:
     for clock, index in (("wall", 0), ("cpu", 1)):
         base = statistics.mean(statistics.median(t[clock]) for t in (before, after))
         median = {key: statistics.median(r[index] for r in ranks[key])
-                  for key in ("rollout", "gather", "per_token_gather")}
-        seconds = {"standalone (1 process)": base, "rollout, gather included": median["rollout"],
-                   "rollout, decode only": median["rollout"] - median["gather"],
-                   "per-token re-gather (old)": median["per_token_gather"]}
+                  for key in ranks if key.startswith(("rollout", "gather", "per_token"))}
+        seconds = {"standalone (1 process)": base}
+        for mode in args.experts.split(","):
+            seconds[f"rollout {mode}, gather included"] = median[f"rollout {mode}"]
+            seconds[f"rollout {mode}, decode only"] = median[f"rollout {mode}"] - median[f"gather {mode}"]
+        if args.old:
+            seconds["per-token re-gather (old)"] = median["per_token_gather"]
         report[clock] = {name: {"tokens_per_s": tokens / s, "cost_vs_standalone": s / base}
                          for name, s in seconds.items()}
     if args.json:
@@ -187,14 +206,15 @@ def main() -> None:
           f"{len(prompts)} prompts of {args.prompt_lengths[0]}-{args.prompt_lengths[1]} tokens, "
           f"{args.new_tokens} sampled tokens each; 2 ranks x 1 thread vs 1 process x {args.threads} thread(s)")
     print("CPU: process CPU seconds (both ranks summed) per token, the work done; wall: elapsed")
-    print(f"{'':<30}{'tokens/s CPU':>14}{'cost vs standalone':>20}{'tokens/s wall':>15}{'cost':>8}")
+    print(f"{'':<36}{'tokens/s CPU':>14}{'cost vs standalone':>20}{'tokens/s wall':>15}{'cost':>8}")
     for name in report["cpu"]:
         c, w = report["cpu"][name], report["wall"][name]
-        print(f"{name:<30}{c['tokens_per_s']:>14.1f}{c['cost_vs_standalone']:>19.2f}x"
+        print(f"{name:<36}{c['tokens_per_s']:>14.1f}{c['cost_vs_standalone']:>19.2f}x"
               f"{w['tokens_per_s']:>15.1f}{w['cost_vs_standalone']:>7.2f}x")
     parts, total = ranks["parts_s"], ranks["profile_s"]
     rest = total - sum(parts.values())
-    print(f"where one rollout phase's {total:.3f} s (wall) go on rank 0 (cProfile, {args.new_tokens} steps): "
+    print(f"where one {args.experts.split(',')[0]} rollout phase's {total:.3f} s (wall) go on rank 0 "
+          f"(cProfile, {args.new_tokens} steps): "
           + ", ".join(f"{k} {v:.3f} s" for k, v in {**parts, "model compute + sampling": rest}.items()))
     print("standalone before/after the ranks (wall): "
           f"{statistics.median(before['wall']):.3f} / {statistics.median(after['wall']):.3f} s")

@@ -54,7 +54,7 @@ from koda.data.tokenizer import EOS, PAD
 from koda.distributed import comm
 from koda.errors import KodaError
 from koda.infer.config import GenerationConfig
-from koda.infer.lockstep import Rollout, alone, lockstep_generate
+from koda.infer.lockstep import Finished, Rollout, alone, lockstep_generate
 
 EXPERTS = ("local", "parallel")      # where the experts live during a rollout phase (see above)
 
@@ -195,18 +195,22 @@ class RolloutPhase:
         self.gather_s = gather_s          # seconds this rank spent building the replica
 
     def generate(self, prompts: list[list[int]], cfg: GenerationConfig, *, step: int, eos_id: int | None = EOS,
-                 pad_id: int = PAD, should_stop: Callable[[int, list[int]], bool] | None = None) -> Rollout:
+                 pad_id: int = PAD, should_stop: Callable[[int, list[int]], bool] | None = None,
+                 on_finish: Finished | None = None) -> Rollout:
         """Collective: every rank calls it (with its own prompts, possibly none) the same
-        number of times. `step` (the training step) is folded into the sampling seed. With
+        number of times. `step` (the training step) is folded into the sampling seed;
+        `on_finish` sees the prompts that finish, step by step (``lockstep_generate``). With
         experts "local" each rank decodes alone and the ranks meet once, at the end; an error
         on one rank is an error on every rank either way."""
         if self.experts == "parallel":
             return lockstep_generate(self.model, prompts, cfg, agree=agree_across_ranks, rank=comm.rank(),
-                                     step=step, eos_id=eos_id, pad_id=pad_id, should_stop=should_stop)
+                                     step=step, eos_id=eos_id, pad_id=pad_id, should_stop=should_stop,
+                                     on_finish=on_finish)
         rollout = error = None
         try:
             rollout = lockstep_generate(self.model, prompts, cfg, agree=alone, rank=comm.rank(), step=step,
-                                        eos_id=eos_id, pad_id=pad_id, should_stop=should_stop)
+                                        eos_id=eos_id, pad_id=pad_id, should_stop=should_stop,
+                                        on_finish=on_finish)
         except Exception as e:  # noqa: BLE001 - reported to every rank below, then re-raised here
             error = e
         _, failed = agree_across_ranks(False, error is not None)

@@ -33,6 +33,8 @@ from koda.model.transformer import KodaForCausalLM
 
 # agree(still_generating, failed) -> (anyone still generating, ranks that failed)
 Agree = Callable[[bool, bool], tuple[bool, list[int]]]
+# on_finish([(prompt index, generated ids, finish reason)]): the prompts that finished in one step
+Finished = Callable[[list[tuple[int, list[int], str]]], None]
 
 
 def alone(still_generating: bool, failed: bool) -> tuple[bool, list[int]]:
@@ -95,13 +97,19 @@ def _fail(rank: int, failed: list[int], step: int, error: BaseException | None) 
 @torch.no_grad()
 def lockstep_generate(model: KodaForCausalLM, prompts: list[list[int]], cfg: GenerationConfig, *,
                       agree: Agree = alone, rank: int = 0, step: int = 0, eos_id: int | None = EOS,
-                      pad_id: int = PAD, should_stop: Callable[[int, list[int]], bool] | None = None) -> Rollout:
+                      pad_id: int = PAD, should_stop: Callable[[int, list[int]], bool] | None = None,
+                      on_finish: Finished | None = None) -> Rollout:
     """Complete this rank's prompts (may be empty) in step with the other ranks -> Rollout.
 
     Runs under ``no_grad``, not ``inference_mode``: tensors made here may meet autograd
     later (a training step follows), which inference tensors refuse. Sampling seeds are
     ``rollout_seed(cfg.seed, rank, step)`` then one generator per prompt. ``max_new_tokens``
     may differ between ranks; the loop lasts as long as the longest rank needs.
+
+    ``on_finish(done)`` is called once per decode step in which prompts of this rank finished,
+    with ``[(prompt index, generated ids, finish reason)]`` (EOS included in the ids, as in the
+    Rollout): a caller can start judging a completion while the others are still decoded.
+    An exception it raises is a failure of this rank like any other.
     """
     if cfg.strategy not in ("greedy", "sample"):
         raise ConfigError(f"rollouts support strategy greedy or sample, got {cfg.strategy!r}")
@@ -144,6 +152,11 @@ def lockstep_generate(model: KodaForCausalLM, prompts: list[list[int]], cfg: Gen
                     else:
                         keep.append(row)
                 extend = bool(keep) and steps < cfg.max_new_tokens - 1
+                if on_finish is not None:
+                    kept = set(keep) if extend else set()
+                    ended = [p for row, p in enumerate(alive) if row not in kept]
+                    if ended:
+                        on_finish([(p, generated[p], reasons[p]) for p in ended])
                 if extend and len(keep) < len(alive):
                     index = torch.tensor(keep, dtype=torch.long, device=device)
                     state.keep(index)

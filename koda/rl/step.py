@@ -135,7 +135,8 @@ class RLStep:
         # AutoEP has no load balancing of its own: the actor keeps pre-training's balancing terms
         self.moe = moe or MoEConfig(aux_loss_weight=0.0)
         self.probe = RouterProbe(engines.actor.module, engines.actor.module.cfg.top_k)
-        self.judge = OverlappedJudge(rl.rewards, pool=pool, policy=policy, budget_s=rl.judge_budget_s)
+        self.judge = OverlappedJudge(rl.rewards, pool=pool, policy=policy, budget_s=rl.judge_budget_s,
+                                     workers=rl.judge_workers)
 
     # the step's state beyond the engines: what a checkpoint must carry
     def state_dict(self) -> dict:
@@ -208,25 +209,38 @@ class RLStep:
 
     def _rollouts(self, tasks: list[Task], prompt_rows: list[list[int]], step: int, clock: _Clock,
                   metrics: dict) -> tuple[list[Completion], list]:
-        """Collective: G samples per prompt in ``rl.rollout_chunks`` lockstep chunks of whole
-        prompt groups; each chunk goes to the judge thread as soon as it is generated."""
+        """Collective: G samples per prompt in ``rl.rollout_chunks`` chunks of whole prompt
+        groups; each completion goes to the judge as soon as it ends (EOS, or the length limit
+        at the chunk's last step), so judging runs behind the rest of the decoding."""
         rl, G, C = self.rl, self.rl.samples_per_prompt, self.rl.rollout_chunks
         cfg = GenerationConfig(strategy="sample", max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                                top_k=rl.top_k, top_p=rl.top_p, seed=self.seed)
         bounds = [len(tasks) * c // C for c in range(C + 1)]            # prompt index ranges per chunk
         completions: list[Completion] = []
+        judged: list[int] = []           # completion indices in the order they went to the judge
+
+        def to_judge(first: int):
+            def on_finish(done: list[tuple[int, list[int], str]]) -> None:
+                self.judge.submit([self._sample(tasks[(first + j) // G], ids[:-1] if reason == "eos" else list(ids))
+                                   for j, ids, reason in done])
+                judged.extend(first + j for j, _, _ in done)
+            return on_finish
+
         with clock("generation"), rollout_phase(self.engines.actor, rl.rollout_experts) as phase:
             metrics["time/rollout_gather"] = phase.gather_s
             for c in range(C):
                 chunk = range(bounds[c], bounds[c + 1])
                 rows = [prompt_rows[i] for i in chunk for _ in range(G)]
-                rollout = phase.generate(rows, cfg, step=step * C + c, eos_id=EOS)   # same count on every rank
-                done = [Completion(rollout.ids[j][rollout.mask[j]].tolist(), rollout.logprobs[j][rollout.mask[j]],
-                                   rollout.completion(j)) for j in range(len(rows))]
-                completions += done
-                first = bounds[c] * G
-                self.judge.submit([self._sample(tasks[(first + j) // G], comp) for j, comp in enumerate(done)])
+                rollout = phase.generate(rows, cfg, step=step * C + c, eos_id=EOS,       # same count on every rank
+                                         on_finish=to_judge(bounds[c] * G))
+                completions += [Completion(rollout.ids[j][rollout.mask[j]].tolist(),
+                                           rollout.logprobs[j][rollout.mask[j]], rollout.completion(j))
+                                for j in range(len(rows))]
         rewards, timing = self.judge.collect()
+        if sorted(judged) != list(range(len(completions))):
+            raise KodaError(f"RL step {step}: {len(judged)} completions judged, {len(completions)} generated")
+        by_index = dict(zip(judged, rewards, strict=True))
+        rewards = [by_index[i] for i in range(len(completions))]
         generated = sum(len(c.tokens) for c in completions)
         metrics["rl/completion_tokens"] = generated / len(completions)
         metrics["perf/rollout_tokens_per_s"] = generated / clock.seconds["time/generation"]
@@ -235,8 +249,9 @@ class RLStep:
         metrics["perf/judge_hidden_fraction"] = timing.hidden_fraction
         return completions, rewards
 
-    def _sample(self, task: Task, completion: Completion) -> RewardSample:
-        return RewardSample(task.program(self.tokenizer.decode(completion.text_tokens)), task.program(), task.tests(),
+    def _sample(self, task: Task, text_tokens: list[int]) -> RewardSample:
+        """What the judge reads of one completion: its tokens without EOS, decoded into the program."""
+        return RewardSample(task.program(self.tokenizer.decode(text_tokens)), task.program(), task.tests(),
                             task.entry_point, task.target)
 
     def _experience(self, prompts: list[list[int]], completions: list[Completion], scores: torch.Tensor,

@@ -147,10 +147,10 @@ def torch_linear() -> Iterator[None]:
         torch.nn.functional.linear = zero3_linear_wrap
 
 
-@contextlib.contextmanager
-def gathered_actor(module: nn.Module, experts: str = "local") -> Iterator[nn.Module]:
-    """Collective: a hook-free replica of an engine's module for one rollout phase (see above);
-    `experts` "local": with every expert on every rank, "parallel": this rank's experts."""
+def replica_of(module: nn.Module, experts: str = "local") -> nn.Module:
+    """Collective: a hook-free replica of an engine's module (see above), in eval mode; `experts`
+    "local": with every expert on every rank, "parallel": this rank's experts. A snapshot:
+    later optimizer steps do not reach it. Run it inside ``torch_linear()``."""
     if experts not in EXPERTS:
         raise KodaError(f"rollout experts must be one of {', '.join(EXPERTS)}, got {experts!r}")
     tensors = _gather_all(module)
@@ -160,13 +160,18 @@ def gathered_actor(module: nn.Module, experts: str = "local") -> Iterator[nn.Mod
             if _is_autoep(sub):
                 memo[id(sub)] = _moe_block(sub, tensors, module.cfg)
     replica = _plain(module, tensors, memo)
-    replica.eval()
+    return replica.eval()
+
+
+@contextlib.contextmanager
+def gathered_actor(module: nn.Module, experts: str = "local") -> Iterator[nn.Module]:
+    """Collective: ``replica_of(module, experts)`` for one rollout phase, freed on exit."""
+    replica = replica_of(module, experts)
     try:
         with torch_linear():
             yield replica
     finally:
         del replica
-        tensors.clear()
 
 
 def _all_reduce_max(values: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from koda.config.rl import RLConfig
 from koda.config.run import MoEConfig
 from koda.data.tokenizer import EOS, PAD
 from koda.distributed import comm
-from koda.distributed.rollout import rollout_phase
+from koda.distributed.rollout import replica_of, rollout_phase, torch_linear
 from koda.errors import KodaError
 from koda.infer.config import GenerationConfig
 from koda.objectives import (
@@ -135,6 +135,7 @@ class RLStep:
         # AutoEP has no load balancing of its own: the actor keeps pre-training's balancing terms
         self.moe = moe or MoEConfig(aux_loss_weight=0.0)
         self.probe = RouterProbe(engines.actor.module, engines.actor.module.cfg.top_k)
+        self._reference = None       # the frozen reference's local replica, built at its first use
         self.judge = OverlappedJudge(rl.rewards, pool=pool, policy=policy, budget_s=rl.judge_budget_s,
                                      workers=rl.judge_workers)
 
@@ -268,7 +269,7 @@ class RLStep:
         values = ref = kl = None
         if self.engines.reference is not None:
             with torch.no_grad(), clock("reference_fwd"):
-                ref = _token_logprobs(self.engines.reference(seq, attention_mask=att), seq, rl.temperature) * action
+                ref = _token_logprobs(self._reference_logits(seq, att), seq, rl.temperature) * action
             kl = kl_penalty(old, ref, "k1") * action                         # [B, T], k1 per token
             metrics["rl/kl_ref"] = float(kl.sum() / action.sum().clamp_min(1))
         if self.engines.critic is not None:
@@ -293,6 +294,18 @@ class RLStep:
             adv = self.advantage_moments.normalize(adv) * action
         return Experience(seq, att, action, old, ref_logprobs=ref, values=values, rewards=token_r,
                           advantages=adv.float(), returns=returns, group=group)
+
+    def _reference_logits(self, seq: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """The frozen reference's logits [B, T, V]. With ``rl.rollout_experts: local`` its weights
+        never change, so they are gathered once, at the first call (a collective every rank
+        reaches in the same step), into a hook-free replica with every expert: its forwards
+        are local, no ZeRO-3 gather or all-to-all per step. With ``parallel``: the engine."""
+        if self.rl.rollout_experts == "parallel":
+            return self.engines.reference(seq, attention_mask=att)
+        if self._reference is None:
+            self._reference = replica_of(self.engines.reference.module, "local")
+        with torch_linear():
+            return self._reference(seq, attention_mask=att)
 
     def _actor_update(self, exp: Experience | None, ref_rows: list[list[int]], step: int, clock: _Clock) -> dict:
         """One forward over [rollout rows; reference rows]: PPO + KL + CE (+ adversarial), one step.

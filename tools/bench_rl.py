@@ -122,7 +122,8 @@ def main() -> None:
     p.add_argument("--config", default="rl_smoke")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--chunks", default="1", help="rl.rollout_chunks values to run")
-    p.add_argument("--experts", default="local", help="rl.rollout_experts values to run (local, parallel)")
+    p.add_argument("--experts", default="local",
+                   help="rl.rollout_experts values to run (local, parallel; default: the config's, set nothing)")
     p.add_argument("--grpo", action="store_true", help="GRPO without critic or encoder: " + " ".join(GRPO))
     p.add_argument("--set", action="append", default=[], help="run-config override (all runs, and the baseline)")
     p.add_argument("--json", action="store_true")
@@ -140,8 +141,9 @@ def main() -> None:
         before = {n: standalone_tokens_per_s(cfg, init_from, n) for n in thread_counts}
         for chunks, experts in itertools.product(args.chunks.split(","), args.experts.split(",")):
             name = f"chunks {chunks}, experts {experts}"
-            runs[name] = rl_run(args, init_from, [*overrides, f"rl.rollout_chunks={chunks}",
-                                                  f"rl.rollout_experts={experts}"], Path(tmp), f"c{chunks}-{experts}")
+            mode = [] if experts == "default" else [f"rl.rollout_experts={experts}"]
+            runs[name] = rl_run(args, init_from, [*overrides, f"rl.rollout_chunks={chunks}", *mode], Path(tmp),
+                                f"c{chunks}-{experts}")
         after = {n: standalone_tokens_per_s(cfg, init_from, n) for n in thread_counts}
     standalone = {n: {"before": before[n], "after": after[n], "mean": (before[n] + after[n]) / 2}
                   for n in thread_counts}

@@ -2,7 +2,7 @@
 """Rollout speed: sampling from the 2-rank ZeRO-3 + AutoEP actor vs the standalone model.
 
 In one run, on the same prompts (each rank takes every second one), every prompt sampling
-exactly --new-tokens tokens (top-k 50, no end-of-sequence):
+exactly --new-tokens tokens (--top-k, --temperature; no end-of-sequence):
   (a) the standalone model in one process (``koda.infer.generate``, --threads threads),
       before and after the ranks run (the baseline is their mean: the host's speed drifts),
   (b) ``koda.distributed.rollout`` for each --experts mode: gather once per phase into a
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import io
 import json
 import pstats
 import statistics
@@ -43,8 +44,9 @@ from koda.infer.benchmark import random_prompts
 from koda.model import KodaForCausalLM, preset
 
 
-def sampling(new_tokens: int) -> GenerationConfig:
-    return GenerationConfig(strategy="sample", top_k=50, max_new_tokens=new_tokens, seed=1)
+def sampling(args) -> GenerationConfig:
+    return GenerationConfig(strategy="sample", top_k=args.top_k, temperature=args.temperature,
+                            max_new_tokens=args.new_tokens, seed=1)
 
 
 def standalone(args, prompts: list[list[int]]) -> dict[str, list[float]]:
@@ -55,7 +57,7 @@ def standalone(args, prompts: list[list[int]]) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"wall": [], "cpu": []}
     for i in range(args.warmup + args.repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        generate(model, prompts, sampling(args.new_tokens), eos_id=None)
+        generate(model, prompts, sampling(args), eos_id=None)
         if i >= args.warmup:
             times["wall"].append(time.perf_counter() - wall)
             times["cpu"].append(time.process_time() - cpu)
@@ -96,7 +98,7 @@ def worker(args) -> None:
     engine = build_engine("actor", functools.partial(KodaForCausalLM, cfg), resolved)
     rank, world = comm.rank(), comm.world_size()
     prompts = json.loads(Path(args.prompts_file).read_text())[rank::world]
-    sample = sampling(args.new_tokens)
+    sample = sampling(args)
 
     def timed(run) -> tuple[float, float]:
         """-> (wall seconds, CPU seconds summed over the ranks)."""
@@ -136,8 +138,9 @@ def worker(args) -> None:
         result["parts_s"] = _parts(profiler)
         result["steps"] = args.new_tokens
         if args.profile_top:
-            stats = pstats.Stats(profiler)
-            stats.sort_stats("tottime").print_stats(args.profile_top)
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(args.profile_top)
+            result["profile"] = text.getvalue()
         Path(args.worker_out).write_text(json.dumps(result))
 
 
@@ -147,7 +150,8 @@ def run_ranks(args, prompts_file: Path) -> dict:
     out = prompts_file.with_name("ranks.json")
     proc = launch_ranks(__file__, [
         "--worker-out", str(out), "--prompts-file", str(prompts_file), "--model", args.model,
-        "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+        "--new-tokens", str(args.new_tokens), "--top-k", str(args.top_k), "--temperature", str(args.temperature),
+        "--repeats", str(args.repeats), "--warmup", str(args.warmup),
         "--threads", str(args.threads), "--experts", args.experts, "--profile-top", str(args.profile_top),
         *(["--old"] if args.old else [])], world=2, module=False)
     if proc.returncode != 0:
@@ -161,6 +165,8 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--prompt-lengths", type=int, nargs=2, default=(16, 48), metavar=("MIN", "MAX"))
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1,
@@ -216,6 +222,8 @@ def main() -> None:
     print(f"where one {args.experts.split(',')[0]} rollout phase's {total:.3f} s (wall) go on rank 0 "
           f"(cProfile, {args.new_tokens} steps): "
           + ", ".join(f"{k} {v:.3f} s" for k, v in {**parts, "model compute + sampling": rest}.items()))
+    if "profile" in ranks:
+        print(ranks["profile"])
     print("standalone before/after the ranks (wall): "
           f"{statistics.median(before['wall']):.3f} / {statistics.median(after['wall']):.3f} s")
 

@@ -10,10 +10,7 @@ disturbed by, a training loop in the same process.
 The kept set is always a prefix of the tokens sorted by probability, so the work is done on
 that sorted prefix: with top-k only k entries are sorted and summed, and a draw is one
 uniform number per row looked up in the cumulative distribution (inverse CDF), not one
-exponential per vocabulary entry as ``torch.multinomial`` would draw. With neither filter
-the whole vocabulary is kept and nothing is sorted: the inverse CDF runs over the
-vocabulary in id order. Sorting a [16, 4096] batch of logits took a quarter of a smoke
-model's decode step on one CPU thread (``tools/bench_rollout.py``).
+exponential per vocabulary entry as ``torch.multinomial`` would draw.
 """
 
 from __future__ import annotations
@@ -37,17 +34,13 @@ def row_generators(seed: int, rows: int, device: torch.device | str) -> list[tor
 def kept_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
                       top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """logits: [B, V] -> (probs [B, n] fp32, ids [B, n] long), sorted by falling probability,
-    n = top_k (or V), zero probability outside the kept set (top_k 0 / top_p 1 = off). With
-    both filters off: every token, in id order (unsorted; ``sample`` does not need the order).
+    n = top_k (or V), zero probability outside the kept set (top_k 0 / top_p 1 = off).
 
     top-p keeps a token when the tokens strictly more likely than it hold less than top_p of
     the mass, so the most likely token always survives and the kept set is the smallest
     prefix whose mass reaches top_p.
     """
     logits = logits.float() / temperature
-    if not 0 < top_k < logits.shape[-1] and top_p >= 1.0:
-        ids = torch.arange(logits.shape[-1], device=logits.device).expand(logits.shape)
-        return torch.softmax(logits, dim=-1), ids
     if 0 < top_k < logits.shape[-1]:
         values, ids = torch.topk(logits, top_k, dim=-1)                     # sorted, [B, k]
     else:
@@ -70,16 +63,14 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
 def sample(probs: torch.Tensor, ids: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
     """probs, ids: [B, n] from `kept_distribution`; generators: one per row -> token ids [B] (long).
 
-    Inverse CDF: the first entry whose cumulative mass exceeds u * total, u ~ U[0, 1) from
-    the row's generator (an entry of zero mass adds nothing, so it is never the first to
-    exceed). The index is clamped to the last entry of nonzero mass, so rounding at the top
-    of the CDF can never select a token outside the kept set.
+    Inverse CDF: the first sorted entry whose cumulative mass exceeds u * total, u ~ U[0, 1)
+    from the row's generator. The index is clamped to the last kept entry, so rounding at
+    the top of the CDF can never select a token outside the kept set.
     """
     if len(generators) != probs.shape[0]:
         raise ValueError(f"{len(generators)} generators for {probs.shape[0]} rows")
     u = torch.cat([torch.rand(1, generator=g, device=probs.device, dtype=torch.float64) for g in generators])
     cdf = torch.cumsum(probs.double(), dim=-1)                                     # [B, n]
     pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)          # [B, 1]
-    n = probs.shape[-1]
-    last_kept = n - 1 - (probs > 0).flip(-1).int().argmax(dim=-1, keepdim=True)     # [B, 1]
+    last_kept = (probs > 0).sum(dim=-1, keepdim=True) - 1
     return ids.gather(1, torch.minimum(pick, last_kept)).squeeze(1)

@@ -2,17 +2,22 @@
 """Rollout speed: sampling from the 2-rank ZeRO-3 + AutoEP actor vs the standalone model.
 
 In one run, on the same prompts (each rank takes every second one), every prompt sampling
-exactly --new-tokens tokens (top-k 50, no end-of-sequence):
-  (a) the standalone model in one process, all cores, before and after the ranks run (the
-      baseline is their mean: the host's speed drifts),
-  (b) ``koda.distributed.rollout``: gather once per phase, decode in lockstep on a hook-free
-      replica, AutoEP's all-to-all per step; timed with and without the gather,
-  (c) the per-token re-gather path it replaces: ``koda.infer.generate`` on ``engine.module``,
-and prints tokens/s and each one's cost per token against (a), plus where (b)'s time goes
-(cProfile on rank 0: gather, all-to-all, the per-step agreement, the rest). The standalone
-model has the engine's initial weights (same seed), the weights converting it would give.
+exactly --new-tokens tokens (--top-k, --temperature; no end-of-sequence):
+  (a) the standalone model in one process (``koda.infer.generate``, --threads threads),
+      before and after the ranks run (the baseline is their mean: the host's speed drifts),
+  (b) ``koda.distributed.rollout`` for each --experts mode: gather once per phase into a
+      hook-free replica, then decode; "local" gathers every expert on every rank and runs
+      no collective per token, "parallel" keeps each rank's experts and runs AutoEP's
+      all-to-all (and one agreement) per token, in lockstep; timed with and without the gather,
+  (c) with --old, the per-token re-gather path these replace: ``koda.infer.generate`` on
+      ``engine.module``,
+and prints tokens/s and each one's cost per token against (a), plus where the first mode's
+time goes (cProfile on rank 0: gather, all-to-all, the per-step agreement, the rest). The
+standalone model has the engine's initial weights (same seed), the weights converting it
+would give.
 
     python tools/bench_rollout.py                              # smoke preset, 8 prompts, 32 tokens
+    python tools/bench_rollout.py --prompts 32 --new-tokens 96 --prompt-lengths 60 140   # an RL step's size
     python tools/bench_rollout.py --prompts 16 --new-tokens 64 --json
 
 Goal tracked: (b) at most 1.5x the standalone model's cost per token.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import io
 import json
 import pstats
 import statistics
@@ -38,8 +44,9 @@ from koda.infer.benchmark import random_prompts
 from koda.model import KodaForCausalLM, preset
 
 
-def sampling(new_tokens: int) -> GenerationConfig:
-    return GenerationConfig(strategy="sample", top_k=50, max_new_tokens=new_tokens, seed=1)
+def sampling(args) -> GenerationConfig:
+    return GenerationConfig(strategy="sample", top_k=args.top_k, temperature=args.temperature,
+                            max_new_tokens=args.new_tokens, seed=1)
 
 
 def standalone(args, prompts: list[list[int]]) -> dict[str, list[float]]:
@@ -50,7 +57,7 @@ def standalone(args, prompts: list[list[int]]) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"wall": [], "cpu": []}
     for i in range(args.warmup + args.repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        generate(model, prompts, sampling(args.new_tokens), eos_id=None)
+        generate(model, prompts, sampling(args), eos_id=None)
         if i >= args.warmup:
             times["wall"].append(time.perf_counter() - wall)
             times["cpu"].append(time.process_time() - cpu)
@@ -91,7 +98,7 @@ def worker(args) -> None:
     engine = build_engine("actor", functools.partial(KodaForCausalLM, cfg), resolved)
     rank, world = comm.rank(), comm.world_size()
     prompts = json.loads(Path(args.prompts_file).read_text())[rank::world]
-    sample = sampling(args.new_tokens)
+    sample = sampling(args)
 
     def timed(run) -> tuple[float, float]:
         """-> (wall seconds, CPU seconds summed over the ranks)."""
@@ -103,29 +110,37 @@ def worker(args) -> None:
         wall = time.perf_counter() - wall
         return wall, float(comm.all_reduce_sum(torch.tensor([cpu]))[0])
 
-    def phase(gather_only: bool = False):
-        with rollout_phase(engine) as p:
+    def phase(experts: str, gather_only: bool = False):
+        with rollout_phase(engine, experts) as p:
             if not gather_only:
                 p.generate(prompts, sample, step=0, eos_id=None)
 
     def old():
         generate(engine.module, prompts, sample, eos_id=None)
 
-    result: dict = {"rollout": [], "gather": [], "per_token_gather": []}   # [(wall, cpu)] per repeat
+    modes = args.experts.split(",")
+    runs = {**{f"rollout {m}": functools.partial(phase, m) for m in modes},
+            **{f"gather {m}": functools.partial(phase, m, gather_only=True) for m in modes},
+            **({"per_token_gather": old} if args.old else {})}
+    result: dict = {key: [] for key in runs}            # [(wall, cpu)] per repeat
     for i in range(args.warmup + args.repeats):
-        row = (timed(phase), timed(lambda: phase(gather_only=True)), timed(old))
+        row = [timed(run) for run in runs.values()]
         if i >= args.warmup:
             for key, value in zip(result, row, strict=True):
                 result[key].append(value)
     profiler = cProfile.Profile() if rank == 0 else None
     if profiler:
         profiler.enable()
-    profiled = timed(phase)
+    profiled = timed(functools.partial(phase, modes[0]))
     if profiler:
         profiler.disable()
         result["profile_s"] = profiled[0]
         result["parts_s"] = _parts(profiler)
         result["steps"] = args.new_tokens
+        if args.profile_top:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(args.profile_top)
+            result["profile"] = text.getvalue()
         Path(args.worker_out).write_text(json.dumps(result))
 
 
@@ -135,8 +150,10 @@ def run_ranks(args, prompts_file: Path) -> dict:
     out = prompts_file.with_name("ranks.json")
     proc = launch_ranks(__file__, [
         "--worker-out", str(out), "--prompts-file", str(prompts_file), "--model", args.model,
-        "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-        "--threads", str(args.threads)], world=2, module=False)
+        "--new-tokens", str(args.new_tokens), "--top-k", str(args.top_k), "--temperature", str(args.temperature),
+        "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+        "--threads", str(args.threads), "--experts", args.experts, "--profile-top", str(args.profile_top),
+        *(["--old"] if args.old else [])], world=2, module=False)
     if proc.returncode != 0:
         sys.exit(f"bench_rollout: the 2-rank run failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -148,10 +165,15 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--prompt-lengths", type=int, nargs=2, default=(16, 48), metavar=("MIN", "MAX"))
     p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1,
                    help="threads of the standalone process (ranks get cores / 2 each, i.e. 1 here)")
+    p.add_argument("--experts", default="local,parallel", help="rollout_phase modes to time (the first is profiled)")
+    p.add_argument("--old", action="store_true", help="also time the per-token re-gather path (slow)")
+    p.add_argument("--profile-top", type=int, default=0, help="print rank 0's N costliest functions (cProfile)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     p.add_argument("--prompts-file", help=argparse.SUPPRESS)
@@ -174,10 +196,13 @@ def main() -> None:
     for clock, index in (("wall", 0), ("cpu", 1)):
         base = statistics.mean(statistics.median(t[clock]) for t in (before, after))
         median = {key: statistics.median(r[index] for r in ranks[key])
-                  for key in ("rollout", "gather", "per_token_gather")}
-        seconds = {"standalone (1 process)": base, "rollout, gather included": median["rollout"],
-                   "rollout, decode only": median["rollout"] - median["gather"],
-                   "per-token re-gather (old)": median["per_token_gather"]}
+                  for key in ranks if key.startswith(("rollout", "gather", "per_token"))}
+        seconds = {"standalone (1 process)": base}
+        for mode in args.experts.split(","):
+            seconds[f"rollout {mode}, gather included"] = median[f"rollout {mode}"]
+            seconds[f"rollout {mode}, decode only"] = median[f"rollout {mode}"] - median[f"gather {mode}"]
+        if args.old:
+            seconds["per-token re-gather (old)"] = median["per_token_gather"]
         report[clock] = {name: {"tokens_per_s": tokens / s, "cost_vs_standalone": s / base}
                          for name, s in seconds.items()}
     if args.json:
@@ -187,15 +212,18 @@ def main() -> None:
           f"{len(prompts)} prompts of {args.prompt_lengths[0]}-{args.prompt_lengths[1]} tokens, "
           f"{args.new_tokens} sampled tokens each; 2 ranks x 1 thread vs 1 process x {args.threads} thread(s)")
     print("CPU: process CPU seconds (both ranks summed) per token, the work done; wall: elapsed")
-    print(f"{'':<30}{'tokens/s CPU':>14}{'cost vs standalone':>20}{'tokens/s wall':>15}{'cost':>8}")
+    print(f"{'':<36}{'tokens/s CPU':>14}{'cost vs standalone':>20}{'tokens/s wall':>15}{'cost':>8}")
     for name in report["cpu"]:
         c, w = report["cpu"][name], report["wall"][name]
-        print(f"{name:<30}{c['tokens_per_s']:>14.1f}{c['cost_vs_standalone']:>19.2f}x"
+        print(f"{name:<36}{c['tokens_per_s']:>14.1f}{c['cost_vs_standalone']:>19.2f}x"
               f"{w['tokens_per_s']:>15.1f}{w['cost_vs_standalone']:>7.2f}x")
     parts, total = ranks["parts_s"], ranks["profile_s"]
     rest = total - sum(parts.values())
-    print(f"where one rollout phase's {total:.3f} s (wall) go on rank 0 (cProfile, {args.new_tokens} steps): "
+    print(f"where one {args.experts.split(',')[0]} rollout phase's {total:.3f} s (wall) go on rank 0 "
+          f"(cProfile, {args.new_tokens} steps): "
           + ", ".join(f"{k} {v:.3f} s" for k, v in {**parts, "model compute + sampling": rest}.items()))
+    if "profile" in ranks:
+        print(ranks["profile"])
     print("standalone before/after the ranks (wall): "
           f"{statistics.median(before['wall']):.3f} / {statistics.median(after['wall']):.3f} s")
 

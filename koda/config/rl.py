@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from koda.errors import ConfigError
 
 ADVANTAGES = ("gae", "grpo", "rloo")
+ROLLOUT_EXPERTS = ("local", "parallel")     # koda.distributed.rollout.EXPERTS
 COMPONENTS = ("tests", "complexity", "syntax", "similarity", "spectral", "poincare")   # koda.rl.rewards
 
 
@@ -59,6 +60,8 @@ class RLConfig:
     top_k: int = 0                   # sampling filters (0 / 1.0: off); log-probs stay those of softmax(logits/T)
     top_p: float = 1.0
     rollout_chunks: int = 2          # generate in chunks; chunk k is judged while k+1 is generated
+    rollout_experts: str = "local"   # local: every rank holds all experts while it samples (no collective per
+                                     # token); parallel: AutoEP's all-to-all per token (koda.distributed.rollout)
     ppo_epochs: int = 1              # passes over one rollout; 1 makes PPO's ratio exactly 1
     advantage: str = "gae"           # gae (critic) | grpo | rloo (critic-free, per prompt group)
     gamma: float = 1.0
@@ -117,6 +120,9 @@ class RLConfig:
                 _num(name, getattr(self, name), lo=0)
                 if getattr(self, name) == 0:
                     raise ConfigError(f"rl.{name} must be > 0 or null, got 0")
+        if self.rollout_experts not in ROLLOUT_EXPERTS:
+            raise ConfigError(f"rl.rollout_experts must be one of {', '.join(ROLLOUT_EXPERTS)}, "
+                              f"got {self.rollout_experts!r}")
         if self.advantage not in ADVANTAGES:
             raise ConfigError(f"rl.advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}")
         if self.advantage != "gae" and self.samples_per_prompt < 2:

@@ -33,6 +33,8 @@ from koda.model.transformer import KodaForCausalLM
 
 # agree(still_generating, failed) -> (anyone still generating, ranks that failed)
 Agree = Callable[[bool, bool], tuple[bool, list[int]]]
+# on_finish([(prompt index, generated ids, finish reason)]): the prompts that finished in one step
+Finished = Callable[[list[tuple[int, list[int], str]]], None]
 
 
 def alone(still_generating: bool, failed: bool) -> tuple[bool, list[int]]:
@@ -95,74 +97,88 @@ def _fail(rank: int, failed: list[int], step: int, error: BaseException | None) 
 @torch.no_grad()
 def lockstep_generate(model: KodaForCausalLM, prompts: list[list[int]], cfg: GenerationConfig, *,
                       agree: Agree = alone, rank: int = 0, step: int = 0, eos_id: int | None = EOS,
-                      pad_id: int = PAD, should_stop: Callable[[int, list[int]], bool] | None = None) -> Rollout:
+                      pad_id: int = PAD, should_stop: Callable[[int, list[int]], bool] | None = None,
+                      on_finish: Finished | None = None) -> Rollout:
     """Complete this rank's prompts (may be empty) in step with the other ranks -> Rollout.
 
-    Runs under ``no_grad``, not ``inference_mode``: tensors made here may meet autograd
-    later (a training step follows), which inference tensors refuse. Sampling seeds are
+    The decode runs under ``inference_mode`` (cheaper per op than ``no_grad``: a small
+    model's decode step is all per-op overhead), but only Python lists leave it: the
+    Rollout's tensors are made afterwards under ``no_grad``, as ordinary tensors that may
+    meet autograd later (a training step follows), which inference tensors refuse. Sampling seeds are
     ``rollout_seed(cfg.seed, rank, step)`` then one generator per prompt. ``max_new_tokens``
     may differ between ranks; the loop lasts as long as the longest rank needs.
+
+    ``on_finish(done)`` is called once per decode step in which prompts of this rank finished,
+    with ``[(prompt index, generated ids, finish reason)]`` (EOS included in the ids, as in the
+    Rollout): a caller can start judging a completion while the others are still decoded.
+    An exception it raises is a failure of this rank like any other.
     """
     if cfg.strategy not in ("greedy", "sample"):
         raise ConfigError(f"rollouts support strategy greedy or sample, got {cfg.strategy!r}")
-    device = model.lm_head.weight.device
-    dummy = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
-    rows = len(prompts)
-    generated: list[list[int]] = [[] for _ in prompts]
-    logprobs: list[list[float]] = [[] for _ in prompts]
-    reasons = ["length"] * rows
-    state = error = None
-    try:
-        if prompts:
-            check_prompts(prompts, model, cfg.max_new_tokens)
-            state = DecodeState(model, prompts, cfg.max_new_tokens, cfg.use_cache, pad_id)
-            chooser = _Chooser(cfg, rows, rollout_seed(cfg.seed, rank, step), device)
-    except Exception as e:  # noqa: BLE001 - reported to every rank below, then re-raised here
-        error = e
-    _, failed = agree(False, error is not None)
-    if failed:
-        raise _fail(rank, failed, 0, error) from error
-
-    model.eval()
-    active = state is not None
-    alive = list(range(rows))                       # prompt index of each state row
-    logits = state.logits(state.prefill()[:, -1]) if active else _dummy(model, dummy)   # [B, V]
-    steps = 0
-    while True:
-        extend = False
-        if active:
-            try:
-                tokens, logp = chooser.choose(logits)
-                keep = []
-                for row, (prompt, token, lp) in enumerate(zip(alive, tokens.tolist(), logp.tolist(), strict=True)):
-                    generated[prompt].append(token)
-                    logprobs[prompt].append(lp)
-                    if token == eos_id:
-                        reasons[prompt] = "eos"
-                    elif should_stop is not None and should_stop(prompt, generated[prompt]):
-                        reasons[prompt] = "stop"
-                    else:
-                        keep.append(row)
-                extend = bool(keep) and steps < cfg.max_new_tokens - 1
-                if extend and len(keep) < len(alive):
-                    index = torch.tensor(keep, dtype=torch.long, device=device)
-                    state.keep(index)
-                    chooser.keep(keep)
-                    tokens = tokens.index_select(0, index)
-                    alive = [alive[r] for r in keep]
-            except Exception as e:  # noqa: BLE001 - see above
-                error = e
-        anyone, failed = agree(extend, error is not None)
+    with torch.inference_mode():      # the decode itself: what leaves it are Python lists
+        device = model.lm_head.weight.device
+        dummy = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
+        rows = len(prompts)
+        generated: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        reasons = ["length"] * rows
+        state = error = None
+        try:
+            if prompts:
+                check_prompts(prompts, model, cfg.max_new_tokens)
+                state = DecodeState(model, prompts, cfg.max_new_tokens, cfg.use_cache, pad_id)
+                chooser = _Chooser(cfg, rows, rollout_seed(cfg.seed, rank, step), device)
+        except Exception as e:  # noqa: BLE001 - reported to every rank below, then re-raised here
+            error = e
+        _, failed = agree(False, error is not None)
         if failed:
-            raise _fail(rank, failed, steps, error) from error
-        if not anyone:
-            break
-        steps += 1
-        if extend:
-            logits = state.logits(state.step(tokens))
-        else:
-            active = False
-            _dummy(model, dummy)
+            raise _fail(rank, failed, 0, error) from error
+
+        model.eval()
+        active = state is not None
+        alive = list(range(rows))                       # prompt index of each state row
+        logits = state.logits(state.prefill()[:, -1]) if active else _dummy(model, dummy)   # [B, V]
+        steps = 0
+        while True:
+            extend = False
+            if active:
+                try:
+                    tokens, logp = chooser.choose(logits)
+                    keep = []
+                    for row, (prompt, token, lp) in enumerate(zip(alive, tokens.tolist(), logp.tolist(), strict=True)):
+                        generated[prompt].append(token)
+                        logprobs[prompt].append(lp)
+                        if token == eos_id:
+                            reasons[prompt] = "eos"
+                        elif should_stop is not None and should_stop(prompt, generated[prompt]):
+                            reasons[prompt] = "stop"
+                        else:
+                            keep.append(row)
+                    extend = bool(keep) and steps < cfg.max_new_tokens - 1
+                    if on_finish is not None:
+                        kept = set(keep) if extend else set()
+                        ended = [p for row, p in enumerate(alive) if row not in kept]
+                        if ended:
+                            on_finish([(p, generated[p], reasons[p]) for p in ended])
+                    if extend and len(keep) < len(alive):
+                        index = torch.tensor(keep, dtype=torch.long, device=device)
+                        state.keep(index)
+                        chooser.keep(keep)
+                        tokens = tokens.index_select(0, index)
+                        alive = [alive[r] for r in keep]
+                except Exception as e:  # noqa: BLE001 - see above
+                    error = e
+            anyone, failed = agree(extend, error is not None)
+            if failed:
+                raise _fail(rank, failed, steps, error) from error
+            if not anyone:
+                break
+            steps += 1
+            if extend:
+                logits = state.logits(state.step(tokens))
+            else:
+                active = False
+                _dummy(model, dummy)
     return _pack(generated, logprobs, reasons, pad_id, device, steps)
 
 

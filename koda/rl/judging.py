@@ -1,20 +1,23 @@
-"""Judging rollouts on a background thread while the next chunk is generated.
+"""Judging rollouts on background threads while the rest is generated.
 
-The rank's thread keeps decoding (a collective: every rank runs the same forwards) while the
-previous chunk's programs run in the sandbox pool, whose worker processes do the waiting. The
-judge thread only dispatches to the pool and runs the AST analyses, so the overlap is real
-where the pool has cores the ranks do not use; on a machine whose cores the ranks already
-fill, the two compete and less is hidden (``time/judge_wait`` says how much).
+The rank's thread keeps decoding while the completions that already finished run in the
+sandbox pool, whose worker processes do the waiting. ``koda.rl.step`` submits the samples
+that end in a decode step as soon as they end (``lockstep_generate``'s ``on_finish``), so a
+completion that stops early is judged while the longer ones are still sampled. Up to
+`workers` batches are judged at once (one per sandbox worker); the judge threads only
+dispatch to the pool and run the AST analyses, so the overlap is real where the pool has
+cores the ranks do not use; on a machine whose cores the ranks already fill, the two compete
+and less is hidden (``time/judge_wait`` says how much).
 
-    judge = OverlappedJudge(weights, pool=pool, budget_s=2.0)
-    for chunk in chunks:
-        samples = generate(chunk)
-        judge.submit(samples)          # returns at once
+    judge = OverlappedJudge(weights, pool=pool, budget_s=2.0, workers=2)
+    for batch in finished_batches:
+        judge.submit(batch)            # returns at once
     rewards, timing = judge.collect()  # in submission order; blocks for what is left
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from koda.rl.rewards import Reward, RewardSample, RewardWeights, score
 
 @dataclass(frozen=True)
 class JudgeTiming:
-    busy_s: float        # judge thread's working time, all chunks together
+    busy_s: float        # judge threads' working time, every batch's summed
     wait_s: float        # time the rank's thread blocked in collect()
 
     @property
@@ -34,20 +37,22 @@ class JudgeTiming:
 
 
 class OverlappedJudge:
-    """One background thread, chunks scored in the order submitted (see the module docstring)."""
+    """`workers` background threads; rewards come back in submission order (see the module docstring)."""
 
-    def __init__(self, weights: RewardWeights, *, pool=None, policy=None, budget_s: float = 2.0):
+    def __init__(self, weights: RewardWeights, *, pool=None, policy=None, budget_s: float = 2.0, workers: int = 1):
         self.weights, self.pool, self.policy, self.budget_s = weights, pool, policy, budget_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="koda-judge")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="koda-judge")
         self._pending: list[Future] = []
         self._busy = 0.0
+        self._lock = threading.Lock()
 
     def _score(self, samples: list[RewardSample]) -> list[Reward]:
         start = time.perf_counter()
         try:
             return score(samples, self.weights, pool=self.pool, policy=self.policy, budget_s=self.budget_s)
         finally:
-            self._busy += time.perf_counter() - start      # one worker thread: no race
+            with self._lock:
+                self._busy += time.perf_counter() - start
 
     def submit(self, samples: list[RewardSample]) -> None:
         self._pending.append(self._executor.submit(self._score, samples))

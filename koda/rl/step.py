@@ -38,7 +38,7 @@ from koda.config.rl import RLConfig
 from koda.config.run import MoEConfig
 from koda.data.tokenizer import EOS, PAD
 from koda.distributed import comm
-from koda.distributed.rollout import rollout_phase
+from koda.distributed.rollout import replica_of, rollout_phase, torch_linear
 from koda.errors import KodaError
 from koda.infer.config import GenerationConfig
 from koda.objectives import (
@@ -135,7 +135,9 @@ class RLStep:
         # AutoEP has no load balancing of its own: the actor keeps pre-training's balancing terms
         self.moe = moe or MoEConfig(aux_loss_weight=0.0)
         self.probe = RouterProbe(engines.actor.module, engines.actor.module.cfg.top_k)
-        self.judge = OverlappedJudge(rl.rewards, pool=pool, policy=policy, budget_s=rl.judge_budget_s)
+        self._reference = None       # the frozen reference's local replica, built at its first use
+        self.judge = OverlappedJudge(rl.rewards, pool=pool, policy=policy, budget_s=rl.judge_budget_s,
+                                     workers=rl.judge_workers)
 
     # the step's state beyond the engines: what a checkpoint must carry
     def state_dict(self) -> dict:
@@ -208,24 +210,38 @@ class RLStep:
 
     def _rollouts(self, tasks: list[Task], prompt_rows: list[list[int]], step: int, clock: _Clock,
                   metrics: dict) -> tuple[list[Completion], list]:
-        """Collective: G samples per prompt in ``rl.rollout_chunks`` lockstep chunks of whole
-        prompt groups; each chunk goes to the judge thread as soon as it is generated."""
+        """Collective: G samples per prompt in ``rl.rollout_chunks`` chunks of whole prompt
+        groups; each completion goes to the judge as soon as it ends (EOS, or the length limit
+        at the chunk's last step), so judging runs behind the rest of the decoding."""
         rl, G, C = self.rl, self.rl.samples_per_prompt, self.rl.rollout_chunks
         cfg = GenerationConfig(strategy="sample", max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                                top_k=rl.top_k, top_p=rl.top_p, seed=self.seed)
         bounds = [len(tasks) * c // C for c in range(C + 1)]            # prompt index ranges per chunk
         completions: list[Completion] = []
-        with clock("generation"), rollout_phase(self.engines.actor) as phase:
+        judged: list[int] = []           # completion indices in the order they went to the judge
+
+        def to_judge(first: int):
+            def on_finish(done: list[tuple[int, list[int], str]]) -> None:
+                self.judge.submit([self._sample(tasks[(first + j) // G], ids[:-1] if reason == "eos" else list(ids))
+                                   for j, ids, reason in done])
+                judged.extend(first + j for j, _, _ in done)
+            return on_finish
+
+        with clock("generation"), rollout_phase(self.engines.actor, rl.rollout_experts) as phase:
+            metrics["time/rollout_gather"] = phase.gather_s
             for c in range(C):
                 chunk = range(bounds[c], bounds[c + 1])
                 rows = [prompt_rows[i] for i in chunk for _ in range(G)]
-                rollout = phase.generate(rows, cfg, step=step * C + c, eos_id=EOS)   # same count on every rank
-                done = [Completion(rollout.ids[j][rollout.mask[j]].tolist(), rollout.logprobs[j][rollout.mask[j]],
-                                   rollout.completion(j)) for j in range(len(rows))]
-                completions += done
-                first = bounds[c] * G
-                self.judge.submit([self._sample(tasks[(first + j) // G], comp) for j, comp in enumerate(done)])
+                rollout = phase.generate(rows, cfg, step=step * C + c, eos_id=EOS,       # same count on every rank
+                                         on_finish=to_judge(bounds[c] * G))
+                completions += [Completion(rollout.ids[j][rollout.mask[j]].tolist(),
+                                           rollout.logprobs[j][rollout.mask[j]], rollout.completion(j))
+                                for j in range(len(rows))]
         rewards, timing = self.judge.collect()
+        if sorted(judged) != list(range(len(completions))):
+            raise KodaError(f"RL step {step}: {len(judged)} completions judged, {len(completions)} generated")
+        by_index = dict(zip(judged, rewards, strict=True))
+        rewards = [by_index[i] for i in range(len(completions))]
         generated = sum(len(c.tokens) for c in completions)
         metrics["rl/completion_tokens"] = generated / len(completions)
         metrics["perf/rollout_tokens_per_s"] = generated / clock.seconds["time/generation"]
@@ -234,8 +250,9 @@ class RLStep:
         metrics["perf/judge_hidden_fraction"] = timing.hidden_fraction
         return completions, rewards
 
-    def _sample(self, task: Task, completion: Completion) -> RewardSample:
-        return RewardSample(task.program(self.tokenizer.decode(completion.text_tokens)), task.program(), task.tests(),
+    def _sample(self, task: Task, text_tokens: list[int]) -> RewardSample:
+        """What the judge reads of one completion: its tokens without EOS, decoded into the program."""
+        return RewardSample(task.program(self.tokenizer.decode(text_tokens)), task.program(), task.tests(),
                             task.entry_point, task.target)
 
     def _experience(self, prompts: list[list[int]], completions: list[Completion], scores: torch.Tensor,
@@ -252,7 +269,7 @@ class RLStep:
         values = ref = kl = None
         if self.engines.reference is not None:
             with torch.no_grad(), clock("reference_fwd"):
-                ref = _token_logprobs(self.engines.reference(seq, attention_mask=att), seq, rl.temperature) * action
+                ref = _token_logprobs(self._reference_logits(seq, att), seq, rl.temperature) * action
             kl = kl_penalty(old, ref, "k1") * action                         # [B, T], k1 per token
             metrics["rl/kl_ref"] = float(kl.sum() / action.sum().clamp_min(1))
         if self.engines.critic is not None:
@@ -277,6 +294,18 @@ class RLStep:
             adv = self.advantage_moments.normalize(adv) * action
         return Experience(seq, att, action, old, ref_logprobs=ref, values=values, rewards=token_r,
                           advantages=adv.float(), returns=returns, group=group)
+
+    def _reference_logits(self, seq: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """The frozen reference's logits [B, T, V]. With ``rl.rollout_experts: local`` its weights
+        never change, so they are gathered once, at the first call (a collective every rank
+        reaches in the same step), into a hook-free replica with every expert: its forwards
+        are local, no ZeRO-3 gather or all-to-all per step. With ``parallel``: the engine."""
+        if self.rl.rollout_experts == "parallel":
+            return self.engines.reference(seq, attention_mask=att)
+        if self._reference is None:
+            self._reference = replica_of(self.engines.reference.module, "local")
+        with torch_linear():
+            return self._reference(seq, attention_mask=att)
 
     def _actor_update(self, exp: Experience | None, ref_rows: list[list[int]], step: int, clock: _Clock) -> dict:
         """One forward over [rollout rows; reference rows]: PPO + KL + CE (+ adversarial), one step.

@@ -36,6 +36,7 @@ def test_rl_section_loads_with_nested_reward_weights_and_overrides():
     ({"rollout_chunks": 5, "prompts_per_step": 4}, "rl.rollout_chunks 5 exceeds rl.prompts_per_step 4"),
     ({"top_p": 0}, r"rl.top_p must be in \(0, 1\]"),
     ({"top_k": -1}, "rl.top_k must be >= 0"),
+    ({"rollout_experts": "sharded"}, "rl.rollout_experts must be one of local, parallel, got 'sharded'"),
     ({"critic_ds_config": ""}, "rl.critic_ds_config must be a DeepSpeed config"),
     ({"gp_lamda": 10}, "rl: unknown key 'gp_lamda' \\(did you mean 'gp_lambda'\\?\\)"),
 ])

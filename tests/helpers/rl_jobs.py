@@ -21,7 +21,7 @@ def _moved(engine, before: list[torch.Tensor]) -> float:
 
 
 def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2, lvw: float = 0.1, kl_coef: float = 0.0,
-                 kl_in: str = "reward") -> dict:
+                 kl_in: str = "reward", rollout_experts: str = "local") -> dict:
     """TINY actor (ZeRO-3 + AutoEP), critic and encoder; `steps` RL steps of 8 new tokens."""
     from koda.config.rl import RLConfig
     from koda.data.tokenizer import Tokenizer
@@ -33,7 +33,7 @@ def two_rl_steps(tokenizer: str, advantage: str = "gae", steps: int = 2, lvw: fl
     from tests.helpers.tiny import TINY
 
     rl = RLConfig(prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8, advantage=advantage, n_critic=2,
-                  lvw=lvw, judge_budget_s=0.5, kl_coef=kl_coef, kl_in=kl_in)
+                  lvw=lvw, judge_budget_s=0.5, kl_coef=kl_coef, kl_in=kl_in, rollout_experts=rollout_experts)
     actor_ds = ds_config.load("zero3_ep_smoke.json")
     actor_ds.pop("scheduler")         # WarmupCosineLR starts at lr 0: two steps would not move the actor
     plans = rl_plans(actor_ds, TINY, comm.world_size(), train_steps=10, rl=rl)

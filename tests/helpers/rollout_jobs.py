@@ -76,9 +76,10 @@ def _logprobs_of(model, prompt: list[int], completion: list[int]) -> list[float]
     return logp[positions, torch.tensor(completion)].tolist()
 
 
-def lockstep_rollouts() -> dict:
+def lockstep_rollouts(experts: str = "parallel") -> dict:
     """Ranks generate different lengths, train a step, generate again (sampling), train again;
-    greedy tokens compared with the plain model before training and the converted one after."""
+    greedy tokens compared with the plain model before training and the converted one after.
+    `experts`: ``rollout_phase``'s (AutoEP's all-to-all per token, or every expert on every rank)."""
     from koda.distributed import comm
     from koda.distributed.rollout import rollout_phase
     from koda.infer import GenerationConfig, generate
@@ -94,7 +95,7 @@ def lockstep_rollouts() -> dict:
     out: dict = {"rank": rank}
 
     loads_before = _expert_loads(engine)
-    with rollout_phase(engine) as phase:
+    with rollout_phase(engine, experts) as phase:
         first = phase.generate(prompts, greedy, step=0, eos_id=None)
     out["steps"] = first.steps
     out["shape"] = list(first.ids.shape)
@@ -109,7 +110,7 @@ def lockstep_rollouts() -> dict:
 
     shared = random_prompts((6, 8), seed=7)              # the same prompts on both ranks
     sample = GenerationConfig(strategy="sample", max_new_tokens=new_tokens, seed=5, top_k=50)
-    with rollout_phase(engine) as phase:
+    with rollout_phase(engine, experts) as phase:
         drawn = phase.generate(shared, sample, step=1, eos_id=None)
         again = phase.generate(shared, sample, step=1, eos_id=None)
         next_step = phase.generate(shared, sample, step=2, eos_id=None)
@@ -131,7 +132,7 @@ def lockstep_rollouts() -> dict:
     return out
 
 
-def failure_on_one_rank() -> dict:
+def failure_on_one_rank(experts: str = "parallel") -> dict:
     """Rank 1's stop callback raises at its third token: both ranks get a KodaError at the
     same step, and a training step afterwards pairs up normally."""
     from koda.distributed import comm
@@ -151,7 +152,7 @@ def failure_on_one_rank() -> dict:
         return False
 
     out: dict = {"rank": rank}
-    with rollout_phase(engine) as phase:
+    with rollout_phase(engine, experts) as phase:
         try:
             phase.generate(random_prompts((6, 5), seed=rank), GenerationConfig(max_new_tokens=8), step=0,
                            eos_id=None, should_stop=stop)

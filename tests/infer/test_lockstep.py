@@ -29,6 +29,20 @@ def test_greedy_tokens_equal_generate_including_eos_and_stop(model):
     assert (got.ids[~got.mask] == PAD).all() and (got.logprobs[~got.mask] == 0).all()
 
 
+def test_on_finish_hands_over_each_completion_in_the_step_it_ends(model):
+    # what the RL step judges while the other rows are still decoded
+    prompts = random_prompts((4, 12, 7))
+    cfg = GenerationConfig(max_new_tokens=12)
+    eos = generate(model, prompts, cfg, eos_id=None)[1].token_ids[3]             # prompt 1 ends at its 4th token
+    stop = lambda i, ids: i == 2 and len(ids) == 5                                # noqa: E731
+    seen = []
+    got = lockstep_generate(model, prompts, cfg, eos_id=eos, should_stop=stop,
+                            on_finish=lambda done: seen.append([(i, list(ids), r) for i, ids, r in done]))
+    assert [[i for i, _, _ in batch] for batch in seen] == [[1], [2], [0]]        # in the order they ended
+    for (i, ids, reason), in seen:
+        assert ids == got.ids[i][got.mask[i]].tolist() and reason == got.finish_reasons[i]   # EOS included
+
+
 def test_logprobs_are_those_of_the_sampled_tokens_at_the_temperature(model):
     prompts = random_prompts((6, 9))
     got = lockstep_generate(model, prompts, SAMPLE, eos_id=None)

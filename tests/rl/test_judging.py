@@ -48,6 +48,28 @@ def test_submit_returns_while_the_judge_is_still_working(monkeypatch):
     assert timing.busy_s > 0
 
 
+def test_with_two_workers_batches_are_judged_at_once_and_return_in_submission_order(monkeypatch):
+    """The RL step submits each decode step's finished samples as a batch: a batch must not
+    wait for an earlier one still in the sandbox, and rewards still come back in order."""
+    first_started, second_done = threading.Event(), threading.Event()
+
+    def scored(samples, *args, **kwargs):
+        if samples == ["slow"]:
+            first_started.set()
+            assert second_done.wait(30)          # finishes only once the later batch has been judged
+        else:
+            assert first_started.wait(30)
+            second_done.set()
+        return [f"reward of {s}" for s in samples]
+
+    monkeypatch.setattr(judging, "score", scored)
+    with OverlappedJudge(RewardWeights(), workers=2) as judge:
+        judge.submit(["slow"])
+        judge.submit(["quick", "quicker"])
+        rewards, _ = judge.collect()
+    assert rewards == ["reward of slow", "reward of quick", "reward of quicker"]
+
+
 def test_a_judge_error_reaches_the_caller(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("sandbox down")

@@ -57,10 +57,13 @@ def test_ranks_agree_on_logged_metrics_and_take_their_own_prompts(two_steps):
         assert not set(r0["prompts"][s]) & set(r1["prompts"][s])       # disjoint slices per step
 
 
-def test_group_advantages_run_the_actor_alone_with_kl_to_the_reference_in_the_loss(tiny_data, tmp_path):
+@pytest.mark.parametrize("experts", ["local", "parallel"])
+def test_group_advantages_run_the_actor_alone_with_kl_to_the_reference_in_the_loss(tiny_data, tmp_path, experts):
+    # local: rollouts and the reference on replicas with every expert; parallel: AutoEP's
+    # all-to-all in every decode step and the reference engine's forward
     r0, r1 = run_ranks("tests.helpers.rl_jobs:two_rl_steps",
                        {"tokenizer": tiny_data.tokenizer, "advantage": "grpo", "steps": 1, "lvw": 0.0,
-                        "kl_coef": 0.1, "kl_in": "loss"}, tmp_path)
+                        "kl_coef": 0.1, "kl_in": "loss", "rollout_experts": experts}, tmp_path)
     for r in (r0, r1):
         assert r["engines"] == ["actor"] and r["reference"] and r["finite"]
         # the actor starts as the reference: KL ~ 0, but the term is computed (and logged)

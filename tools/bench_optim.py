@@ -31,6 +31,8 @@ Optimizers:
   kfac        KODA's K-FAC + SGD-momentum 0.9 on the layers it factors, AdamW (--kfac-adamw-lr) on
               the rest; factors every 5 steps, inverses every 25, no KL clip, dtype auto (the
               schedule measured as cheapest without a loss at 100 steps; see docs/optimizer.md)
+  frozen-hidden  the control for kfac: AdamW on what K-FAC does not factor (embeddings, norms,
+              lm_head), the layers K-FAC factors left as initialised; what K-FAC adds is its gap to this
 
     python tools/bench_optim.py --preset smoke --steps 300 --out runs/bench-optim-smoke
 """
@@ -59,7 +61,8 @@ from koda.optim.muon import Muon
 from koda.optim.optimizer import KodaOptimizer, parameter_groups
 
 GRIDS = {"adamw": "3e-4,1e-3,3e-3,1e-2", "muon": "1e-3,3e-3,1e-2,3e-2", "koda-muon": "1e-3,3e-3,1e-2,3e-2",
-         "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "3e-4,1e-3,3e-3,1e-2"}
+         "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2",
+         "frozen-hidden": "1e-3,3e-3,1e-2"}
 
 
 # ---------------------------------------------------------------------------- data and model
@@ -139,6 +142,11 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
 
         return Stepper([pytorch_optimizer.SOAP(model.parameters(), lr=lr, precondition_frequency=args.soap_every,
                                                max_precondition_dim=args.soap_max_dim)], schedule)
+    if name == "frozen-hidden":
+        groups = parameter_groups(model, kfac=replace(kfac_config(args), adamw_lr=lr), adamw_lr_scale=1.0)
+        for group in groups:
+            group["lr_scale"] = group.get("lr_scale", 0.0) if group.get("rule") == "adamw" else 0.0
+        return Stepper([KodaOptimizer(groups, lr=lr, rule="adamw", betas=(0.9, 0.95))], schedule)
     if name == "kfac":
         holder, cfg = {}, kfac_config(args)
         pre = KFACPreconditioner(model, cfg, lr=lambda: holder["opt"].param_groups[0]["lr"])

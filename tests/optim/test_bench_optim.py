@@ -23,7 +23,7 @@ def _args(**kw):
 
 
 @pytest.mark.parametrize("name,lr", [("adamw", 3e-3), ("muon", 1e-2), ("koda-muon", 1e-2), ("soap", 3e-3),
-                                     ("kfac", 0.1)])
+                                     ("kfac", 0.1), ("frozen-hidden", 3e-3)])
 def test_optimizer_trains_the_model_in_the_bench_loop(name, lr):
     args = _args()
     g = torch.Generator().manual_seed(1)
@@ -65,3 +65,19 @@ def test_summaries_need_every_seed_at_the_target():
     assert rows[0]["steps_to_target"] == (20.0, 0.0)
     assert rows[1]["steps_to_target"] is None                  # one seed never got there
     assert rows[1]["final_val_loss"] == (pytest.approx(3.6), pytest.approx(1.2))
+
+
+def test_frozen_hidden_control_moves_only_what_kfac_does_not_factor():
+    args = _args()
+    torch.manual_seed(0)
+    model = KodaForCausalLM(TINY)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stepper = bench.build("frozen-hidden", 3e-3, model, args, lambda s: 1.0)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        stepper.zero_grad()
+        bench.loss_of(model, torch.randint(0, TINY.vocab_size, (2, 9), generator=g)).backward()
+        stepper.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert {"lm_head.weight", "model.embed_tokens.weight"} <= moved
+    assert not any(".self_attn." in n or ".experts." in n for n in moved)

@@ -72,12 +72,19 @@ class DataParallelKFAC(KFACPreconditioner):
         (they follow from the broadcast condition numbers)."""
         ready = [(i, u) for i, u in enumerate(self.units) if u.A is not None]
         dense = [(i, u) for i, u in ready if u.name not in self._expert_groups]
-        self.factorise([u for i, u in ready if u.name in self._expert_groups or self.owner(i) == self.rank])
+        own = [u for i, u in ready if u.name in self._expert_groups or self.owner(i) == self.rank]
+        self.factorise(own)
+        self.refine(own)
         for i, u in dense:
             src = dist.get_global_rank(self.group, self.owner(i)) if self.group is not None else self.owner(i)
+            mine = self.owner(i) == self.rank
+            # the owner's dtype first (auto may have refined the unit in fp64)
+            wide = torch.tensor([float(mine and u.decomposition["inv_a"].dtype == torch.float64)])
+            dist.broadcast(wide, src=src, group=self.group)
+            dtype = torch.float64 if wide.item() else torch.float32
             for key, shape in self._decomposition_shapes(u).items():
-                if self.owner(i) != self.rank:
-                    u.decomposition[key] = torch.empty(shape, dtype=self._compute_dtype)
+                if not mine:
+                    u.decomposition[key] = torch.empty(shape, dtype=dtype)
                 else:
                     u.decomposition[key] = u.decomposition[key].contiguous()
                 dist.broadcast(u.decomposition[key], src=src, group=self.group)

@@ -20,12 +20,11 @@ Damping (Martens & Grosse 2015, §6.3, the factored Tikhonov form): λ is split 
 preconditioned gradients are scaled by ν = min(1, √(kl_clip / |lr² Σ ĝ·g|)).
 
 Decompositions: the damped inverses (S + γ_S I)⁻¹ and (A + γ_A I)⁻¹ are computed (from one
-eigendecomposition, or a Cholesky factorisation) in fp64 unless ``inverse_dtype`` is float32,
-and kept as inverses, so a step's preconditioning is two batched products per group of
-same-shaped units. The product's dtype: ``float64`` (exact to 1e-5 of the largest entry even
-for an expert that saw fewer rows than its width, whose factor is rank-deficient), ``float32``
-(everything fp32), or ``auto`` per unit: fp32 where the damped condition number keeps fp32's
-relative rounding of the product within 1e-3, fp64 elsewhere (see ``settle``). The factors
+eigendecomposition, or a Cholesky factorisation) and kept as inverses, so a step's
+preconditioning is two batched products per group of same-shaped units. ``inverse_dtype``:
+``float64`` (exact to 1e-5 of the largest entry even for an expert that saw fewer rows than
+its width, whose factor is rank-deficient), ``float32``, or ``auto``: fp32, and fp64 for the
+units whose damped condition number fp32 cannot carry within 1e-3 (``settle``). The factors
 themselves are accumulated and averaged in fp32.
 
 Same-sized factors are decomposed together in one batched call (an MoE layer's E experts
@@ -71,8 +70,9 @@ class KFACPreconditioner:
     def __init__(self, model: nn.Module, config: KFACConfig, lr: float | Callable[[], float] = 1.0):
         self.config = config
         self._lr = lr if callable(lr) else (lambda: float(lr))
-        # decompositions in fp64 unless fp32 is asked for; "auto" picks the apply dtype per unit
-        self._compute_dtype = torch.float32 if config.inverse_dtype == "float32" else torch.float64
+        # decompositions in fp64 for "float64"; in fp32 for "float32" and first for "auto", which
+        # redoes in fp64 the units whose conditioning fp32 cannot carry
+        self._compute_dtype = torch.float64 if config.inverse_dtype == "float64" else torch.float32
         self._stacks = None
         self.steps = 0
         self.last_kl_scale = 1.0
@@ -144,16 +144,24 @@ class KFACPreconditioner:
         """Damped inverses of the factors of `units` (default: all), then each unit's apply dtype."""
         ready = [u for u in (self.units if units is None else units) if u.A is not None]
         self.factorise(ready)
+        self.refine(ready)
         self.settle(ready)
 
-    def factorise(self, units: list[Unit]) -> None:
+    def refine(self, units: list[Unit]) -> None:
+        """``inverse_dtype: auto``: factorise again in fp64 the units whose fp32 condition number
+        is beyond what fp32 carries (``apply_dtype``)."""
+        if self.config.inverse_dtype == "auto":
+            self.factorise([u for u in units if self.apply_dtype(float(u.decomposition["cond"])) == torch.float64],
+                           torch.float64)
+
+    def factorise(self, units: list[Unit], dtype: torch.dtype | None = None) -> None:
         """(A + γ_A I)⁻¹ and (S + γ_S I)⁻¹ of `units` in the compute dtype, same sizes batched.
 
         Eigen: Q diag(1 / (max(d, 0) + γ)) Qᵀ from one eigendecomposition (negative rounding
         eigenvalues of a rank-deficient factor clamped to 0), which is exactly the factored
         Tikhonov form (S ⊗ A + damping)⁻¹ of the eigenbasis update, applied as two products.
         ``cond`` [1]: the larger damped condition number of the two factors, over the experts."""
-        dtype = self._compute_dtype
+        dtype = dtype or self._compute_dtype
         groups: dict[int, list[tuple[Unit, str, torch.Tensor, torch.Tensor]]] = defaultdict(list)
         for u in units:
             gamma_a, gamma_s = self.damping(u)
@@ -188,7 +196,8 @@ class KFACPreconditioner:
     def settle(self, units: list[Unit]) -> None:
         """Cast each unit's inverses to the dtype its gradients are preconditioned in: the
         configured one, or with ``inverse_dtype: auto`` fp32 where the damped condition
-        number keeps fp32's relative error (cond x 2⁻²⁴) within ``AUTO_FP32_ERROR``, else fp64."""
+        number keeps fp32's relative error (cond x 2⁻²⁴) within ``AUTO_FP32_ERROR``, else fp64
+        (those were factorised in fp64 by ``refine``)."""
         for u in units:
             dec = u.decomposition
             dtype = self.apply_dtype(float(dec["cond"]))
@@ -200,7 +209,7 @@ class KFACPreconditioner:
 
     def apply_dtype(self, cond: float) -> torch.dtype:
         if self.config.inverse_dtype != "auto":
-            return self._compute_dtype
+            return getattr(torch, self.config.inverse_dtype)
         return torch.float32 if cond * 2.0 ** -24 <= self.AUTO_FP32_ERROR else torch.float64
 
     # ------------------------------------------------------------------ preconditioning

@@ -88,7 +88,9 @@ def test_presets_match_their_ds_configs():
     """Every shipped run config resolves against its ds_config at its own world size."""
     from koda.distributed import ds_config
 
-    for name in ("smoke", "small", "large", "warm_start"):
+    shipped = sorted(p.stem for p in run_config.PRESET_DIR.glob("*.yaml"))
+    assert {"smoke", "smoke_muon", "small", "large", "warm_start"} <= set(shipped)
+    for name in [n for n in shipped if n != "rl_smoke"]:            # rl_smoke: tests/config/test_rl_config.py
         cfg = run_config.load(name)
         plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
                                  train_steps=cfg.train.steps, bf16_supported=True)
@@ -99,3 +101,15 @@ def test_presets_match_their_ds_configs():
         assert cfg.world_size % plan.ep_size == 0 and cfg.model.n_experts % plan.ep_size == 0, name
         assert ep["top_k"] == cfg.model.top_k, name
         assert resolved["scheduler"]["params"]["total_num_steps"] == cfg.train.steps, name
+
+
+def test_smoke_muon_ships_the_benchmarks_tuned_muon():
+    """koda/configs/smoke_muon.yaml: the smoke run with Muon at tools/bench_optim.py's chosen rate,
+    on a DeepSpeed schedule of ratios (an absolute warmup_max_lr would be refused next to it)."""
+    from koda.distributed import ds_config
+
+    cfg, smoke = run_config.load("smoke_muon"), run_config.load("smoke")
+    assert (cfg.optimizer.name, cfg.optimizer.lr) == ("muon", 0.01)
+    assert cfg.model == smoke.model and cfg.data == smoke.data and cfg.train == smoke.train
+    scheduler = ds_config.load(cfg.ds_config)["scheduler"]
+    assert scheduler["type"] == "WarmupCosineLR" and "warmup_max_lr" not in scheduler["params"]

@@ -129,7 +129,7 @@ def two_networks_in_one_process() -> dict:
     changes = {}
     for engine in (actor, critic):
         before = {n: p.ds_tensor.detach().clone() for n, p in engine.module.named_parameters()}
-        for _ in range(2):           # DeepSpeed's first step leaves the weights unchanged here
+        for _ in range(3):           # the schedule's first step has lr 0; two that move the weights
             out = engine(batch[:, :-1])
             loss = next_token_loss(out, batch[:, 1:]) if engine is actor else out.pow(2).mean()
             engine.backward(loss)

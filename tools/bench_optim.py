@@ -65,7 +65,6 @@ GRIDS = {"adamw": "3e-4,1e-3,3e-3,1e-2", "muon": "1e-3,3e-3,1e-2,3e-2", "koda-mu
          "frozen-hidden": "1e-3,3e-3,1e-2"}
 
 
-# ---------------------------------------------------------------------------- data and model
 def model_config(args):
     return replace(preset(args.preset), max_seq_len=max(args.seq_len, 16))
 
@@ -97,7 +96,6 @@ def evaluate(model, val) -> float:
     return out
 
 
-# ---------------------------------------------------------------------------- optimizers
 class Stepper:
     """One or two torch optimizers stepped together, with the run's schedule on all their groups."""
 
@@ -212,7 +210,6 @@ def state_mb(stepper: Stepper) -> float:
     return total / 2**20
 
 
-# ---------------------------------------------------------------------------- one run
 def run(name: str, lr: float, seed: int, args, batches, val, cfg=None) -> dict:
     torch.manual_seed(seed)
     model = KodaForCausalLM(cfg if cfg is not None else model_config(args))
@@ -259,7 +256,6 @@ def cached_run(name: str, lr: float, seed: int, args, data_of) -> dict:
     return result
 
 
-# ---------------------------------------------------------------------------- summaries
 def to_target(result: dict, target: float) -> tuple[int | None, float | None]:
     for point in result["curve"]:
         if point["val_loss"] <= target:

@@ -8,6 +8,7 @@ heavy (no torch), so the report tools can use it::
       config.json        the run config as it ran (RunConfig.to_dict)
       ds_config.json     the DeepSpeed config after ``auto`` was resolved
       metrics.jsonl      one JSON object per logged step (koda.run.metrics)
+      rollouts.jsonl     RL stage: rank 0's first prompt group of each logged step, rewards and all
       checkpoints/       latest, step<N>/ (koda.distributed.checkpoint)
 
 The tokenizer is not inside the run: the run config names it (``data.tokenizer``), and a
@@ -24,6 +25,7 @@ CHECKPOINTS = "checkpoints"
 CONFIG = "config.json"
 DS_CONFIG = "ds_config.json"
 METRICS = "metrics.jsonl"
+ROLLOUTS = "rollouts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class RunLayout:
     @property
     def metrics(self) -> Path:
         return self.root / METRICS
+
+    @property
+    def rollouts(self) -> Path:
+        return self.root / ROLLOUTS
 
     @classmethod
     def of_checkpoints(cls, checkpoints: str | Path) -> RunLayout:

@@ -48,13 +48,14 @@ def standalone_tokens_per_s(cfg, init_from: str, threads: int) -> float:
     from koda.data.prepare import prepare
     from koda.infer import GenerationConfig, generate
     from koda.infer.loading import load_model
+    from koda.rl.step import prompt_ids
     from koda.tasks import build_tasks
 
     rl, world = cfg.rl, cfg.world_size
     tokenizer = prepare(cfg.data, cfg.model.vocab_size, log=lambda *_: None)
     model = load_model(init_from).model.eval()
     tasks = [t for t in build_tasks(seed=rl.task_seed, train=rl.tasks_train, heldout=0) if t.split == "train"]
-    prompts = [tokenizer.encode(tasks[i % len(tasks)].prompt)[-(cfg.model.max_seq_len - rl.max_new_tokens):]
+    prompts = [prompt_ids(tokenizer, tasks[i % len(tasks)].prompt, cfg.model.max_seq_len - rl.max_new_tokens)
                for i in range(rl.prompts_per_step * world) for _ in range(rl.samples_per_prompt)]
     gen = GenerationConfig(strategy="sample", max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                            top_k=rl.top_k, top_p=rl.top_p, seed=1)

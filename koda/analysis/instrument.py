@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import json
 
+from koda import ast_parse
+
 METHODS = {"extend", "copy", "index", "count", "insert", "remove", "reverse", "sort", "join", "pop"}
 PRELUDE = '''
 import builtins as _koda_b
@@ -73,7 +75,7 @@ class _Counter(ast.NodeTransformer):
     def _tick(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out = []
         for stmt in body:
-            out.append(ast.parse("_koda_ops[0] += 1").body[0])
+            out.append(ast_parse.parse("_koda_ops[0] += 1").body[0])
             out.append(self.visit(stmt))
         return out
 
@@ -94,7 +96,7 @@ class _Counter(ast.NodeTransformer):
 
     def visit_FunctionDef(self, node):
         node = self.generic_visit(node)
-        node.body.insert(0, ast.parse("_koda_ops[1] += 1").body[0])
+        node.body.insert(0, ast_parse.parse("_koda_ops[1] += 1").body[0])
         return node
 
     def visit_comprehension(self, node):
@@ -133,7 +135,7 @@ class _Counter(ast.NodeTransformer):
 
 def instrument(tree: ast.Module) -> str:
     """Source of ``tree`` with counters; every module-level function is instrumented."""
-    counted = ast.fix_missing_locations(_Counter().visit(ast.parse(ast.unparse(tree))))
+    counted = ast.fix_missing_locations(_Counter().visit(ast_parse.parse(ast.unparse(tree))))
     return ast.unparse(counted)
 
 

@@ -12,6 +12,8 @@ import io
 import tokenize
 from dataclasses import dataclass
 
+from koda import ast_parse
+
 
 @dataclass(frozen=True)
 class SyntaxIssue:
@@ -62,7 +64,7 @@ def parse_source(source: str | bytes, filename: str = "<program>") -> ParseResul
         except UnicodeDecodeError as err:
             return ParseResult("", None, SyntaxIssue("invalid", f"not UTF-8: {err.reason}", 1, err.start))
     try:
-        tree = ast.parse(source, filename=filename)
+        tree = ast_parse.parse(source, filename=filename)
     except SyntaxError as err:
         cut = _truncation(source)
         if cut is not None and cut.kind == "truncated":

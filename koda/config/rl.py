@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from koda.errors import ConfigError
+from koda.errors import ConfigError, KodaError
 
 ADVANTAGES = ("gae", "grpo", "rloo")
 ROLLOUT_EXPERTS = ("local", "parallel")     # koda.distributed.rollout.EXPERTS
@@ -85,6 +85,11 @@ class RLConfig:
     task_seed: int = 0               # the task set's seed and size: koda eval --task-seed / --train / --heldout
     tasks_train: int = 8
     tasks_heldout: int = 3
+    task_families: tuple[str, ...] | None = None   # None: the default task set; else these families
+                                                    # (koda.tasks.open_method's are built only when named)
+    probe_tasks: int = 0             # held-out tasks completed greedily and judged at each evaluation
+                                     # (train.eval_every): probe/pass_rate; 0: held-out CE only
+    probe_max_new_tokens: int = 256  # the probe's token budget (the longest held-out reference is 228)
     critic_ds_config: str = "zero3_critic_smoke.json"
     encoder_ds_config: str = "zero3_encoder_smoke.json"
     encoder_dim: int = 128
@@ -109,6 +114,17 @@ class RLConfig:
             raise ConfigError("rl.top_p must be in (0, 1], got 0")
         _num("task_seed", self.task_seed, lo=0, integer=True)
         _num("tasks_heldout", self.tasks_heldout, lo=0, integer=True)
+        _num("probe_tasks", self.probe_tasks, lo=0, integer=True)
+        if self.task_families is not None:
+            from koda.tasks import family_names
+
+            if isinstance(self.task_families, str) or not all(isinstance(f, str) for f in self.task_families):
+                raise ConfigError(f"rl.task_families must be a list of family names, got {self.task_families!r}")
+            try:
+                object.__setattr__(self, "task_families", tuple(family_names(list(self.task_families))))
+            except KodaError as e:
+                raise ConfigError(f"rl.task_families: {e}") from None
+        _num("probe_max_new_tokens", self.probe_max_new_tokens, lo=1, integer=True)
         if self.rollout_chunks > self.prompts_per_step:
             raise ConfigError(f"rl.rollout_chunks {self.rollout_chunks} exceeds rl.prompts_per_step "
                               f"{self.prompts_per_step} (a chunk holds whole prompt groups)")

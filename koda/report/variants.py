@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,3 +60,30 @@ def run_variant(config: str, run_dir: str | Path, overrides: Sequence[str] = (),
     if done.returncode:
         raise VariantFailed(run_dir, done.returncode, done.stdout)
     return load_run(run_dir)
+
+
+def run_jobs(jobs: list[tuple[str, list[str], Path]], parallel: int, threads: int, on_success=None) -> None:
+    """Run (name, argv, log file) jobs, `parallel` at a time, each with `threads` torch
+    threads, its output in its log; `on_success(name)` after each that exits 0. Variants
+    trained side by side share the machine's minutes (a load that slows one slows all); the
+    first failure stops the others and raises."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    waiting, running = list(jobs), []
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            name, cmd, log = waiting.pop(0)
+            print(f"[{time.strftime('%H:%M:%S')}] start {name}: {' '.join(cmd[2:])}", flush=True)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("w") as out:       # the child keeps its own copy of the descriptor
+                running.append((name, log, subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)))
+        time.sleep(2)
+        for job in [j for j in running if j[2].poll() is not None]:
+            running.remove(job)
+            name, log, proc = job
+            print(f"[{time.strftime('%H:%M:%S')}] done {name} (exit {proc.returncode})", flush=True)
+            if not proc.returncode and on_success is not None:
+                on_success(name)
+            if proc.returncode:
+                for j in running:
+                    j[2].terminate()
+                raise KodaError(f"{name} failed (exit {proc.returncode}); its output: {log}")

@@ -16,6 +16,7 @@ noise are functions of (seed, step, rank), so a resumed run repeats the uninterr
 
 from __future__ import annotations
 
+import json
 import math
 
 from koda import __version__
@@ -25,6 +26,7 @@ from koda.distributed import checkpoint, comm, ds_config
 from koda.distributed.accelerator import supports_bf16
 from koda.errors import KodaError
 from koda.rl.engines import build_rl_engines, rl_plans
+from koda.rl.probe import heldout_probe, probe_tasks
 from koda.rl.step import RLStep
 from koda.run.init_from import initial_state
 from koda.run.loop import LoopState, Stage, StepOutcome
@@ -42,6 +44,9 @@ def check_config(cfg: RunConfig, world_size: int) -> dict:
     if cfg.optimizer is not None:
         raise KodaError("the run config's optimizer section applies to pre-training; --stage rl uses the "
                         "DeepSpeed configs' optimizers (remove the optimizer section)")
+    if cfg.rl.probe_tasks and cfg.rl.probe_max_new_tokens >= cfg.model.max_seq_len:
+        raise KodaError(f"rl.probe_max_new_tokens {cfg.rl.probe_max_new_tokens} leaves no room for a prompt in "
+                        f"model.max_seq_len {cfg.model.max_seq_len}")
     return rl_plans(ds_config.load(cfg.ds_config), cfg.model, world_size, cfg.train.steps, cfg.rl, supports_bf16())
 
 
@@ -58,11 +63,13 @@ class RLStage(Stage):
     name = "rl"
     console = (("rl/reward/total", "reward", ".3f"), ("rl/reward/tests", "tests", ".2f"), ("rl/ce", "ce", ".3f"),
                ("rl/policy_loss", "pg", ".3f"), ("rl/kl_ref", "kl", ".4f"), ("gan/wasserstein", "W", ".3f"),
-               ("perf/step_s", "s/step", ".1f"), ("perf/judge_hidden_fraction", "judge hidden", ".0%"))
+               ("probe/pass_rate", "probe pass", ".3f"), ("perf/step_s", "s/step", ".1f"),
+               ("perf/judge_hidden_fraction", "judge hidden", ".0%"))
 
     def __init__(self, cfg: RunConfig, start: RunStart, init_from: str | None = None):
         self.cfg, self.rank, self.world = cfg, comm.rank(), comm.world_size()
         self.ckpt_dir = start.layout.checkpoints
+        self.rollouts = start.layout.rollouts
         self.metrics = None
         found = start.found
         saved = checkpoint.read_extra(self.ckpt_dir, found, EXTRA) if found else None
@@ -78,13 +85,17 @@ class RLStage(Stage):
         self.engines = build_rl_engines(cfg.model, self.plans, cfg.rl, seed=cfg.train.seed,
                                         encoder_dim=cfg.rl.encoder_dim, initial=initial)
         rl = cfg.rl
-        tasks = build_tasks(seed=rl.task_seed, train=rl.tasks_train, heldout=rl.tasks_heldout)
+        tasks = build_tasks(seed=rl.task_seed, train=rl.tasks_train, heldout=rl.tasks_heldout,
+                            families=list(rl.task_families) if rl.task_families else None)
         self.tasks = [t for t in tasks if t.split == "train"]
         self.heldout = [t for t in tasks if t.split == "heldout"]     # evaluated every train.eval_every steps
+        self.probed = probe_tasks(self.heldout, rl.probe_tasks) if rl.probe_tasks else []
+        self.tokenizer = start.tokenizer
         self.pool = SandboxPool(workers=rl.judge_workers, policy=SandboxPolicy())
         self.rl_step = RLStep(self.engines, start.tokenizer, self.tasks, rl, seed=cfg.train.seed, pool=self.pool,
                               moe=cfg.moe)
         self.last: dict = {}
+        self.steps_done = 0
         self.resumed = self._resume(found, saved) if found else LoopState()
 
     def summary(self) -> str:
@@ -121,10 +132,14 @@ class RLStage(Stage):
         actor = self.engines.actor
         discarded_before = actor.skipped_steps
         self.last = self.rl_step.run(step)       # rank means: every rank sees the same values
+        self.steps_done = step + 1
         bad = sorted(k for k, v in self.last.items() if not math.isfinite(v))
         return StepOutcome(nonfinite=", ".join(bad[:3]) or None, discarded=actor.skipped_steps > discarded_before)
 
     def step_metrics(self, steps: int, seconds: float) -> dict:
+        if self.rank == 0 and self.rl_step.last_group:      # what the reward was given for: read it for hacks
+            with self.rollouts.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": self.steps_done, "samples": self.rl_step.last_group}) + "\n")
         return {**self.last, "perf/step_s": seconds / steps, "train/lr": self.engines.actor.lr(),
                 "train/grad_norm": self.engines.actor.grad_norm()}
 
@@ -132,7 +147,12 @@ class RLStage(Stage):
         return bool(self.heldout)
 
     def evaluate(self) -> dict:
-        return self.rl_step.heldout_ce(self.heldout)
+        metrics = self.rl_step.heldout_ce(self.heldout)
+        if self.probed:
+            metrics |= heldout_probe(self.engines.actor, self.tokenizer, self.probed, self.rl_step.judge,
+                                     max_new_tokens=self.cfg.rl.probe_max_new_tokens,
+                                     max_len=self.cfg.model.max_seq_len, experts=self.cfg.rl.rollout_experts)
+        return metrics
 
     def close(self) -> None:
         self.rl_step.close()

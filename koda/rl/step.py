@@ -75,6 +75,23 @@ def _pad(rows: list[list[int]], width: int | None = None) -> tuple[torch.Tensor,
     return ids, mask
 
 
+def task_order(n: int, seed: int) -> list[int]:
+    """The order an RL run visits its n train tasks in: a permutation drawn from `seed`."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def prompt_ids(tokenizer, prompt: str, room: int) -> list[int]:
+    """The end-of-text token, then the prompt, cut from the left to `room` tokens: the context
+    ``koda eval`` (``koda.infer.complete``) gives a prompt and a document window starts with."""
+    return [EOS, *tokenizer.encode(prompt)][-room:]
+
+
+def document_ids(tokenizer, text: str, max_len: int) -> list[int]:
+    """A reference program as pre-training saw a document: between end-of-text tokens (the
+    closing one teaches the actor to stop), cut to `max_len`."""
+    return [EOS, *tokenizer.encode(text), EOS][:max_len]
+
+
 def _shift_right(x: torch.Tensor) -> torch.Tensor:
     """[N, T] -> [N, T] with entry t = x[:, t - 1] and 0 at t = 0: puts what position t-1
     predicts (next-token log-prob, value of the state) on the token it scores."""
@@ -115,8 +132,10 @@ class Completion:
 class RLStep:
     """The RL step over fixed engines, tokenizer and train tasks (see the module docstring).
 
-    Prompts: rank r's i-th prompt of step s is task ``((s * W + r) * P + i) mod N``, so ranks
-    see disjoint slices each step and a rerun sees the same ones. Sampling, Gumbel noise and
+    Prompts: rank r's i-th prompt of step s is task ``order[((s * W + r) * P + i) mod N]``, with
+    ``order`` a permutation of the N train tasks drawn from `seed` (the task list is grouped by
+    family; in list order a run would train on one family for many steps), so ranks see
+    disjoint slices each step and a rerun sees the same ones. Sampling, Gumbel noise and
     the gradient penalty's interpolation draw from generators seeded by (seed, step, rank),
     so a resumed step repeats the uninterrupted one without any saved RNG stream.
     """
@@ -127,6 +146,7 @@ class RLStep:
             raise KodaError("RL step: no train tasks")
         self.engines, self.tokenizer, self.tasks, self.rl = engines, tokenizer, tasks, rl
         self.seed = seed
+        self.order = task_order(len(tasks), seed)
         self.max_len = engines.actor.module.cfg.max_seq_len
         if rl.max_new_tokens >= self.max_len:
             raise KodaError(f"rl.max_new_tokens {rl.max_new_tokens} leaves no room for a prompt in "
@@ -136,6 +156,7 @@ class RLStep:
         self.moe = moe or MoEConfig(aux_loss_weight=0.0)
         self.probe = RouterProbe(engines.actor.module, engines.actor.module.cfg.top_k)
         self._reference = None       # the frozen reference's local replica, built at its first use
+        self.last_group: list[dict] = []  # this rank's first prompt group of the last step: text and rewards
         self.judge = OverlappedJudge(rl.rewards, pool=pool, policy=policy, budget_s=rl.judge_budget_s,
                                      workers=rl.judge_workers)
 
@@ -157,15 +178,14 @@ class RLStep:
 
     def prompts_of(self, step: int) -> list[Task]:
         P, W, r = self.rl.prompts_per_step, comm.world_size(), comm.rank()
-        return [self.tasks[((step * W + r) * P + i) % len(self.tasks)] for i in range(P)]
+        return [self.tasks[self.order[((step * W + r) * P + i) % len(self.tasks)]] for i in range(P)]
 
     def run(self, step: int) -> dict[str, float]:
         """Collective: one RL step; returns the metrics averaged over ranks (same on every rank)."""
         rl, clock = self.rl, _Clock()
         tasks = self.prompts_of(step)
-        prompt_rows = [self.tokenizer.encode(t.prompt)[-(self.max_len - rl.max_new_tokens):] for t in tasks]
-        # reference programs end with EOS, as sampled completions do: CE teaches the actor to stop
-        ref_rows = [(self.tokenizer.encode(t.program()) + [EOS])[:self.max_len] for t in tasks]
+        prompt_rows = [prompt_ids(self.tokenizer, t.prompt, self.max_len - rl.max_new_tokens) for t in tasks]
+        ref_rows = [document_ids(self.tokenizer, t.program(), self.max_len) for t in tasks]
         metrics: dict[str, float] = {}
         exp = None
         if rl.uses_rollouts:
@@ -187,11 +207,11 @@ class RLStep:
 
     @torch.no_grad()
     def heldout_ce(self, tasks: list[Task]) -> dict[str, float]:
-        """Collective: the actor's CE on the reference programs (ending with EOS) of `tasks`,
+        """Collective: the actor's CE on the reference programs (``document_ids``) of `tasks`,
         teacher-forced. Rows are split over the ranks; each rank runs one forward of the same
         [ceil(N / W), T] shape (filler rows carry no weight), so the collectives pair up."""
         W, r = comm.world_size(), comm.rank()
-        rows = [(self.tokenizer.encode(t.program()) + [EOS])[:self.max_len] for t in tasks]
+        rows = [document_ids(self.tokenizer, t.program(), self.max_len) for t in tasks]
         per = -(-len(rows) // W)
         mine = rows[r * per:(r + 1) * per]
         real = len(mine)
@@ -242,6 +262,9 @@ class RLStep:
             raise KodaError(f"RL step {step}: {len(judged)} completions judged, {len(completions)} generated")
         by_index = dict(zip(judged, rewards, strict=True))
         rewards = [by_index[i] for i in range(len(completions))]
+        self.last_group = [{"task_id": tasks[0].task_id, "completion": self.tokenizer.decode(c.text_tokens),
+                            "reward": r.total, "status": r.status, **r.components}
+                           for c, r in zip(completions[:G], rewards[:G], strict=True)]
         generated = sum(len(c.tokens) for c in completions)
         metrics["rl/completion_tokens"] = generated / len(completions)
         metrics["perf/rollout_tokens_per_s"] = generated / clock.seconds["time/generation"]

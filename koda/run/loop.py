@@ -145,7 +145,8 @@ class RunLoop:
                     metrics = {**self.stage.step_metrics(window_steps, window_s),
                                "perf/elapsed_s": state.elapsed_s, "train/skipped_steps": state.skipped_steps}
                     window_steps, window_s = 0, 0.0
-                if self.stage.evaluates() and (state.step % sched.eval_every == 0 or end):
+                # a time budget's stop is an end too: the curve gets its last point (a signal's is not)
+                if self.stage.evaluates() and (state.step % sched.eval_every == 0 or end or stop == "time budget"):
                     metrics.update(self.stage.evaluate())
                 if metrics:
                     self._log(state.step, metrics)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from koda import ast_parse
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -47,7 +49,7 @@ def wrong_constant(problem: Problem) -> str:
 def drop_last_statement(problem: Problem) -> str:
     """A mutant with the entry point's last top-level statement removed (``pass`` if it was alone)."""
     source = problem.solution()
-    tree = ast.parse(source)
+    tree = ast_parse.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == problem.entry_point:
             body = [n for n in node.body if not _is_docstring(n)] or node.body

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from collections import namedtuple
 
+from koda import ast_parse
+
 TESTS_FILE = "tests.py"
 
 
@@ -21,7 +23,7 @@ TestItem = namedtuple("TestItem", ["name", "line", "source"])
 
 def parse(source: str) -> ast.Module:
     """Raises ``SyntaxError`` with the position on a broken file."""
-    return ast.parse(source, filename=TESTS_FILE)
+    return ast_parse.parse(source, filename=TESTS_FILE)
 
 
 def collect(source: str, tree: ast.Module | None = None) -> list[TestItem]:

@@ -32,6 +32,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from koda import ast_parse
+
 SLACK = 20            # a candidate may run this many times the lines the task's own reference runs ...
 FLOOR_LINES = 2_000   # ... plus these, per test input
 
@@ -48,7 +50,7 @@ def cases_from_test(test: str) -> list[Case]:
     Other asserts (a HumanEval file's ``abs(candidate(x) - y) < 1e-6``) are not cases: they
     cannot be replayed on another function, so they are left out of the comparison."""
     try:
-        tree = ast.parse(test)
+        tree = ast_parse.parse(test)
     except SyntaxError:
         return []
     cases = []

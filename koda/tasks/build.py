@@ -25,13 +25,18 @@ import copy
 import random
 import re
 
+from koda import ast_parse
 from koda.errors import KodaError
 from koda.tasks.family import Draft, Family
 from koda.tasks.numeric import FAMILIES as NUMERIC
+from koda.tasks.open_method import FAMILIES as OPEN_METHOD
 from koda.tasks.schema import Task
 from koda.tasks.sequences import FAMILIES as SEQUENCES
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (*NUMERIC, *SEQUENCES)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (*NUMERIC, *SEQUENCES)}   # the default task set
+# built only when named (``--families``, ``rl.task_families``): koda.tasks.open_method
+EXTRA_FAMILIES: dict[str, Family] = {f.name: f for f in OPEN_METHOD}
+KNOWN_FAMILIES = FAMILIES | EXTRA_FAMILIES
 MAX_DRAWS = 400  # per family and split, plus 20 per task asked: a family that cannot make enough says so
 # With ``up_to``, a family is taken as exhausted after this many draws in a row bring nothing new
 # (coupon collecting: the last few instances of a large family would cost most of the draws).
@@ -39,12 +44,13 @@ EXHAUSTED_AFTER = 2000
 
 
 def family_names(selected: list[str] | None = None) -> list[str]:
-    """All family names, or ``selected`` checked against them (one-line error on an unknown one)."""
+    """The default families' names, or ``selected`` checked against every known family
+    (one-line error on an unknown one)."""
     if not selected:
         return list(FAMILIES)
     for name in selected:
-        if name not in FAMILIES:
-            raise KodaError(f"unknown task family {name!r}; known: {', '.join(FAMILIES)}")
+        if name not in KNOWN_FAMILIES:
+            raise KodaError(f"unknown task family {name!r}; known: {', '.join(KNOWN_FAMILIES)}")
     return list(dict.fromkeys(selected))
 
 
@@ -79,7 +85,7 @@ def normal_form(program: str) -> str:
 
     Builtins are renamed too: two programs that differ only in which names they use are
     one instance."""
-    return ast.dump(_Rename().visit(ast.parse(program)))
+    return ast.dump(_Rename().visit(ast_parse.parse(program)))
 
 
 def normal_text(text: str) -> str:
@@ -157,8 +163,8 @@ def build_tasks(seed: int = 0, train: int = 8, heldout: int = 3, families: list[
     texts: set[str] = set()
     held: list[Task] = []
     for name in names:
-        drafts = _distinct(FAMILIES[name], random.Random(f"{seed}:{name}:heldout"), heldout, keys, texts)
-        held += [_task(d, FAMILIES[name], "heldout", i) for i, d in enumerate(drafts)]
+        drafts = _distinct(KNOWN_FAMILIES[name], random.Random(f"{seed}:{name}:heldout"), heldout, keys, texts)
+        held += [_task(d, KNOWN_FAMILIES[name], "heldout", i) for i, d in enumerate(drafts)]
     probes = [probe(t.program(), t.entry_point, t.test) for t in held]
 
     def new_behaviour(draft: Draft) -> bool:
@@ -167,7 +173,7 @@ def build_tasks(seed: int = 0, train: int = 8, heldout: int = 3, families: list[
 
     out: list[Task] = []
     for name in names:
-        drafts = _distinct(FAMILIES[name], random.Random(f"{seed}:{name}:train"), train, keys, texts, new_behaviour,
-                           up_to=train_up_to)
-        out += [_task(d, FAMILIES[name], "train", i) for i, d in enumerate(drafts)]
+        drafts = _distinct(KNOWN_FAMILIES[name], random.Random(f"{seed}:{name}:train"), train, keys, texts,
+                           new_behaviour, up_to=train_up_to)
+        out += [_task(d, KNOWN_FAMILIES[name], "train", i) for i, d in enumerate(drafts)]
     return out + held

@@ -129,10 +129,15 @@ def gcd_lcm(rng: random.Random) -> Draft:
     return Draft(name, (a, b), doc, indent(body), cases)
 
 
-def power_naive(rng: random.Random) -> Draft:
+def power_names(rng: random.Random, names: tuple[str, ...]) -> tuple[int, str, str, str]:
+    """(modulus, base name, exponent name, function name) of an x^n mod m task."""
     mod = pick(rng, MODULI)
     x, n = pick(rng, (("base", "exp"), ("x", "n"), ("a", "k"), ("b", "e")))
-    name = pick(rng, ("slow_power", "power_mod", "repeated_multiply", "pow_linear"))
+    return mod, x, n, pick(rng, names)
+
+
+def power_naive(rng: random.Random) -> Draft:
+    mod, x, n, name = power_names(rng, ("slow_power", "power_mod", "repeated_multiply", "pow_linear"))
     doc = pick(rng, (f"Return {x} ** {n} modulo {mod} for an integer {x} and {n} >= 0, one multiplication per step.",
                      f"Compute {x} to the power {n} (>= 0) modulo {mod} by multiplying {x} in {n} times."))
     body = f"if {n} == 0:\n    return 1 % {mod}\nreturn {x} * {name}({x}, {n} - 1) % {mod}\n"
@@ -141,15 +146,17 @@ def power_naive(rng: random.Random) -> Draft:
 
 
 def power_fast(rng: random.Random) -> Draft:
-    mod = pick(rng, MODULI)
-    x, n = pick(rng, (("base", "exp"), ("x", "n"), ("a", "k"), ("b", "e")))
-    name = pick(rng, ("fast_power", "power_by_squaring", "quick_pow", "modpow"))
+    mod, x, n, name = power_names(rng, ("fast_power", "power_by_squaring", "quick_pow", "modpow"))
     doc = pick(rng, (f"Return {x} ** {n} modulo {mod} ({n} >= 0) by repeated squaring.",
                      f"Raise {x} to the {n}-th power modulo {mod} in O(log {n}) multiplications."))
-    body = (f"if {n} == 0:\n    return 1 % {mod}\nhalf = {name}({x}, {n} // 2)\nsquare = half * half % {mod}\n"
-            f"if {n} % 2 == 1:\n    return square * {x} % {mod}\nreturn square\n")
     cases = ((5, 0), (0, 0), (2, 10), (-3, 7), (12345, 10**6), (7, 2**31 - 1))
-    return Draft(name, (x, n), doc, indent(body), cases, polylog(0, 1))
+    return Draft(name, (x, n), doc, indent(squaring_body(name, x, n, mod)), cases, polylog(0, 1))
+
+
+def squaring_body(name: str, x: str, n: str, mod: int) -> str:
+    """x^n mod m by squaring, recursively: Θ(log n) calls."""
+    return (f"if {n} == 0:\n    return 1 % {mod}\nhalf = {name}({x}, {n} // 2)\nsquare = half * half % {mod}\n"
+            f"if {n} % 2 == 1:\n    return square * {x} % {mod}\nreturn square\n")
 
 
 def _recurrence(rng: random.Random) -> tuple[list[int], list[int], list[int]]:
@@ -193,11 +200,15 @@ def linear_recurrence_loop(rng: random.Random) -> Draft:
     name = pick(rng, ("sequence_term", "recurrence_value", "nth_term", "iterate_recurrence"))
     doc = pick(rng, (f"Return the {p}-th term ({p} >= 0) of {_describe(shifts, coeffs, first, 'a')}, in linear time.",
                      f"Compute {_describe(shifts, coeffs, first, 'T')} at {p} (>= 0) bottom-up."))
-    rule = _terms("vals", "i", shifts, coeffs).replace("vals(i - ", "vals[i - ").replace(")", "]")
-    body = (f"vals = {list(first)!r}\nfor i in range({len(first)}, {p} + 1):\n    vals.append({rule})\n"
-            f"return vals[{p}]\n")
     cases = tuple((i,) for i in (0, len(first) - 1, len(first), 10, 40, 200))
-    return Draft(name, (p,), doc, indent(body), cases, polylog(1))
+    return Draft(name, (p,), doc, indent(recurrence_loop_body(shifts, coeffs, first, p)), cases, polylog(1))
+
+
+def recurrence_loop_body(shifts: list[int], coeffs: list[int], first: list[int], p: str) -> str:
+    """The recurrence's p-th term bottom-up: Θ(p) additions."""
+    rule = _terms("vals", "i", shifts, coeffs).replace("vals(i - ", "vals[i - ").replace(")", "]")
+    return (f"vals = {list(first)!r}\nfor i in range({len(first)}, {p} + 1):\n    vals.append({rule})\n"
+            f"return vals[{p}]\n")
 
 
 def bit_groups(rng: random.Random) -> Draft:

@@ -116,9 +116,38 @@ def test_a_field_only_the_other_stage_reads_is_refused_in_one_line(stage, overri
     run_config.refuse_unread(run_config.load(preset[owner], [override]), owner)   # its reader takes it
 
 
-def test_shipped_rl_preset_resolves_all_its_plans():
+@pytest.mark.parametrize("name", ["rl_smoke", "rl_warm_start"])
+def test_shipped_rl_preset_resolves_all_its_plans(name):
     from koda.rl.stage import check_config
 
-    cfg = run_config.load("rl_smoke")
+    cfg = run_config.load(name)
     check_config(cfg, cfg.world_size)
-    assert cfg.rl.uses_critic and cfg.rl.uses_encoder and cfg.rl.uses_reference
+    run_config.refuse_unread(cfg, "rl")
+    if name == "rl_smoke":       # the hybrid objective whole: every engine
+        assert cfg.rl.uses_critic and cfg.rl.uses_encoder and cfg.rl.uses_reference
+
+
+def test_rl_compare_variants_build_the_engines_the_issue_names():
+    """tools/rl_compare.py: (a) CE only generates nothing; (b) GRPO has neither critic nor
+    encoder; (c) GAE has the critic; (d) adds the encoder. All RL variants keep the reference."""
+    from tests.helpers.tools import load_tool
+
+    variants = load_tool("rl_compare").VARIANTS
+    built = {}
+    for name, (_, overrides) in variants.items():
+        rl = run_config.load("rl_warm_start", overrides).rl
+        built[name] = (rl.uses_rollouts, rl.uses_critic, rl.uses_encoder, rl.uses_reference)
+    assert built == {"a": (False, False, False, False), "b": (True, False, False, True),
+                     "c": (True, True, False, True), "d": (True, True, True, True)}
+
+
+def test_rl_task_families_names_the_families_to_train_on():
+    from koda.errors import ConfigError
+
+    cfg = run_config.load("rl_warm_start", ["rl.task_families=[power_open,recurrence_open]"])
+    assert cfg.rl.task_families == ("power_open", "recurrence_open")
+    assert run_config.load("rl_warm_start").rl.task_families is None          # the default task set
+    with pytest.raises(ConfigError, match=r"^rl.task_families: unknown task family 'nope'"):
+        run_config.load("rl_warm_start", ["rl.task_families=[nope]"])
+    with pytest.raises(ConfigError, match=r"^rl.task_families must be a list"):
+        run_config.load("rl_warm_start", ["rl.task_families=power_open"])

@@ -36,10 +36,13 @@ def arithmetic_tasks() -> list[Task]:
 
 
 def _rows(tokenizer, tasks: list[Task]) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, body ids + EOS) for every task and every body: the uniform prior's data."""
+    """(prompt ids as the RL step gives them, body ids + EOS) for every task and every body:
+    the uniform prior's data."""
     from koda.data.tokenizer import EOS
+    from koda.rl.step import prompt_ids
 
-    return [(tokenizer.encode(t.prompt), tokenizer.encode(body) + [EOS]) for t in tasks for body in BODIES.values()]
+    return [(prompt_ids(tokenizer, t.prompt, 64), tokenizer.encode(body) + [EOS])
+            for t in tasks for body in BODIES.values()]
 
 
 def _batch(rows: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +122,7 @@ def grpo_run(tokenizer: str, steps: int, lr: float = 1e-3, samples: int = 8, epo
     from koda.distributed import comm, ds_config
     from koda.model import KodaForCausalLM
     from koda.rl.engines import build_rl_engines, rl_plans
+    from koda.rl.probe import heldout_probe
     from koda.rl.step import RLStep
     from koda.sandbox import SandboxPolicy, SandboxPool
     from tests.helpers.tiny import TINY
@@ -152,5 +156,11 @@ def grpo_run(tokenizer: str, steps: int, lr: float = 1e-3, samples: int = 8, epo
             return completions, rewards
 
         step._rollouts = recorded
+
+        def probe() -> dict:          # greedy, the three prompts split over the ranks
+            return heldout_probe(engines.actor, tok, tasks, step.judge, max_new_tokens=8, max_len=TINY.max_seq_len)
+
+        before = probe()
         metrics = [step.run(s) for s in range(steps)]
-    return {"rank": comm.rank(), "samples": records, "metrics": metrics}
+        after = probe()
+    return {"rank": comm.rank(), "samples": records, "metrics": metrics, "probe": [before, after]}

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 STEPS = 4
 TIMED = re.compile(r"^(time/.*|perf/.*)$")
 RL = {"prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 8, "n_critic": 1, "ppo_epochs": 2,
-      "rollout_chunks": 2, "judge_budget_s": 0.5, "judge_workers": 1, "tasks_train": 1, "tasks_heldout": 0,
-      "kl_coef": 0.05, "encoder_dim": 32}
+      "rollout_chunks": 2, "judge_budget_s": 0.5, "judge_workers": 1, "tasks_train": 1, "tasks_heldout": 1,
+      "probe_tasks": 2, "probe_max_new_tokens": 8, "kl_coef": 0.05, "encoder_dim": 32}
+PROBE = {"val/heldout_ce", "probe/pass_rate", "probe/complexity_met", "probe/syntax_valid"}
 EXPECTED = ({f"rl/reward/{c}" for c in (*COMPONENTS, "total", "failed")}
             | {"rl/policy_loss", "rl/value_loss", "rl/kl", "rl/kl_ref", "rl/entropy", "rl/ce", "rl/clip_fraction",
                "gan/wasserstein", "gan/gp", "gan/generator_loss", "perf/rollout_tokens_per_s", "time/judge_wait",
@@ -48,7 +49,7 @@ def source(tmp_path_factory):
 
 def _config(root, tiny_data, checkpoint_every):
     return write_run_config(root / "rl.yaml", tiny_data, root / "run", steps=STEPS, rl=RL,
-                            train={"checkpoint_every": checkpoint_every})
+                            train={"checkpoint_every": checkpoint_every, "eval_every": 100})
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,17 @@ def straight(tiny_data, source, tmp_path_factory):
 def test_every_component_is_logged_each_step(straight):
     _, stdout, records = straight
     assert "weights from" in stdout and "reference (frozen)" in stdout
-    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in records] == list(range(STEPS + 1))
+    baseline, records = records[0], records[1:]
+    # the held-out evaluation (CE and the greedy probe) before the first step and after the last
+    assert set(baseline) - {"step", "time"} == PROBE and set(records[-1]) >= PROBE, (baseline, records[-1])
+    assert all(0.0 <= r[k] <= 1.0 for r in (baseline, records[-1]) for k in PROBE - {"val/heldout_ce"})
+    # rank 0's first prompt group of every logged step, as the judge scored it
+    rollouts = [json.loads(line) for line in (straight[0] / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rollouts] == list(range(1, STEPS + 1))
+    for r in rollouts:
+        assert len(r["samples"]) == RL["samples_per_prompt"], r
+        assert all({"task_id", "completion", "reward", "status", *COMPONENTS} <= set(s) for s in r["samples"]), r
     for r in records:
         assert set(r) >= EXPECTED, EXPECTED - set(r)
         assert all(v is not None for k, v in r.items() if k in EXPECTED), r     # None: logged non-finite
@@ -97,7 +108,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(straight, source, t
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed at step 2" in resumed.stdout
     records = [json.loads(line) for line in _lines(run_dir)]
-    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in records] == list(range(STEPS + 1))
     for mine, theirs in zip(records, reference, strict=True):
         keys = {k for k in theirs if not TIMED.match(k)} - {"time"}
         assert {k for k in mine if not TIMED.match(k)} - {"time"} == keys

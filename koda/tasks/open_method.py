@@ -1,0 +1,48 @@
+"""Families whose prompts leave the method open: a naive and an efficient program both pass.
+
+The default families name their method in the docstring ("one multiplication per step", "by
+repeated squaring", "recursively", "bottom-up") and their tests are sized so that only that
+method passes in time. Here the docstring says what to compute, not how, and the tests stay
+small enough for the naive program, so passing the tests does not tell the two apart; the
+target is the efficient bound, so only the growth check (the ``complexity`` reward, the
+``complexity_met`` score) does. They measure whether the complexity reward moves a policy
+toward the efficient program (docs/rl.md).
+
+Not in the default task set (``koda.tasks.build.FAMILIES``): asked for by name, e.g.
+``koda eval --families power_open,recurrence_open`` or ``rl.task_families``.
+
+- ``power_open``: x^n mod m; one multiplication per call is Θ(n), squaring Θ(log n) (target).
+- ``recurrence_open``: a linear recurrence's n-th term; the recursion read off the definition
+  is exponential, the bottom-up loop Θ(n) (target).
+"""
+
+from __future__ import annotations
+
+import random
+
+from koda.tasks.family import Draft, Family, indent, pick, polylog
+from koda.tasks.numeric import _describe, _int_param, _recurrence, power_names, recurrence_loop_body, squaring_body
+
+
+def power_open(rng: random.Random) -> Draft:
+    mod, x, n, name = power_names(rng, ("power_mod", "mod_power", "pow_mod", "raise_mod"))
+    doc = pick(rng, (f"Return {x} ** {n} modulo {mod} for an integer {x} and {n} >= 0.",
+                     f"Compute {x} to the power {n} (>= 0), modulo {mod}."))
+    cases = ((5, 0), (0, 0), (2, 10), (-3, 7), (12345, 300), (7, 501))    # within the naive recursion's depth
+    return Draft(name, (x, n), doc, indent(squaring_body(name, x, n, mod)), cases, polylog(0, 1))
+
+
+def recurrence_open(rng: random.Random) -> Draft:
+    shifts, coeffs, first = _recurrence(rng)
+    p = _int_param(rng)
+    name = pick(rng, ("sequence_term", "recurrence_value", "nth_term", "term_of"))
+    doc = pick(rng, (f"Return the {p}-th term ({p} >= 0) of the sequence {_describe(shifts, coeffs, first, 'a')}.",
+                     f"Evaluate {_describe(shifts, coeffs, first, 'T')} at {p} (>= 0)."))
+    cases = tuple((i,) for i in (0, len(first) - 1, len(first), 6, 11, 15))  # the naive recursion's reach
+    return Draft(name, (p,), doc, indent(recurrence_loop_body(shifts, coeffs, first, p)), cases, polylog(1))
+
+
+FAMILIES = (
+    Family("power_open", "recursive", power_open, "x^n mod m, method open (target: squaring)"),
+    Family("recurrence_open", "iterative", recurrence_open, "linear recurrence, method open (target: linear)"),
+)

@@ -26,8 +26,10 @@ from koda.tasks.numeric import _describe, _int_param, _recurrence, power_names, 
 
 def power_open(rng: random.Random) -> Draft:
     mod, x, n, name = power_names(rng, ("power_mod", "mod_power", "pow_mod", "raise_mod"))
-    doc = pick(rng, (f"Return {x} ** {n} modulo {mod} for an integer {x} and {n} >= 0.",
-                     f"Compute {x} to the power {n} (>= 0), modulo {mod}."))
+    # measured on the warm start (24 samples at temperature 0.8): this wording draws squaring 12
+    # times and one multiplication per call 12; "... for an integer x and n >= 0." 3 / 21 (it reads
+    # like power_naive's), "Compute x to the power n (>= 0), modulo m." 0 / 22
+    doc = f"Return {x} ** {n} modulo {mod} ({n} >= 0)."
     cases = ((5, 0), (0, 0), (2, 10), (-3, 7), (12345, 300), (7, 501))    # within the naive recursion's depth
     return Draft(name, (x, n), doc, indent(squaring_body(name, x, n, mod)), cases, polylog(0, 1))
 
@@ -36,8 +38,8 @@ def recurrence_open(rng: random.Random) -> Draft:
     shifts, coeffs, first = _recurrence(rng)
     p = _int_param(rng)
     name = pick(rng, ("sequence_term", "recurrence_value", "nth_term", "term_of"))
-    doc = pick(rng, (f"Return the {p}-th term ({p} >= 0) of the sequence {_describe(shifts, coeffs, first, 'a')}.",
-                     f"Evaluate {_describe(shifts, coeffs, first, 'T')} at {p} (>= 0)."))
+    # the warm start writes the loop for 2 of 24 samples of this wording, 0 of 24 without "the sequence"
+    doc = f"Return the {p}-th term ({p} >= 0) of the sequence {_describe(shifts, coeffs, first, 'a')}."
     cases = tuple((i,) for i in (0, len(first) - 1, len(first), 6, 11, 15))  # the naive recursion's reach
     return Draft(name, (p,), doc, indent(recurrence_loop_body(shifts, coeffs, first, p)), cases, polylog(1))
 

@@ -31,6 +31,11 @@ Optimizers:
   kfac        KODA's K-FAC + SGD-momentum 0.9 on the layers it factors, AdamW (--kfac-adamw-lr) on
               the rest; factors every 5 steps, inverses every 25, no KL clip, dtype auto (the
               schedule measured as cheapest without a loss at 100 steps; see docs/optimizer.md)
+  kfac-rms    kfac with each unit's (each expert's) preconditioned gradient rescaled to RMS
+              --kfac-update-rms (``optimizer.kfac.update_rms``): K-FAC's direction, Muon's step size
+  rms-sgd     the control for kfac-rms: the same layers, RMS rescaling, momentum and rest, with a
+              damping so large (1e12) that the preconditioner is a scalar: what the curvature adds is
+              kfac-rms's gap to this (its time per step is K-FAC's, so compare steps, not seconds)
   frozen-hidden  the control for kfac: AdamW on what K-FAC does not factor (embeddings, norms,
               lm_head), the layers K-FAC factors left as initialised; what K-FAC adds is its gap to this
 
@@ -62,6 +67,7 @@ from koda.optim.optimizer import KodaOptimizer, parameter_groups
 
 GRIDS = {"adamw": "3e-4,1e-3,3e-3,1e-2", "muon": "1e-3,3e-3,1e-2,3e-2", "koda-muon": "1e-3,3e-3,1e-2,3e-2",
          "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2",
+         "kfac-rms": "3e-5,1e-4,3e-4,1e-3", "rms-sgd": "3e-5,1e-4,3e-4,1e-3",
          "frozen-hidden": "1e-3,3e-3,1e-2"}
 
 
@@ -145,8 +151,12 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
         for group in groups:
             group["lr_scale"] = group.get("lr_scale", 0.0) if group.get("rule") == "adamw" else 0.0
         return Stepper([KodaOptimizer(groups, lr=lr, rule="adamw", betas=(0.9, 0.95))], schedule)
-    if name == "kfac":
+    if name in ("kfac", "kfac-rms", "rms-sgd"):
         holder, cfg = {}, kfac_config(args)
+        if name != "kfac":
+            cfg = replace(cfg, update_rms=args.kfac_update_rms, kl_clip=None)
+        if name == "rms-sgd":      # (S + γ_S I)⁻¹ G (A + γ_A I)⁻¹ -> G / λ: no curvature left in the direction
+            cfg = replace(cfg, damping=1e12)
         pre = KFACPreconditioner(model, cfg, lr=lambda: holder["opt"].param_groups[0]["lr"])
         groups = parameter_groups(model, kfac=cfg, adamw_lr_scale=(cfg.adamw_lr or lr) / lr)
         opt = holder["opt"] = KodaOptimizer(groups, lr=lr, rule="sgd", momentum=0.9, betas=(0.9, 0.95),
@@ -343,9 +353,10 @@ def plot(tuned: dict[str, list[dict]], sweep: dict[str, list[dict]], out: Path, 
 
 
 def print_kfac_profile(tuned: dict[str, list[dict]]) -> None:
-    if "kfac" not in tuned or "adamw" not in tuned:
+    name = "kfac-rms" if "kfac-rms" in tuned else "kfac"
+    if name not in tuned or "adamw" not in tuned:
         return
-    k, a = tuned["kfac"][0], tuned["adamw"][0]
+    k, a = tuned[name][0], tuned["adamw"][0]
     extra = k["s_per_step"] - a["s_per_step"]
     hooks = k["fwd_bwd_s_per_step"] - a["fwd_bwd_s_per_step"]
     phases = ", ".join(f"{n} {v:.4f}s" for n, v in k["kfac_phase_s_per_step"].items())
@@ -388,6 +399,7 @@ def main() -> None:
     ap.add_argument("--kl-clip", type=lambda v: None if v.lower() == "none" else float(v), default=None,
                     help="K-FAC's KL clip ('none': off, the default)")
     ap.add_argument("--inverse-dtype", default="auto")
+    ap.add_argument("--kfac-update-rms", type=float, default=0.2, help="kfac-rms: each unit's update RMS (x lr)")
     ap.add_argument("--soap-max-dim", type=int, default=1024,
                     help="SOAP leaves axes longer than this unrotated (the 4096+ vocabulary axis by default)")
     ap.add_argument("--target", type=float, default=None, help="validation loss (default: tuned AdamW's worst final)")

@@ -1,6 +1,7 @@
 """Does the complexity reward move a policy toward the efficient program?
 
     python tools/rl_complexity.py --init-from runs/warm-start --out runs/rl-complexity --budget-s 600
+    python tools/rl_complexity.py --init-from runs/warm-start --prime-s 300 --out runs/rl-complexity3
 
 From the warm start, GRPO on ``koda.tasks.open_method``'s families alone (``power_open``,
 ``recurrence_open``: the docstring leaves the method open, the naive and the efficient program
@@ -10,7 +11,11 @@ the same seed, prompts and budget:
   control     the same with complexity 0
 Neither has the CE term or the structural rewards (similarity, spectral, Poincaré): both
 pull toward the reference, which is the efficient program, and would blur what the
-complexity reward does alone. Before and after, ``koda eval`` on the families' held-out tasks
+complexity reward does alone. ``--prime-s S`` first fine-tunes the warm start for S seconds
+(CE, ``--init-from``) on the families' train tasks answered both ways (``koda tasks export
+--documents --both-ways``: the reference and the naive program after the same prompt), so the
+arms start from a policy that samples both programs and calls the function by its own name;
+the arms then start from that run. Before and after, ``koda eval`` on the families' held-out tasks
 (8 per family), 8 samples each at temperature 0.8, growth measured: per family, the passing
 samples and the share of them that meet the target.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,6 +64,26 @@ def table(out: Path, names: list[str]) -> None:
         print(f"| {family} | " + " | ".join(cells) + " |")
 
 
+def prime(init_from: str, out: Path, budget_s: float, seed: int, threads: int) -> Path:
+    """CE fine-tuning of `init_from` on the families' train tasks answered both ways; returns the run."""
+    run = out / "prime"
+    if (run / "checkpoints" / "latest").exists():
+        return run
+    docs = out / "prime_docs.jsonl"
+    if not docs.is_file():
+        subprocess.run([sys.executable, "-m", "koda", "tasks", "export", "--seed", "0", "--heldout", str(HELDOUT),
+                        "--train", "2000", "--train-up-to", "--families", FAMILIES, "--split", "train", "--documents",
+                        "--both-ways", "--out", str(docs) + ".tmp"], check=True)
+        Path(str(docs) + ".tmp").rename(docs)
+    sets = [f"data.sources=[{docs}]", f"data.shards_dir={out / 'prime_shards'}",
+            "ds_config=zero3_ep_rl_warm_start.json",
+            f"train.seed={seed}", f"train.time_budget_s={budget_s}", "train.steps=100000", "train.eval_every=100000",
+            "train.checkpoint_every=100000", "train.log_every=25"]
+    run_jobs([("prime (train)", train_command("warm_start", run, sets, init_from=init_from),
+               out / "logs" / "prime.log")], 1, threads)
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--init-from", required=True, help="the warm start both arms start from")
@@ -67,9 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch threads per arm")
     p.add_argument("--set", action="append", default=[], help="an override for both arms")
+    p.add_argument("--prime-s", type=float, default=0.0,
+                   help="seconds of CE fine-tuning on both-ways documents before the arms (0: none)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.prime_s > 0:
+        args.init_from = prime(args.init_from, out, args.prime_s, args.seed, args.threads)
     names = ["start", *ARMS]
     jobs = []
     for arm, override in ARMS.items():

@@ -21,6 +21,10 @@ class KFACConfig:
     min_damping: float = 1e-8         # floor of each factor's share of λ
     factor_decay: float = 0.95        # running average: A <- decay A + (1 - decay) A_batch
     kl_clip: float | None = 1e-3      # scale the update so lr² Σ ĝ·g <= kl_clip; None: off
+    # each unit's (each expert's) preconditioned gradient rescaled to this RMS, Muon's
+    # match_rms_adamw for K-FAC's direction: the step size is lr x update_rms in every layer;
+    # None: off. Replaces the KL clip (both set is refused)
+    update_rms: float | None = None
     inverse: str = "eigen"            # "eigen" (eigendecomposition) or "cholesky" (damped inverses)
     inverse_dtype: str = "float64"   # preconditioning dtype: float64, float32, or auto per unit (kfac.py)
     include: tuple[str, ...] = (".*",)   # module-name regexes (re.search) to precondition
@@ -46,6 +50,13 @@ class KFACConfig:
             raise ConfigError(f"optimizer.kfac.factor_decay must be in [0, 1), got {self.factor_decay!r}")
         if self.kl_clip is not None and not (isinstance(self.kl_clip, int | float) and self.kl_clip > 0):
             raise ConfigError(f"optimizer.kfac.kl_clip must be > 0 or null, got {self.kl_clip!r}")
+        if self.update_rms is not None:
+            rms = self.update_rms
+            if isinstance(rms, bool) or not isinstance(rms, int | float) or rms <= 0:
+                raise ConfigError(f"optimizer.kfac.update_rms must be > 0 or null, got {self.update_rms!r}")
+            if self.kl_clip is not None:
+                raise ConfigError("optimizer.kfac.update_rms sets every layer's step size, so the KL clip has "
+                                  "nothing to clip: set kl_clip: null with it")
         if self.inverse not in ("eigen", "cholesky"):
             raise ConfigError(f"optimizer.kfac.inverse must be 'eigen' or 'cholesky', got {self.inverse!r}")
         if self.inverse_dtype not in ("float32", "float64", "auto"):

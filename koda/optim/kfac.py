@@ -16,8 +16,11 @@ decomposition.
 
 Damping (Martens & Grosse 2015, §6.3, the factored Tikhonov form): λ is split as
 γ_A = π √λ, γ_S = √λ / π with π = √((tr A / dim A) / (tr S / dim S)), each at least
-``min_damping``; per expert for expert units. KL clipping (kfac-pytorch): all
-preconditioned gradients are scaled by ν = min(1, √(kl_clip / |lr² Σ ĝ·g|)).
+``min_damping``; per expert for expert units. Step size, one of: KL clipping (kfac-pytorch),
+all preconditioned gradients scaled by ν = min(1, √(kl_clip / |lr² Σ ĝ·g|)); or
+``update_rms``, each unit's (each expert's) preconditioned gradient rescaled to that RMS, the
+K-FAC direction with Muon's per-matrix step size (layer-wise grafting): the damped inverse's
+scale varies by orders of magnitude between layers, which one global lr cannot serve.
 
 Decompositions: the damped inverses (S + γ_S I)⁻¹ and (A + γ_A I)⁻¹ are computed (from one
 eigendecomposition, or a Cholesky factorisation) and kept as inverses, so a step's
@@ -241,6 +244,9 @@ class KFACPreconditioner:
             g = torch.cat([u.grad_view(w, grads.get(u.bias) if u.bias else None)
                            for u, w in zip(units, weights, strict=True)])          # [ΣE, s, a] fp32
             p = inv_s @ g.to(inv_s.dtype) @ inv_a
+            if self.config.update_rms is not None:        # per unit and expert: [ΣE, 1, 1]
+                rms = p.square().mean(dim=(1, 2), keepdim=True).sqrt()
+                p = p * (self.config.update_rms / rms.clamp(min=torch.finfo(rms.dtype).tiny))
             vg[units[0].expert_param] += float((p * g).sum())
             done.append((units, weights, p))
         nu = 1.0

@@ -7,7 +7,8 @@
 
 ``--documents`` writes one {"text": ...} line per task (prompt + reference solution), the
 form ``koda preprocess --sources FILE.jsonl`` reads: the CE fine-tuning data of
-``koda train --init-from``. The task file schema is in docs/tasks.md.
+``koda train --init-from``; ``--both-ways`` adds, for the open-method families, the same prompt
+answered by the naive program. The task file schema is in docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ def load(args) -> list:
     return tasks if args.split == "all" else [t for t in tasks if t.split == args.split]
 
 
+def _documents(tasks: list, both_ways: bool) -> list[str]:
+    """prompt + reference per task; with ``both_ways`` an open-method task also prompt + its naive
+    program, so a model trained on them samples either method (docs/rl.md, complexity signal)."""
+    from koda.tasks.open_method import FAMILIES as OPEN
+    from koda.tasks.open_method import naive_body
+
+    open_names = {f.name for f in OPEN}
+    texts = []
+    for t in tasks:
+        texts.append(t.program())
+        if both_ways and t.family in open_names:
+            texts.append(t.program(naive_body(t)))
+    return texts
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="koda tasks", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
@@ -54,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     _source(export)
     export.add_argument("--out", required=True)
     export.add_argument("--documents", action="store_true", help="write {'text': prompt + reference} lines")
+    export.add_argument("--both-ways", action="store_true",
+                        help="with --documents: a task of an open-method family (power_open, recurrence_open) "
+                             "gives a second document answered by the naive program")
     check = sub.add_parser("check", help="references pass, targets derive and agree, splits disjoint")
     _source(check)
     check.add_argument("--no-verify", action="store_true", help="skip the complexity checks")
@@ -78,11 +97,14 @@ def main(argv: list[str]) -> int:
     if not tasks:
         raise KodaError("no tasks selected")
     if args.action == "export":
+        if args.both_ways and not args.documents:
+            raise KodaError("--both-ways writes documents: add --documents")
         if args.documents:
-            Path(args.out).write_text("".join(json.dumps({"text": t.program()}) + "\n" for t in tasks),
-                                      encoding="utf-8")
-        else:
-            write_tasks(tasks, args.out)
+            texts = _documents(tasks, args.both_ways)
+            Path(args.out).write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+            print(f"wrote {len(texts)} documents of {len(tasks)} tasks to {args.out}")
+            return 0
+        write_tasks(tasks, args.out)
         print(f"wrote {len(tasks)} tasks to {args.out}")
         return 0
     from koda.tasks.check import check_tasks

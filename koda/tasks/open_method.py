@@ -19,6 +19,7 @@ Not in the default task set (``koda.tasks.build.FAMILIES``): asked for by name, 
 from __future__ import annotations
 
 import random
+import re
 
 from koda.tasks.family import Draft, Family, indent, pick, polylog
 from koda.tasks.numeric import _describe, _int_param, _recurrence, power_names, recurrence_loop_body, squaring_body
@@ -42,6 +43,25 @@ def recurrence_open(rng: random.Random) -> Draft:
     doc = f"Return the {p}-th term ({p} >= 0) of the sequence {_describe(shifts, coeffs, first, 'a')}."
     cases = tuple((i,) for i in (0, len(first) - 1, len(first), 6, 11, 15))  # the naive recursion's reach
     return Draft(name, (p,), doc, indent(recurrence_loop_body(shifts, coeffs, first, p)), cases, polylog(1))
+
+
+def naive_body(task) -> str:
+    """The other program that passes an open-method task (a ``koda.tasks.schema.Task``): one
+    multiplication per call for ``power_open``, the recursion read off the definition for
+    ``recurrence_open``; a body indented four spaces, as ``canonical_solution``. It passes the
+    tests and misses the target, so it is the half a both-ways warm start adds."""
+    params = task.prompt.split(f"def {task.entry_point}(")[1].split(")")[0].split(", ")
+    if task.family == "power_open":
+        x, n = params
+        m = re.search(r"modulo (\d+)", task.prompt).group(1)
+        return indent(f"if {n} == 0:\n    return 1 % {m}\nreturn {x} * {task.entry_point}({x}, {n} - 1) % {m}\n")
+    if task.family == "recurrence_open":
+        (p,) = params
+        first = re.search(r"vals = (\[.*?\])", task.canonical_solution).group(1)
+        rule = re.search(r"vals\.append\((.*)\)", task.canonical_solution).group(1)
+        call = re.sub(r"vals\[i - (\d+)\]", rf"{task.entry_point}({p} - \1)", rule)
+        return indent(f"if {p} < len({first}):\n    return {first}[{p}]\nreturn {call}\n")
+    raise ValueError(f"{task.task_id}: family {task.family!r} does not leave the method open")
 
 
 FAMILIES = (

@@ -178,6 +178,8 @@ def test_selection_by_pattern():
     ({"learning_rate": 1}, "optimizer: unknown key 'learning_rate'"),
     ({"kappa": 0.1}, "optimizer.kappa > 0 needs optimizer.topology"),
     ({"lr": 0}, "optimizer.lr must be > 0"),
+    ({"kfac": {"update_rms": 0.2}}, "set kl_clip: null with it"),
+    ({"kfac": {"update_rms": 0, "kl_clip": None}}, "update_rms must be > 0 or null"),
 ])
 def test_config_errors_are_one_line(section, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -190,6 +192,8 @@ def test_config_from_dict():
                                      "kfac": {"skip": ["lm_head", r"mlp\.gate$"]}})
     assert cfg.kfac.skip == ("lm_head", r"mlp\.gate$") and cfg.kfac.selects("model.layers.0.self_attn.q_proj")
     assert not cfg.kfac.selects("model.layers.0.mlp.gate")
+    cfg = OptimizerConfig.from_dict({"name": "kfac", "kfac": {"update_rms": 0.2, "kl_clip": None}})
+    assert cfg.kfac.update_rms == 0.2 and cfg.kfac.kl_clip is None
 
 
 def test_bf16_autocast_keeps_fp32_factors_and_eval_records_nothing():
@@ -269,3 +273,41 @@ def test_state_with_a_fused_gate_up_unit_loads_as_its_two_diagonal_blocks():
     for a, b in zip(pre.units, restored.units, strict=True):
         assert torch.equal(a.S, b.S) and torch.equal(a.A, b.A), a.name
         torch.testing.assert_close(b.decomposition["inv_s"], a.decomposition["inv_s"])
+
+
+def test_update_rms_keeps_the_kfac_direction_at_that_rms_per_layer():
+    """Each unit's [weight | bias] update is the plain K-FAC direction rescaled to RMS
+    update_rms; layers whose K-FAC steps differ by orders of magnitude come out level."""
+    _, free = _preconditioned(KFACConfig(kl_clip=None))
+    pre, got = _preconditioned(KFACConfig(kl_clip=None, update_rms=0.2))
+    sizes = []
+    for layer in ("0", "2"):
+        want = torch.cat([free[f"{layer}.weight"], free[f"{layer}.bias"][:, None]], 1)
+        have = torch.cat([got[f"{layer}.weight"], got[f"{layer}.bias"][:, None]], 1)
+        assert math.isclose(float(have.square().mean().sqrt()), 0.2, rel_tol=1e-5)
+        torch.testing.assert_close(have, want * (0.2 / want.square().mean().sqrt()))
+        sizes.append(float(want.square().mean().sqrt()))
+    assert max(sizes) / min(sizes) > 1.3         # the plain steps differ, so the rescaling did something
+    assert pre.last_kl_scale == 1.0
+
+
+def test_update_rms_rescales_each_expert_alone():
+    from koda.model.moe import MoEBlock
+    from tests.helpers.tiny import TINY
+
+    torch.manual_seed(0)
+    block = MoEBlock(TINY)
+    for p in block.parameters():                  # the block alone is not initialised (the model does it)
+        nn.init.normal_(p, std=0.2)
+    x, target = torch.randn(3, 10, TINY.d_model), torch.randn(3, 10, TINY.d_model)
+    pre = KFACPreconditioner(block, KFACConfig(kl_clip=None, update_rms=0.2, skip=("gate",)))
+    F.mse_loss(block(x), target).backward()
+    pre.step(ParamGrads(block))
+    F_ = TINY.ffn_hidden
+    down, gate_up = block.experts.down_proj.grad, block.experts.gate_up_proj.grad     # [E, D, F], [E, 2F, D]
+    seen = pre.units[0].seen
+    assert seen.sum() >= 2
+    for e in range(TINY.n_experts):
+        for part in (down[e], gate_up[e, :F_], gate_up[e, F_:]):
+            rms = float(part.square().mean().sqrt())
+            assert math.isclose(rms, 0.2, rel_tol=1e-5) if seen[e] else rms == 0.0

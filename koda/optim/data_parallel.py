@@ -19,14 +19,16 @@ import torch.distributed as dist
 
 from koda.distributed.comm import expert_groups
 from koda.errors import KodaError
+from koda.optim.clipping import RawGradientClip
 from koda.optim.kfac import KFACPreconditioner
 from koda.optim.layers import Unit
 
 
 class DataParallelKFAC(KFACPreconditioner):
-    def __init__(self, model, config, lr=1.0, group=None):
+    def __init__(self, model, config, lr=1.0, group=None, clip: float = 0.0):
         super().__init__(model, config, lr)
         self.group = group
+        self.clipping = RawGradientClip(self.clipping.names, clip, partitioned=True, group=group)
         self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
         params = dict(model.named_parameters())
         # AutoEP experts: each rank holds E/ep experts, replicated over its expert-data-parallel

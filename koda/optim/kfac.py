@@ -30,6 +30,10 @@ its width, whose factor is rank-deficient), ``float32``, or ``auto``: fp32, and 
 units whose damped condition number fp32 cannot carry within 1e-3 (``settle``). The factors
 themselves are accumulated and averaged in fp32.
 
+Clipping: with ``clip`` > 0 (a run with ``update_rms``, whose rescaled steps DeepSpeed's
+clipping after the transform would shrink by a norm fixed by construction) the raw gradients
+are clipped before preconditioning (``koda.optim.clipping``), as Muon does.
+
 Same-sized factors are decomposed together in one batched call (an MoE layer's E experts
 always are), which is also the unit of work a multi-rank owner will take.
 """
@@ -44,6 +48,7 @@ import torch
 from torch import nn
 
 from koda.errors import KodaError
+from koda.optim.clipping import RawGradientClip
 from koda.optim.config import KFACConfig
 from koda.optim.layers import Unit, register
 
@@ -67,11 +72,14 @@ class ParamGrads:
 class KFACPreconditioner:
     """K-FAC over the selected layers of `model`; ``step(grads)`` once per optimizer step.
 
-    lr: the step's learning rate, or a function returning it (KL clipping needs it).
+    lr: the step's learning rate, or a function returning it (KL clipping needs it); clip: the
+    raw gradients' clipping norm (0: none here; DeepSpeed's clipping, if any, acts after).
     """
 
-    def __init__(self, model: nn.Module, config: KFACConfig, lr: float | Callable[[], float] = 1.0):
+    def __init__(self, model: nn.Module, config: KFACConfig, lr: float | Callable[[], float] = 1.0,
+                 clip: float = 0.0):
         self.config = config
+        self.clipping = RawGradientClip([n for n, p in model.named_parameters() if p.requires_grad], clip)
         self._lr = lr if callable(lr) else (lambda: float(lr))
         # decompositions in fp64 for "float64"; in fp32 for "float32" and first for "auto", which
         # redoes in fp64 the units whose conditioning fp32 cannot carry
@@ -97,6 +105,8 @@ class KFACPreconditioner:
         """Update factors / decompositions as scheduled, then precondition every unit's
         gradient in `grads` and KL-clip the update."""
         cfg = self.config
+        if self.clipping.clip > 0:
+            self.clipping.scale(grads, self.clipping.names, self.clipping.coefficient(grads))
         if self.steps % cfg.factor_update_steps == 0:
             self.update_factors()
         if self.steps % cfg.inv_update_steps == 0:

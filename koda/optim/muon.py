@@ -42,6 +42,7 @@ import torch
 
 from koda.errors import KodaError
 from koda.naming import koda_name
+from koda.optim.clipping import RawGradientClip
 from koda.optim.config import MuonConfig
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)       # Keller Jordan's quintic, as torch.optim.Muon
@@ -89,7 +90,7 @@ class Muon:
     """
 
     def __init__(self, model: torch.nn.Module, config: MuonConfig, clip: float = 0.0):
-        self.config, self.clip = config, clip
+        self.config = config
         self._dtype = getattr(torch, config.ns_dtype)
         self.matrices: list[str] = []        # Muon's, in a fixed order (collectives follow it)
         self.others: list[str] = []          # AdamW's
@@ -101,7 +102,12 @@ class Muon:
             raise KodaError("muon: no weight matrix selected (optimizer.muon.skip matches every one)")
         self.momentum: dict[str, torch.Tensor] = {}      # name -> fp32 buffer, the gradient view's shape
         self.steps = 0
-        self.last_grad_norm = float("nan")               # of the last step's raw gradient, before clipping
+        self.clipping = RawGradientClip([*self.matrices, *self.others], clip)
+
+    @property
+    def last_grad_norm(self) -> float:
+        """The last step's raw gradient norm, before clipping."""
+        return self.clipping.last_norm
 
     def __call__(self, grads) -> None:
         self.step(grads)
@@ -109,11 +115,8 @@ class Muon:
     @torch.no_grad()
     def step(self, grads) -> None:
         c = self.config
-        coef = 1.0
         # the raw gradient's norm, logged as train/grad_norm (DeepSpeed's would be the updates')
-        self.last_grad_norm = math.sqrt(self._norm_sq(grads))
-        if self.clip > 0 and (ratio := (self.last_grad_norm + 1e-6) / self.clip) > 1:
-            coef = 1.0 / ratio
+        coef = self.clipping.coefficient(grads)
         for name in self.matrices:
             g = self._get(grads, name).float()                       # [A, B] or [E_local, A, B]
             if coef != 1.0:
@@ -125,9 +128,7 @@ class Muon:
             u = g.lerp(buf, c.momentum) if c.nesterov else buf
             o = orthogonalise(u, c.ns_steps, self._dtype).float()
             self._set(grads, name, o * update_scale(o.size(-2), o.size(-1), c.adjust_lr))
-        if coef != 1.0:
-            for name in self.others:
-                self._scale(grads, name, coef)
+        self.clipping.scale(grads, self.others, coef)
         self.steps += 1
 
     # ------------------------------------------------------------ gradient views
@@ -144,13 +145,6 @@ class Muon:
             grads.set_experts(name, value)
         else:
             grads.set(name, value)
-
-    def _norm_sq(self, grads) -> float:
-        """Σ g² over every trainable parameter (one process: all of them are here)."""
-        return sum(float(grads.get(n).float().pow(2).sum()) for n in (*self.matrices, *self.others))
-
-    def _scale(self, grads, name: str, coef: float) -> None:
-        grads.set(name, grads.get(name) * coef)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

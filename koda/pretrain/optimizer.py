@@ -14,8 +14,9 @@ scaling ``optimizer.lr``; each group's ``latency_scale`` multiplies it at the st
 clip reads the engine's current rate (group 0's, before latency scaling).
 
 Muon takes the same path (``koda.optim.muon`` says why), its momentum riding in the same
-checkpoint slot. It also takes over DeepSpeed's ``gradient_clipping`` (``ClientOptimizer.plan``):
-DeepSpeed would clip after the transform, i.e. the orthogonalised updates.
+checkpoint slot. It, and K-FAC with ``update_rms``, also take over DeepSpeed's
+``gradient_clipping`` (``ClientOptimizer.plan``): DeepSpeed would clip after the transform,
+i.e. the orthogonalised or rescaled updates.
 """
 
 from __future__ import annotations
@@ -67,18 +68,30 @@ class ClientOptimizer:
         self.optimizer: KodaOptimizer | None = None
         self.kfac = None
         self.muon = None
-        self.clip = 0.0                   # Muon's clipping, taken from the DeepSpeed config by `plan`
+        self.clip = 0.0                   # the transform's clipping, taken from the DeepSpeed config by `plan`
 
     def plan(self, plan):
-        """The DeepSpeed plan this optimizer runs under: with Muon, ``gradient_clipping`` moves
-        from DeepSpeed (which would clip the orthogonalised updates) to the Muon transform
-        (which clips the raw gradients); otherwise `plan` unchanged."""
-        if self.cfg.name != "muon":
+        """The DeepSpeed plan this optimizer runs under: with Muon or K-FAC's ``update_rms``,
+        ``gradient_clipping`` moves from DeepSpeed (which would clip the orthogonalised or
+        rescaled updates) to the transform (which clips the raw gradients,
+        ``koda.optim.clipping``); otherwise `plan` unchanged."""
+        if not self.rewrites_update_norms:
             return plan
         config = copy.deepcopy(plan.config)
         self.clip = float(config.get("gradient_clipping", 0.0) or 0.0)
         config["gradient_clipping"] = 0.0
         return replace(plan, config=config)
+
+    @property
+    def rewrites_update_norms(self) -> bool:
+        """The transform sets the updates' norms itself, so DeepSpeed must not clip after it."""
+        return self.cfg.name == "muon" or (self.cfg.name == "kfac" and self.cfg.kfac.update_rms is not None)
+
+    @property
+    def raw_grad_norm(self) -> float | None:
+        """The raw gradient norm the transform measured, where it took over clipping; else None."""
+        transform = self.muon or self.kfac
+        return transform.clipping.last_norm if transform is not None and self.rewrites_update_norms else None
 
     def parameters(self, model):
         """``build_engine``'s `parameters`: dense and expert groups, each with its latency scale
@@ -121,7 +134,7 @@ class ClientOptimizer:
         if self.cfg.name == "kfac":
             from koda.optim.data_parallel import DataParallelKFAC
 
-            transform = self.kfac = DataParallelKFAC(engine.module, self.cfg.kfac, lr=engine.lr)
+            transform = self.kfac = DataParallelKFAC(engine.module, self.cfg.kfac, lr=engine.lr, clip=self.clip)
         else:
             from koda.optim.muon_data_parallel import DataParallelMuon
 

@@ -234,9 +234,9 @@ class PretrainStage(Stage):
         self.latency_report = {}
         if self.client is not None and self.client.kfac is not None:
             metrics["kfac/kl_scale"] = self.client.kfac.last_kl_scale   # 1: the KL clip was idle
-        if self.client is not None and self.client.muon is not None:
-            # DeepSpeed's norm would be the orthogonalised updates'; this is the raw gradient's
-            metrics["train/grad_norm"] = self.client.muon.last_grad_norm
+        if self.client is not None and self.client.raw_grad_norm is not None:
+            # DeepSpeed's norm would be the rewritten updates'; this is the raw gradient's
+            metrics["train/grad_norm"] = self.client.raw_grad_norm
         if self.ortho is not None:
             metrics["train/ortho"] = ortho
             metrics["train/ortho_lambda"] = penalty_weight(iso.ortho_lambda, iso.ortho_warmup_steps, self.step - 1)

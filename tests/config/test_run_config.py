@@ -89,7 +89,7 @@ def test_presets_match_their_ds_configs():
     from koda.distributed import ds_config
 
     shipped = sorted(p.stem for p in run_config.PRESET_DIR.glob("*.yaml"))
-    assert {"smoke", "smoke_muon", "small", "large", "warm_start"} <= set(shipped)
+    assert {"smoke", "smoke_muon", "smoke_kfac", "small", "large", "warm_start"} <= set(shipped)
     for name in [n for n in shipped if not n.startswith("rl_")]:    # rl_*: tests/config/test_rl_config.py
         cfg = run_config.load(name)
         plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
@@ -101,6 +101,16 @@ def test_presets_match_their_ds_configs():
         assert cfg.world_size % plan.ep_size == 0 and cfg.model.n_experts % plan.ep_size == 0, name
         assert ep["top_k"] == cfg.model.top_k, name
         assert resolved["scheduler"]["params"]["total_num_steps"] == cfg.train.steps, name
+
+
+def test_smoke_kfac_ships_the_benchmarks_tuned_kfac():
+    """koda/configs/smoke_kfac.yaml: bench_optim's kfac-rms at its chosen rate and schedule."""
+    cfg, smoke = run_config.load("smoke_kfac"), run_config.load("smoke")
+    assert (cfg.optimizer.name, cfg.optimizer.lr) == ("kfac", 3e-4)
+    k = cfg.optimizer.kfac
+    assert (k.update_rms, k.kl_clip, k.adamw_lr, k.factor_update_steps, k.inv_update_steps, k.inverse_dtype) == (
+        0.2, None, 3e-3, 5, 25, "auto")
+    assert cfg.model == smoke.model and cfg.data == smoke.data and cfg.train == smoke.train
 
 
 def test_smoke_muon_ships_the_benchmarks_tuned_muon():

@@ -311,3 +311,24 @@ def test_update_rms_rescales_each_expert_alone():
         for part in (down[e], gate_up[e, :F_], gate_up[e, F_:]):
             rms = float(part.square().mean().sqrt())
             assert math.isclose(rms, 0.2, rel_tol=1e-5) if seen[e] else rms == 0.0
+
+
+def test_clip_scales_the_raw_gradients_before_preconditioning():
+    """With clip (a run with update_rms) the raw gradients are clipped by DeepSpeed's rule first:
+    what K-FAC leaves alone comes out clipped, and the measured norm is the raw one."""
+    model = _mlp()
+    model.zero_grad()
+    _backward(model, *_batch(0))
+    raw = {n: p.grad.clone() for n, p in model.named_parameters()}
+    norm = torch.cat([g.flatten() for g in raw.values()]).norm().item()
+    pre = KFACPreconditioner(model, KFACConfig(kl_clip=None, update_rms=0.2, skip=("^2$",)), clip=norm / 4)
+    model.zero_grad()
+    _backward(model, *_batch(0))
+    pre.step(ParamGrads(model))
+    assert pre.clipping.last_norm == pytest.approx(norm, rel=1e-6)
+    coef = 1 / ((norm + 1e-6) / (norm / 4))
+    params = dict(model.named_parameters())
+    for name in ("2.weight", "2.bias"):                          # not factored: the clipped raw gradient
+        torch.testing.assert_close(params[name].grad, raw[name] * coef)
+    unit = torch.cat([params["0.weight"].grad, params["0.bias"].grad[:, None]], 1)
+    assert float(unit.square().mean().sqrt()) == pytest.approx(0.2, rel=1e-5)

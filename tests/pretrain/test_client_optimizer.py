@@ -55,17 +55,19 @@ def test_expert_groups_come_from_the_plans_ep_size(tmp_path):
         assert file_says.expert != want.expert      # EP 1: one 64-rank expert-data group
 
 
-@pytest.mark.parametrize("name", ["muon", "kfac", "adamw"])
-def test_muon_takes_the_clipping_from_deepspeed(name):
-    """DeepSpeed clips after the gradient transforms (Muon's orthogonalised updates): with muon
-    the plan's gradient_clipping moves into the transform; the other optimizers leave it."""
+@pytest.mark.parametrize("name, kfac, moves", [("muon", {}, True), ("kfac", {}, False), ("adamw", {}, False),
+                                              ("kfac", {"update_rms": 0.2, "kl_clip": None}, True)])
+def test_transforms_that_set_update_norms_take_the_clipping_from_deepspeed(name, kfac, moves):
+    """DeepSpeed clips after the gradient transforms: Muon's orthogonalised updates and K-FAC's
+    steps rescaled to one RMS have norms set by construction, so with those the plan's
+    gradient_clipping moves into the transform; the other optimizers leave it."""
     from koda.distributed import ds_config
     from koda.pretrain.optimizer import ClientOptimizer
     from tests.helpers.tiny import TINY
 
     plan = ds_config.resolve(ds_config.load("zero3_ep_smoke.json"), model=TINY, world_size=2, train_steps=100,
                              bf16_supported=False)
-    client = ClientOptimizer(OptimizerConfig(name=name), seed=0, scales=Scales())
+    client = ClientOptimizer(OptimizerConfig.from_dict({"name": name, "kfac": kfac}), seed=0, scales=Scales())
     after = client.plan(plan)
     assert plan.config["gradient_clipping"] == 1.0                        # the given plan is not changed
-    assert (after.config["gradient_clipping"], client.clip) == ((0.0, 1.0) if name == "muon" else (1.0, 0.0))
+    assert (after.config["gradient_clipping"], client.clip) == ((0.0, 1.0) if moves else (1.0, 0.0))

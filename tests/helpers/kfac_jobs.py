@@ -57,11 +57,13 @@ def dense_kfac_under_zero3() -> dict:
     return out
 
 
-def kfac_with_experts(out_dir: str) -> dict:
+def kfac_with_experts(out_dir: str, update_rms: bool = False) -> dict:
     """One step of the tiny model (ZeRO-3 + AutoEP, fp32, every layer but lm_head under
     K-FAC, experts included) on however many ranks launched this; the global batch is the
     same 4 sequences whatever the world size. Saves, per parameter, the preconditioned
-    gradient rows this rank holds (all of a dense one; its experts, by global index)."""
+    gradient rows this rank holds (all of a dense one; its experts, by global index).
+    `update_rms`: the rescaled steps instead of the KL clip, with the raw gradients clipped
+    first at a norm that acts (so the parameters K-FAC leaves, saved too, come out scaled)."""
     import torch
 
     from koda.distributed import comm
@@ -79,16 +81,21 @@ def kfac_with_experts(out_dir: str) -> dict:
     torch.manual_seed(0)
     engine = _engine(functools.partial(KodaForCausalLM, TINY), config)
     tokens = torch.randint(0, TINY.vocab_size, (4, SEQ + 1), generator=torch.Generator().manual_seed(1))
-    pre = DataParallelKFAC(engine.module, KFACConfig(kl_clip=1e-3, skip=("lm_head",)), lr=1.0)
+    cfg = KFACConfig(kl_clip=None, update_rms=0.2, skip=("lm_head",)) if update_rms else KFACConfig(
+        kl_clip=1e-3, skip=("lm_head",))
+    pre = DataParallelKFAC(engine.module, cfg, lr=1.0, clip=0.5 if update_rms else 0.0)
     saved: dict = {}
 
     def transform(grads):
         pre(grads)
-        for u in pre.units:
-            if grads.is_expert(u.weight):
-                saved[u.weight] = (list(grads.experts(u.weight)), grads.get_experts(u.weight).values.clone())
+        names = [u.weight for u in pre.units]
+        if update_rms:       # and what K-FAC leaves (embeddings, norms, lm_head): the clipped raw gradients
+            names += [n for n in pre.clipping.names if n not in names and not grads.is_expert(n)]
+        for name in names:
+            if grads.is_expert(name):
+                saved[name] = (list(grads.experts(name)), grads.get_experts(name).values.clone())
             else:
-                saved[u.weight] = (None, grads.get(u.weight).clone())
+                saved[name] = (None, grads.get(name).clone())
 
     engine.add_gradient_transform(transform)
     engine.train()
@@ -96,4 +103,5 @@ def kfac_with_experts(out_dir: str) -> dict:
     engine.backward(next_token_loss(engine(micro[:, :-1]), micro[:, 1:]))
     engine.step()
     torch.save(saved, f"{out_dir}/grads{rank}.pt")
-    return {"units": sorted(u.name for u in pre.units), "kl_scale": pre.last_kl_scale}
+    return {"units": sorted(u.name for u in pre.units), "kl_scale": pre.last_kl_scale,
+            "raw_norm": pre.clipping.last_norm}

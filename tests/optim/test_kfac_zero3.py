@@ -20,15 +20,21 @@ def test_two_rank_zero3_dense_kfac_equals_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_rank_zero3_autoep_kfac_with_experts_equals_one_rank(tmp_path):
+@pytest.mark.parametrize("update_rms", [False, True], ids=["kl-clip", "update-rms-raw-clip"])
+def test_two_rank_zero3_autoep_kfac_with_experts_equals_one_rank(tmp_path, update_rms):
     """Experts included: 2 ranks (expert parallel 2, each rank 2 of the 4 experts, tokens from
-    both ranks) against 1 rank (all experts local) on the same global batch, fp32."""
+    both ranks) against 1 rank (all experts local) on the same global batch, fp32. With
+    update_rms, the raw-gradient clipping's norm comes from each rank's partitions: the
+    parameters K-FAC leaves carry its coefficient, so a wrong norm shows there."""
     import torch
 
-    one = run_ranks("tests.helpers.kfac_jobs:kfac_with_experts", {"out_dir": str(tmp_path / "one")},
-                    tmp_path / "one", world=1)
-    two = run_ranks("tests.helpers.kfac_jobs:kfac_with_experts", {"out_dir": str(tmp_path / "two")},
-                    tmp_path / "two", world=2)
+    one = run_ranks("tests.helpers.kfac_jobs:kfac_with_experts",
+                    {"out_dir": str(tmp_path / "one"), "update_rms": update_rms}, tmp_path / "one", world=1)
+    two = run_ranks("tests.helpers.kfac_jobs:kfac_with_experts",
+                    {"out_dir": str(tmp_path / "two"), "update_rms": update_rms}, tmp_path / "two", world=2)
+    if update_rms:
+        assert one[0]["raw_norm"] > 0.5                        # the clip at 0.5 acted
+        assert all(abs(out["raw_norm"] - one[0]["raw_norm"]) <= 1e-5 * one[0]["raw_norm"] for out in two)
     expected = torch.load(tmp_path / "one" / "grads0.pt")
     assert sum(1 for u in one[0]["units"] if ".experts.w" in u) == 3 * TINY.n_layers
     seen = set()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from koda.model import KodaForCausalLM
+from koda.report import optim_bench
 from tests.helpers.tiny import TINY
 from tests.helpers.tools import load_tool
 
@@ -59,9 +60,9 @@ def test_summaries_need_every_seed_at_the_target():
         return {"lr": lr, "curve": curve, "final_val_loss": losses[-1], "s_per_step": 0.2, "state_mb": 1.0}
 
     fast, slow = result([5.0, 4.0, 3.0]), result([5.0, 4.5, 4.2])
-    assert bench.to_target(fast, 4.0) == (20, 4.0) and bench.to_target(slow, 4.0) == (None, None)
-    assert bench.loss_at_time(fast, 5.0) == 4.0 and bench.loss_at_time(fast, 1.0) == math.inf
-    rows = bench.summarise({"adamw": [fast, fast], "kfac": [fast, slow]}, target=4.0, budget=4.0)
+    assert optim_bench.to_target(fast, 4.0) == (20, 4.0) and optim_bench.to_target(slow, 4.0) == (None, None)
+    assert optim_bench.loss_at_time(fast, 5.0) == 4.0 and optim_bench.loss_at_time(fast, 1.0) == math.inf
+    rows = optim_bench.summarise({"adamw": [fast, fast], "kfac": [fast, slow]}, target=4.0, budget=4.0)
     assert rows[0]["steps_to_target"] == (20.0, 0.0)
     assert rows[1]["steps_to_target"] is None                  # one seed never got there
     assert rows[1]["final_val_loss"] == (pytest.approx(3.6), pytest.approx(1.2))

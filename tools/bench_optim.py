@@ -18,8 +18,10 @@ the loss at a fixed wall-clock budget (default: AdamW's mean training time), sec
 step, and the optimizer's state memory (K-FAC's factors and inverses included). K-FAC's time
 is broken down by phase. Plots (`--out`): validation loss against steps and against seconds
 (mean over seeds, band = min to max), and final loss against learning rate for the sweep.
-Runs are cached in `--out/runs/`, so an interrupted benchmark continues; timings of a run
-come from the process that ran it (`--fresh` re-runs everything).
+Runs are cached in `--out/runs/` with the settings they were made with, so an interrupted
+benchmark continues and a changed setting re-runs what it changes; `--jobs N` makes N runs at
+once in worker processes (with `--threads 1`, one per core); timings of a run come from the
+process that ran it (`--fresh` re-runs everything).
 
 Optimizers:
   adamw       KODA's AdamW (betas 0.9, 0.95)
@@ -47,6 +49,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -70,6 +74,7 @@ GRIDS = {"adamw": "3e-4,1e-3,3e-3,1e-2", "muon": "1e-3,3e-3,1e-2,3e-2", "koda-mu
          "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2",
          "kfac-rms": "3e-5,1e-4,3e-4,1e-3", "rms-sgd": "3e-5,1e-4,3e-4,1e-3",
          "frozen-hidden": "1e-3,3e-3,1e-2"}
+KFAC_FAMILY = ("kfac", "kfac-rms", "rms-sgd", "frozen-hidden")
 
 
 def model_config(args):
@@ -252,19 +257,79 @@ def run(name: str, lr: float, seed: int, args, batches, val, cfg=None) -> dict:
     return out
 
 
-def cached_run(name: str, lr: float, seed: int, args, data_of) -> dict:
+SETTINGS = ("preset", "steps", "warmup", "batch", "seq_len", "eval_batches", "corpus_mb")
+OWN_SETTINGS = {"kfac": ("kfac_factor_every", "inv_every", "kfac_skip", "damping", "kfac_adamw_lr", "kl_clip",
+                         "inverse_dtype"),
+                "soap": ("soap_every", "soap_max_dim")}
+
+
+def settings_of(name: str, args) -> dict:
+    """What a run's training depends on besides its optimizer, rate and seed: a cached run made
+    with other settings is not this run (evaluation cadence excluded: it does not change training)."""
+    own = OWN_SETTINGS["soap"] if name == "soap" else OWN_SETTINGS["kfac"] if name in KFAC_FAMILY else ()
+    keys = SETTINGS + own + (("kfac_update_rms",) if name in ("kfac-rms", "rms-sgd") else ())
+    return {k: getattr(args, k) for k in keys}
+
+
+def cached_run(name: str, lr: float, seed: int, args, data_of, curve: bool = True, fresh: bool | None = None) -> dict:
+    """The run from `--out/runs/` when one was made with these settings (and, where `curve`, at
+    this evaluation cadence), else (or with `fresh`, default --fresh) run now and cache it."""
     path = args.out / "runs" / f"{name}-lr{lr:g}-seed{seed}.json"
-    if path.is_file() and not args.fresh:
-        return json.loads(path.read_text())
+    if path.is_file() and not (args.fresh if fresh is None else fresh):
+        cached = json.loads(path.read_text())
+        if cached.get("settings") == settings_of(name, args) and (not curve or cached.get("eval_every") ==
+                                                                   args.eval_every):
+            return cached
     batches, val = data_of(seed)
     result = run(name, lr, seed, args, batches, val)
+    result.update(settings=settings_of(name, args), eval_every=args.eval_every)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(path)
     final = "diverged" if result["diverged"] else f"{result['final_val_loss']:.4f}"
     print(f"  {name:>9} lr {lr:<7g} seed {seed}: final val {final}  {result['s_per_step']:.3f} s/step", flush=True)
     return result
+
+
+class Runs:
+    """Runs `(name, lr, seed)` jobs through the cache, in this process or `jobs` worker processes
+    at once (each with `--threads` threads: on a shared machine 1, so that runs do not wait on
+    each other's threads); the timings of a run are those of the process that ran it."""
+
+    def __init__(self, args):
+        self.args, self._loaded = args, {}
+
+    def data_of(self, seed: int):
+        if seed not in self._loaded:
+            self._loaded.clear()
+            self._loaded[seed] = data(self.args, seed)
+        return self._loaded[seed]
+
+    def __call__(self, jobs: list[tuple[str, float, int]], curve: bool) -> list[dict]:
+        if self.args.jobs <= 1:
+            return [cached_run(n, lr, s, self.args, self.data_of, curve) for n, lr, s in jobs]
+        data(self.args, 0)                          # tokenizer and shards made once, before the workers
+        with multiprocessing.get_context("spawn").Pool(self.args.jobs, initializer=_worker_init,
+                                                       initargs=(self.args,)) as pool:
+            for _ in pool.imap_unordered(_worker_run, [(*job, curve) for job in jobs]):
+                pass
+        return [cached_run(n, lr, s, self.args, self.data_of, curve, fresh=False) for n, lr, s in jobs]  # made now
+
+
+_WORKER: Runs | None = None
+
+
+def _worker_init(args) -> None:
+    global _WORKER
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _WORKER = Runs(args)
+
+
+def _worker_run(job: tuple[str, float, int, bool]) -> None:
+    name, lr, seed, curve = job
+    cached_run(name, lr, seed, _WORKER.args, _WORKER.data_of, curve)
 
 
 def print_kfac_profile(tuned: dict[str, list[dict]]) -> None:
@@ -303,6 +368,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's; use 1 on a machine other work shares, where "
                          "threads waiting for each other slow every step many times over)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at once, each in its own process (with --threads 1: one run per core)")
     ap.add_argument("--kfac-factor-every", type=int, default=5, help="K-FAC statistics every N steps")
     ap.add_argument("--inv-every", type=int, default=25, help="K-FAC inverses every N steps")
     ap.add_argument("--kfac-skip", default="lm_head",
@@ -335,29 +402,23 @@ def main() -> None:
         grids[key] = values
     seeds = [int(s) for s in args.seeds.split(",") if s]
     args.out.mkdir(parents=True, exist_ok=True)
-    loaded: dict[int, tuple] = {}
-
-    def data_of(seed):
-        if seed not in loaded:
-            loaded.clear()
-            loaded[seed] = data(args, seed)
-        return loaded[seed]
+    runs = Runs(args)
 
     print(f"{args.preset} model, {args.steps} steps of {args.batch}x{args.seq_len} tokens, warm-up {args.warmup}, "
-          f"{torch.get_num_threads()} threads")
-    sweep, tuned = {}, {}
+          f"{args.threads or torch.get_num_threads()} threads, {args.jobs} run(s) at once")
+    lrs = {name: [float(v) for v in grids[name].split(",")] for name in names}
+    done = iter(runs([(n, lr, args.sweep_seed) for n in names for lr in lrs[n]], curve=False))
+    sweep = {name: [next(done) for _ in lrs[name]] for name in names}
     for name in names:
-        lrs = [float(v) for v in grids[name].split(",")]
-        sweep[name] = [cached_run(name, lr, args.sweep_seed, args, data_of) for lr in lrs]
         best = min(sweep[name], key=lambda r: (r["final_val_loss"], r["lr"]))
-        edge = " (at the grid's edge: widen it)" if best["lr"] in (lrs[0], lrs[-1]) else ""
+        edge = " (at the grid's edge: widen it)" if best["lr"] in (lrs[name][0], lrs[name][-1]) else ""
         print(f"{name}: best lr {best['lr']:g}{edge}; grid " + ", ".join(
             f"{r['lr']:g}: {r['final_val_loss']:.4f}" for r in sweep[name]))
     if not seeds:
         return                                        # --seeds "": the sweep alone
-    for name in names:
-        best_lr = min(sweep[name], key=lambda r: (r["final_val_loss"], r["lr"]))["lr"]
-        tuned[name] = [cached_run(name, best_lr, seed, args, data_of) for seed in seeds]
+    best_lr = {name: min(sweep[name], key=lambda r: (r["final_val_loss"], r["lr"]))["lr"] for name in names}
+    done = iter(runs([(n, best_lr[n], seed) for n in names for seed in seeds], curve=True))
+    tuned = {name: [next(done) for _ in seeds] for name in names}
 
     target = args.target if args.target is not None else max(r["final_val_loss"] for r in tuned["adamw"])
     budget = args.time_budget if args.time_budget is not None else float(

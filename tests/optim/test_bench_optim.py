@@ -82,3 +82,72 @@ def test_frozen_hidden_control_moves_only_what_kfac_does_not_factor():
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert {"lm_head.weight", "model.embed_tokens.weight"} <= moved
     assert not any(".self_attn." in n or ".experts." in n for n in moved)
+
+
+def _cache_args(tmp_path, **kw):
+    return SimpleNamespace(**{"preset": "smoke", "steps": 4, "warmup": 2, "batch": 2, "seq_len": 16, "eval_batches": 1,
+                              "corpus_mb": 1.0, "kfac_factor_every": 1, "inv_every": 2, "kfac_skip": "lm_head",
+                              "damping": 1e-3, "kfac_adamw_lr": None, "kl_clip": None, "inverse_dtype": "auto",
+                              "kfac_update_rms": 0.2, "soap_every": 2, "soap_max_dim": 1024, "eval_every": 2,
+                              "out": tmp_path, "fresh": False, **kw})
+
+
+def test_cache_reruns_a_run_made_with_other_settings(tmp_path, monkeypatch):
+    made = []
+
+    def fake_run(name, lr, seed, args, batches, val):
+        made.append((name, args.inv_every, args.eval_every))
+        return {"name": name, "lr": lr, "seed": seed, "final_val_loss": 1.0, "diverged": False, "s_per_step": 0.1}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    no_data = lambda seed: (None, None)  # noqa: E731
+    args = _cache_args(tmp_path)
+    for name in ("adamw", "kfac-rms"):
+        bench.cached_run(name, 1e-3, 1, args, no_data)
+        bench.cached_run(name, 1e-3, 1, args, no_data)               # cached
+    assert made == [("adamw", 2, 2), ("kfac-rms", 2, 2)]
+    other = _cache_args(tmp_path, inv_every=4)                         # a K-FAC setting: AdamW's run stands
+    bench.cached_run("adamw", 1e-3, 1, other, no_data)
+    bench.cached_run("kfac-rms", 1e-3, 1, other, no_data)
+    assert made[2:] == [("kfac-rms", 4, 2)]
+    finer = _cache_args(tmp_path, inv_every=4, eval_every=1)          # cadence: only a curve needs it
+    bench.cached_run("kfac-rms", 1e-3, 1, finer, no_data, curve=False)
+    assert len(made) == 3
+    bench.cached_run("kfac-rms", 1e-3, 1, finer, no_data, curve=True)
+    assert made[3:] == [("kfac-rms", 4, 1)]
+    assert not list(tmp_path.glob("runs/*.tmp"))
+
+
+@pytest.mark.slow
+def test_parallel_runs_give_the_one_process_results(tmp_path):
+    """--jobs 2 (worker processes) returns every run under its own name, rate and seed, with the
+    losses of the same runs made in one process (seeded, 1 thread: bit-identical)."""
+    import json
+    import subprocess
+    import sys
+
+    def bench_run(out, jobs):
+        cmd = [sys.executable, str(bench.__file__), "--preset", "smoke", "--steps", "3", "--warmup", "1",
+               "--batch", "1", "--seq-len", "16", "--eval-every", "3", "--eval-batches", "1", "--corpus-mb", "2",
+               "--cache", str(tmp_path / "cache"), "--threads", "1", "--seeds", "1", "--jobs", str(jobs),
+               "--optimizers", "adamw,kfac-rms", "--grid", "adamw=1e-3,3e-3", "--grid", "kfac-rms=1e-4,1e-3",
+               "--out", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+        results = json.loads((out / "results.json").read_text())          # each run reported under its own name
+        assert {k: [lr for lr, _ in v] for k, v in results["sweep"].items()} == {"adamw": [1e-3, 3e-3],
+                                                                                  "kfac-rms": [1e-4, 1e-3]}
+        runs = {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
+        for name, points in results["sweep"].items():
+            assert all(runs[f"{name}-lr{lr:g}-seed0"]["final_val_loss"] == loss for lr, loss in points)
+        for row in results["table"]:
+            assert row["final_val_loss"][0] == runs[f"{row['name']}-lr{row['lr']:g}-seed1"]["final_val_loss"]
+        return runs
+
+    one, two = bench_run(tmp_path / "one", 1), bench_run(tmp_path / "two", 2)
+    sweep = {"adamw-lr0.001-seed0", "adamw-lr0.003-seed0", "kfac-rms-lr0.0001-seed0", "kfac-rms-lr0.001-seed0"}
+    assert set(one) == set(two) and sweep < set(one)
+    assert sorted(k.split("-lr")[0] for k in set(one) - sweep) == ["adamw", "kfac-rms"]     # seed 1 at the best
+    for key, result in one.items():
+        name, lr, seed = key.rsplit("-lr", 1)[0], *key.rsplit("-lr", 1)[1].split("-seed")
+        assert (two[key]["name"], two[key]["lr"], two[key]["seed"]) == (name, float(lr), int(seed))
+        assert two[key]["curve"][-1]["val_loss"] == result["curve"][-1]["val_loss"]

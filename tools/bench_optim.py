@@ -173,8 +173,9 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
 
 def kfac_config(args) -> KFACConfig:
     return KFACConfig(factor_update_steps=args.kfac_factor_every, inv_update_steps=args.inv_every,
-                      damping=args.damping, kl_clip=args.kl_clip, inverse_dtype=args.inverse_dtype,
-                      adamw_lr=args.kfac_adamw_lr, skip=tuple(getattr(args, "kfac_skip", "lm_head").split(",")))
+                      damping=args.damping, factor_decay=args.factor_decay, kl_clip=args.kl_clip,
+                      inverse_dtype=args.inverse_dtype, adamw_lr=args.kfac_adamw_lr,
+                      skip=tuple(getattr(args, "kfac_skip", "lm_head").split(",")))
 
 
 def schedule_of(args):
@@ -258,8 +259,8 @@ def run(name: str, lr: float, seed: int, args, batches, val, cfg=None) -> dict:
 
 
 SETTINGS = ("preset", "steps", "warmup", "batch", "seq_len", "eval_batches", "corpus_mb")
-OWN_SETTINGS = {"kfac": ("kfac_factor_every", "inv_every", "kfac_skip", "damping", "kfac_adamw_lr", "kl_clip",
-                         "inverse_dtype"),
+OWN_SETTINGS = {"kfac": ("kfac_factor_every", "inv_every", "kfac_skip", "damping", "factor_decay", "kfac_adamw_lr",
+                         "kl_clip", "inverse_dtype"),
                 "soap": ("soap_every", "soap_max_dim")}
 
 
@@ -376,6 +377,8 @@ def main() -> None:
                     help="comma list of module-name regexes K-FAC leaves to AdamW (e.g. lm_head,experts)")
     ap.add_argument("--soap-every", type=int, default=10, help="SOAP's bases every N steps (its default)")
     ap.add_argument("--damping", type=float, default=KFACConfig.damping)
+    ap.add_argument("--factor-decay", type=float, default=KFACConfig.factor_decay,
+                    help="K-FAC's running average of the factors, per statistics update")
     ap.add_argument("--kfac-adamw-lr", type=lambda v: None if v.lower() == "none" else float(v), default=3e-3,
                     help="AdamW at this peak lr on what K-FAC does not precondition ('none': SGD at K-FAC's lr)")
     ap.add_argument("--kl-clip", type=lambda v: None if v.lower() == "none" else float(v), default=None,

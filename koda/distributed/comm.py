@@ -33,6 +33,22 @@ def shutdown() -> None:
         torch.distributed.destroy_process_group()
 
 
+def leave() -> None:
+    """End a rank whose work is done and written: the group left together (``shutdown``), the
+    Python exit handlers run (sandbox pools, W&B), the output flushed, then exit 0 without the
+    interpreter's teardown, whose C++ destructors have aborted finished ranks on the CPU backend
+    now and then ("terminate called without an active exception", exit -6): the launcher would
+    report a run that had succeeded as failed and stop its other ranks."""
+    import atexit
+    import sys
+
+    shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def rank() -> int:
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else int(os.environ.get("RANK", 0))
 

@@ -102,7 +102,8 @@ def validate(cfg: run_config.RunConfig, world_size: int, resuming: bool, stage: 
 
 
 def run_rank(args, cfg: run_config.RunConfig) -> None:
-    """This process is one rank: join the group and run the chosen stage's loop."""
+    """This process is one rank: join the group, run the chosen stage's loop, and end the process
+    (``comm.leave``) once it is done."""
     from koda.distributed.rank_start import start_rank
 
     start_rank()                         # first: until then a forwarded stop signal would end this rank
@@ -119,7 +120,8 @@ def run_rank(args, cfg: run_config.RunConfig) -> None:
         train(cfg, **options)
     from koda.distributed import comm
 
-    comm.shutdown()                      # after a clean end only: a failed rank must not wait for the others
+    comm.leave()                         # after a clean end only: a failed rank must not wait for the others
+
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)

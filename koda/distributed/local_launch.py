@@ -1,27 +1,32 @@
 """The one builder of DeepSpeed launcher commands for ranks on this machine, and the front
 process that runs them.
 
-``koda train``, the test helpers and the tools all start local ranks the same way:
-``python -u -m deepspeed.launcher.runner --num_gpus N --master_port P`` then ``--module M
-args`` or a script. ``launch_ranks`` is that launch for a caller that only wants the ranks'
-exit status and output (a benchmark, a test), ``run_ranks`` a function on every rank with
-its results collected. Process tree of a run::
+``koda train``, the test helpers and the tools all start local ranks the same way: DeepSpeed's
+per-node launcher, ``python -u -m deepspeed.launcher.launch --world_info=<localhost: 0..N-1>
+--master_addr=127.0.0.1 --master_port=P`` then ``--module M args`` or a script. On one machine
+DeepSpeed's ``runner.py`` (the ``deepspeed`` command) does nothing more than encode that world
+and start launch.py, at the price of a third process that imports DeepSpeed: ~1.5 s at start
+and ~1 s of teardown at the end of every run on a small machine, so it is left out here; the
+multi-node path (``koda launch``) goes through it. ``launch_ranks`` is that launch for a
+caller that only wants the ranks' exit status and output (a benchmark, a test), ``run_ranks``
+a function on every rank with its results collected. Process tree of a run::
 
-    front (koda train) -> runner.py -> launch.py -> rank 0 .. rank N-1
+    front (koda train) -> launch.py -> rank 0 .. rank N-1
 
 Signals. DeepSpeed's ``launch.py`` answers SIGTERM by terminating the ranks at once (30 s,
-then SIGKILL), and neither it nor ``runner.py`` handles SIGUSR1, whose default action ends
-them. A scheduler's stop notice must reach the ranks instead, which save at the next step
-boundary and exit 0 (``koda.distributed.preemption``); then launch.py and runner.py exit 0 on
-their own. So the front process starts the launcher in its own session and forwards
-SIGTERM/SIGUSR1/SIGINT to launch.py's children, the ranks; a second signal stops the whole
-launcher group (for a run that does not stop by itself). A terminal's Ctrl-C reaches only the
-front (the launcher is in another session), so it is a stop request like SIGTERM. If the front
-dies without forwarding anything (SIGKILL), ``koda.distributed.guardian`` stops the group.
+then SIGKILL) and does not handle SIGUSR1, whose default action ends it. A scheduler's stop
+notice must reach the ranks instead, which save at the next step boundary and exit 0
+(``koda.distributed.preemption``); then launch.py exits 0 on its own. So the front process
+starts the launcher in its own session and forwards SIGTERM/SIGUSR1/SIGINT to launch.py's
+children, the ranks; a second signal stops the whole launcher group (for a run that does not
+stop by itself). A terminal's Ctrl-C reaches only the front (the launcher is in another
+session), so it is a stop request like SIGTERM. If the front dies without forwarding anything
+(SIGKILL), ``koda.distributed.guardian`` stops the group.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -43,15 +48,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def runner_argv() -> list[str]:
-    """DeepSpeed's launcher under this interpreter (its ``deepspeed`` script is the same module)."""
-    return [sys.executable, "-u", "-m", "deepspeed.launcher.runner"]
+def world_info(world: int) -> str:
+    """This machine's `world` devices (0 .. world-1) as launch.py's ``--world_info`` reads them
+    (URL-safe base64 of the JSON ``{"localhost": [0, ..]}``, what ``runner.py`` passes it)."""
+    return base64.urlsafe_b64encode(json.dumps({"localhost": list(range(world))}).encode()).decode()
 
 
 def command(world: int, port: int, target: str, args: list[str] = (), module: bool = True) -> list[str]:
-    """`world` local ranks running module (or script) `target` with `args`."""
-    return [*runner_argv(), "--num_gpus", str(world), "--master_port", str(port),
-            *(["--module"] if module else []), target, *args]
+    """`world` local ranks running module (or script) `target` with `args`, under DeepSpeed's launch.py."""
+    return [sys.executable, "-u", "-m", _LAUNCH_MODULE, f"--world_info={world_info(world)}",
+            "--master_addr=127.0.0.1", f"--master_port={port}", *(["--module"] if module else []), target, *args]
 
 
 def rank_processes(launcher_pid: int) -> list:
@@ -169,8 +175,8 @@ def spawn_ranks(world: int, port: int, target: str, args: list[str] = (), module
                 cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     """`world` ranks on this machine started directly, with the environment DeepSpeed's
     launcher would give them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT, ...), but
-    without its two Python processes in front (runner.py and launch.py each import
-    DeepSpeed: seconds per start on a small machine). Like launch.py, a rank that fails
+    without launch.py in front (it imports DeepSpeed: a second or more per start on a small
+    machine). Like launch.py, a rank that fails
     takes the others down (they would wait in a collective for ever). Returns one
     CompletedProcess: rank 0's output first, the first non-zero exit code."""
     import tempfile

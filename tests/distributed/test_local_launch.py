@@ -10,10 +10,18 @@ from koda.distributed.local_launch import command, rank_processes
 
 
 def test_module_and_script_commands():
-    assert command(2, 29500, "koda.train", ["--config", "smoke"]) == [
-        sys.executable, "-u", "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29500",
-        "--module", "koda.train", "--config", "smoke"]
-    assert command(1, 1234, "tools/x.py", ["--a"], module=False)[-4:] == ["--master_port", "1234", "tools/x.py", "--a"]
+    cmd = command(2, 29500, "koda.train", ["--config", "smoke"])
+    assert cmd[:4] == [sys.executable, "-u", "-m", "deepspeed.launcher.launch"]
+    assert cmd[5:] == ["--master_addr=127.0.0.1", "--master_port=29500", "--module", "koda.train", "--config", "smoke"]
+    assert command(1, 1234, "tools/x.py", ["--a"], module=False)[-3:] == ["--master_port=1234", "tools/x.py", "--a"]
+
+
+def test_world_info_is_what_deepspeeds_runner_passes_launch_py():
+    """launch.py decodes --world_info as the runner encodes it: both ranks on localhost, devices 0 .. N-1."""
+    from deepspeed.launcher.runner import encode_world_info
+
+    for world in (1, 2, 4):
+        assert command(world, 1, "m")[4] == f"--world_info={encode_world_info({'localhost': list(range(world))})}"
 
 
 def test_ranks_are_the_children_of_deepspeeds_launch_module(tmp_path):

@@ -77,7 +77,7 @@ def test_sigterm_then_sigusr1_to_one_rank_stop_cleanly_and_resume(tiny_data, tmp
     front = _front(config, log.open("w"))
     _wait_for_step(run_dir, 3, front)
     tree = [p.pid for p in psutil.Process(front.pid).children(recursive=True)]
-    assert len(tree) >= 4, tree                   # runner, launch.py, two ranks
+    assert len(tree) >= 3, tree                   # launch.py, two ranks (and the guardian)
     os.kill(front.pid, signal.SIGTERM)
     assert front.wait(timeout=300) == 0, log.read_text()[-3000:]
     assert _alive(tree) == [], "processes of the run outlived koda train"

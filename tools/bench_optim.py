@@ -173,7 +173,7 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
 
 def kfac_config(args) -> KFACConfig:
     return KFACConfig(factor_update_steps=args.kfac_factor_every, inv_update_steps=args.inv_every,
-                      damping=args.damping, factor_decay=args.factor_decay, kl_clip=args.kl_clip,
+                      damping=args.damping, factor_decay=args.factor_decay, kl_clip=args.kl_clip, update_rms=None,
                       inverse_dtype=args.inverse_dtype, adamw_lr=args.kfac_adamw_lr,
                       skip=tuple(getattr(args, "kfac_skip", "lm_head").split(",")))
 

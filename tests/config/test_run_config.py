@@ -1,5 +1,6 @@
 """Every config validation error is one line naming the field, raised before any rank starts."""
 
+import dataclasses
 
 import pytest
 import yaml
@@ -111,6 +112,21 @@ def test_smoke_kfac_ships_the_benchmarks_tuned_kfac():
     assert (k.update_rms, k.kl_clip, k.adamw_lr, k.factor_update_steps, k.inv_update_steps, k.inverse_dtype) == (
         0.2, None, 3e-3, 5, 25, "auto")
     assert cfg.model == smoke.model and cfg.data == smoke.data and cfg.train == smoke.train
+
+
+def test_a_bare_kfac_section_gets_the_benchmarks_tuned_schedule_and_step_rule():
+    """``optimizer: {name: kfac}`` alone is what smoke_kfac.yaml sets (less its rates): the KL clip
+    the benchmark found useless is opt-in, and asking for it alone says what else to set."""
+    from koda.optim.config import OptimizerConfig
+
+    bare, tuned = OptimizerConfig.from_dict({"name": "kfac"}).kfac, run_config.load("smoke_kfac").optimizer.kfac
+    assert bare == dataclasses.replace(tuned, adamw_lr=None)
+    assert (bare.update_rms, bare.kl_clip, bare.factor_update_steps, bare.inv_update_steps, bare.inverse_dtype) == (
+        0.2, None, 5, 25, "auto")
+    with pytest.raises(ConfigError, match="set update_rms: null to use kl_clip"):
+        OptimizerConfig.from_dict({"name": "kfac", "kfac": {"kl_clip": 1e-3}})
+    clipped = OptimizerConfig.from_dict({"name": "kfac", "kfac": {"kl_clip": 1e-3, "update_rms": None}}).kfac
+    assert (clipped.kl_clip, clipped.update_rms) == (1e-3, None)
 
 
 def test_smoke_muon_ships_the_benchmarks_tuned_muon():

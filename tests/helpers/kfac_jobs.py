@@ -18,12 +18,13 @@ def dense_kfac_under_zero3() -> dict:
     from koda.model import KodaForCausalLM
     from koda.naming import koda_to_autoep, moe_blocks
     from koda.objectives.language_model import next_token_loss
-    from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+    from koda.optim import KFACPreconditioner, ParamGrads
     from koda.optim.data_parallel import DataParallelKFAC
     from tests.helpers.gradient_jobs import _config, _engine
+    from tests.helpers.kfac_settings import textbook
     from tests.helpers.tiny import TINY
 
-    cfg = KFACConfig(kl_clip=1e-3, skip=SKIP)
+    cfg = textbook(kl_clip=1e-3, skip=SKIP)
     world, rank = comm.world_size(), comm.rank()
     torch.manual_seed(0)
     reference = KodaForCausalLM(TINY)
@@ -69,9 +70,9 @@ def kfac_with_experts(out_dir: str, update_rms: bool = False) -> dict:
     from koda.distributed import comm
     from koda.model import KodaForCausalLM
     from koda.objectives.language_model import next_token_loss
-    from koda.optim import KFACConfig
     from koda.optim.data_parallel import DataParallelKFAC
     from tests.helpers.gradient_jobs import _config, _engine
+    from tests.helpers.kfac_settings import textbook
     from tests.helpers.tiny import TINY
 
     world, rank = comm.world_size(), comm.rank()
@@ -81,7 +82,7 @@ def kfac_with_experts(out_dir: str, update_rms: bool = False) -> dict:
     torch.manual_seed(0)
     engine = _engine(functools.partial(KodaForCausalLM, TINY), config)
     tokens = torch.randint(0, TINY.vocab_size, (4, SEQ + 1), generator=torch.Generator().manual_seed(1))
-    cfg = KFACConfig(kl_clip=None, update_rms=0.2, skip=("lm_head",)) if update_rms else KFACConfig(
+    cfg = textbook(kl_clip=None, update_rms=0.2, skip=("lm_head",)) if update_rms else textbook(
         kl_clip=1e-3, skip=("lm_head",))
     pre = DataParallelKFAC(engine.module, cfg, lr=1.0, clip=0.5 if update_rms else 0.0)
     saved: dict = {}

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from koda.model.moe import route
-from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+from koda.optim import KFACPreconditioner, ParamGrads
+from tests.helpers.kfac_settings import textbook
 
 ep_experts = pytest.importorskip("deepspeed.moe.ep_experts")
 auto_ep_layer = pytest.importorskip("deepspeed.module_inject.auto_ep_layer")
@@ -45,7 +46,7 @@ def test_grouped_experts_factors_exclude_padding_and_match_a_dense_reference():
     for p in layer.parameters():
         nn.init.normal_(p, std=0.3)
     hidden, target = torch.randn(2, 9, D), torch.randn(2, 9, D)
-    pre = KFACPreconditioner(layer, KFACConfig(kl_clip=None, skip=("gate",)))
+    pre = KFACPreconditioner(layer, textbook(kl_clip=None, skip=("gate",)))
     F.mse_loss(layer(hidden), target).backward()
     raw = {n: p.grad.clone() for n, p in layer.named_parameters()}
     pre.step(ParamGrads(layer))

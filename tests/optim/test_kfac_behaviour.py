@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from koda.errors import ConfigError, KodaError
-from koda.optim import KFACConfig, KFACPreconditioner, OptimizerConfig, ParamGrads
+from koda.optim import KFACPreconditioner, OptimizerConfig, ParamGrads
+from tests.helpers.kfac_settings import textbook
 
 
 def _mlp():
@@ -38,14 +39,14 @@ def _step(model, pre, seed):
 def _batch_factors(seed):
     """A, S of every unit from one batch alone (a fresh preconditioner's first update)."""
     model = _mlp()
-    pre = KFACPreconditioner(model, KFACConfig(kl_clip=None))
+    pre = KFACPreconditioner(model, textbook(kl_clip=None))
     _step(model, pre, seed)
     return [(u.A.clone(), u.S.clone()) for u in pre.units]
 
 
 def test_running_average_and_intervals():
     model = _mlp()
-    pre = KFACPreconditioner(model, KFACConfig(factor_update_steps=2, inv_update_steps=4, factor_decay=0.8,
+    pre = KFACPreconditioner(model, textbook(factor_update_steps=2, inv_update_steps=4, factor_decay=0.8,
                                                kl_clip=None))
     b0, b2 = _batch_factors(0), _batch_factors(2)
     _step(model, pre, 0)                                  # step 0: factors from batch 0, decomposed
@@ -71,7 +72,7 @@ def test_gradient_accumulation_gives_the_full_batch_factors():
     x, y = _batch(0)
     full = _batch_factors(0)
     model = _mlp()
-    pre = KFACPreconditioner(model, KFACConfig(kl_clip=None))
+    pre = KFACPreconditioner(model, textbook(kl_clip=None))
     for part in (slice(0, 3), slice(3, 8)):               # uneven micro-batches, loss scaled by share
         _backward(model, x[part], y[part], scale=(part.stop - part.start) / 8)
     pre.step(ParamGrads(model))
@@ -83,7 +84,7 @@ def test_gradient_accumulation_gives_the_full_batch_factors():
 def test_damping_split_and_limit():
     model = _mlp()
     lam = 1e12
-    pre = KFACPreconditioner(model, KFACConfig(damping=lam, kl_clip=None))
+    pre = KFACPreconditioner(model, textbook(damping=lam, kl_clip=None))
     raw = _step(model, pre, 0)
     for u in pre.units:
         gamma_a, gamma_s = pre.damping(u)
@@ -100,19 +101,19 @@ def test_kl_clip_bounds_the_update():
     equals kl_clip when it would exceed it (kfac-pytorch's rule)."""
     lr, clip = 0.5, 1e-6
     free = _mlp()
-    raw = _step(free, KFACPreconditioner(free, KFACConfig(kl_clip=None)), 0)
+    raw = _step(free, KFACPreconditioner(free, textbook(kl_clip=None)), 0)
     p_free = {n: p.grad.clone() for n, p in free.named_parameters()}
     pg = sum(float((p_free[n] * raw[n]).sum()) for n in raw)
     nu = math.sqrt(clip / (lr ** 2 * pg))
     assert nu < 1
     model = _mlp()
-    pre = KFACPreconditioner(model, KFACConfig(kl_clip=clip), lr=lr)
+    pre = KFACPreconditioner(model, textbook(kl_clip=clip), lr=lr)
     _step(model, pre, 0)
     assert math.isclose(pre.last_kl_scale, nu, rel_tol=1e-6)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, nu * p_free[n])
     loose = _mlp()
-    pre = KFACPreconditioner(loose, KFACConfig(kl_clip=1e9), lr=lr)
+    pre = KFACPreconditioner(loose, textbook(kl_clip=1e9), lr=lr)
     _step(loose, pre, 0)
     assert pre.last_kl_scale == 1.0
     for n, p in loose.named_parameters():
@@ -123,9 +124,9 @@ def test_kl_clip_at_learning_rate_zero_leaves_the_gradient_unscaled():
     """A warm-up schedule starting at lr 0 (DeepSpeed's WarmupCosineLR, warmup_min_ratio 0)
     makes the clip's quadratic form 0: nothing to clip, not a division by zero."""
     free = _mlp()
-    _step(free, KFACPreconditioner(free, KFACConfig(kl_clip=None)), 0)
+    _step(free, KFACPreconditioner(free, textbook(kl_clip=None)), 0)
     model = _mlp()
-    pre = KFACPreconditioner(model, KFACConfig(kl_clip=1e-6), lr=lambda: 0.0)
+    pre = KFACPreconditioner(model, textbook(kl_clip=1e-6), lr=lambda: 0.0)
     _step(model, pre, 0)
     assert pre.last_kl_scale == 1.0
     for (n, p), q in zip(model.named_parameters(), free.parameters(), strict=True):
@@ -133,7 +134,7 @@ def test_kl_clip_at_learning_rate_zero_leaves_the_gradient_unscaled():
 
 
 def test_state_round_trip_continues_identically():
-    cfg = KFACConfig(factor_update_steps=1, inv_update_steps=3, kl_clip=None)
+    cfg = textbook(factor_update_steps=1, inv_update_steps=3, kl_clip=None)
     model = _mlp()
     pre = KFACPreconditioner(model, cfg)
     for seed in range(2):
@@ -151,9 +152,9 @@ def test_state_round_trip_continues_identically():
 
 
 def test_state_of_another_model_is_refused():
-    pre = KFACPreconditioner(_mlp(), KFACConfig())
+    pre = KFACPreconditioner(_mlp(), textbook())
     other = nn.Sequential(nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 5))
-    state = KFACPreconditioner(other, KFACConfig())
+    state = KFACPreconditioner(other, textbook())
     _step(other, state, 0)
     with pytest.raises(KodaError, match="A has shape"):
         pre.load_state_dict(state.state_dict())
@@ -161,10 +162,10 @@ def test_state_of_another_model_is_refused():
 
 def test_selection_by_pattern():
     model = _mlp()
-    pre = KFACPreconditioner(model, KFACConfig(skip=("0",)))
+    pre = KFACPreconditioner(model, textbook(skip=("0",)))
     assert [u.name for u in pre.units] == ["2"]
     with pytest.raises(KodaError, match="no layer selected"):
-        KFACPreconditioner(model, KFACConfig(include=("nothing",)))
+        KFACPreconditioner(model, textbook(include=("nothing",)))
 
 
 @pytest.mark.parametrize("section, message", [
@@ -178,7 +179,7 @@ def test_selection_by_pattern():
     ({"learning_rate": 1}, "optimizer: unknown key 'learning_rate'"),
     ({"kappa": 0.1}, "optimizer.kappa > 0 needs optimizer.topology"),
     ({"lr": 0}, "optimizer.lr must be > 0"),
-    ({"kfac": {"update_rms": 0.2}}, "set kl_clip: null with it"),
+    ({"kfac": {"kl_clip": 1e-3}}, "set update_rms: null to use kl_clip"),
     ({"kfac": {"update_rms": 0, "kl_clip": None}}, "update_rms must be > 0 or null"),
 ])
 def test_config_errors_are_one_line(section, message):
@@ -200,7 +201,7 @@ def test_bf16_autocast_keeps_fp32_factors_and_eval_records_nothing():
     x, y = _batch(0)
     full = _batch_factors(0)
     model = _mlp()
-    pre = KFACPreconditioner(model, KFACConfig(kl_clip=None))
+    pre = KFACPreconditioner(model, textbook(kl_clip=None))
     with torch.no_grad():
         model(x)                                           # evaluation: no statistics
     assert all(u.a_sum is None for u in pre.units)
@@ -222,20 +223,20 @@ def _preconditioned(cfg, seed=0):
 
 
 def test_auto_dtype_applies_fp32_where_the_conditioning_allows_and_stays_near_fp64():
-    exact, want = _preconditioned(KFACConfig(kl_clip=None, inverse_dtype="float64"))
-    auto, got = _preconditioned(KFACConfig(kl_clip=None, inverse_dtype="auto"))
+    exact, want = _preconditioned(textbook(kl_clip=None, inverse_dtype="float64"))
+    auto, got = _preconditioned(textbook(kl_clip=None, inverse_dtype="auto"))
     assert all(u.decomposition["inv_a"].dtype == torch.float32 for u in auto.units)   # cond ~ 10-100 here
     for name, ref in want.items():
         torch.testing.assert_close(got[name], ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
     # almost no damping: the damped condition number is huge and auto keeps those units in fp64
-    tight, _ = _preconditioned(KFACConfig(kl_clip=None, inverse_dtype="auto", damping=1e-16, min_damping=0.0))
+    tight, _ = _preconditioned(textbook(kl_clip=None, inverse_dtype="auto", damping=1e-16, min_damping=0.0))
     assert any(u.decomposition["inv_a"].dtype == torch.float64 for u in tight.units)
     assert all((u.decomposition["inv_a"].dtype == torch.float64) == (float(u.decomposition["cond"]) * 2**-24 > 1e-3)
                for u in tight.units)
 
 
 def test_state_written_with_eigenbases_loads_as_the_same_inverses():
-    cfg = KFACConfig(kl_clip=None)
+    cfg = textbook(kl_clip=None)
     pre, _ = _preconditioned(cfg)
     state = pre.state_dict()
     for u, values in zip(pre.units, state["units"].values(), strict=True):     # the older layout: Q, d
@@ -259,7 +260,7 @@ def test_state_with_a_fused_gate_up_unit_loads_as_its_two_diagonal_blocks():
     block = MoEBlock(TINY)
     for p in block.parameters():                          # the block alone is not initialised
         nn.init.normal_(p, std=0.2)
-    pre = KFACPreconditioner(block, KFACConfig(kl_clip=None, skip=("gate$",)))
+    pre = KFACPreconditioner(block, textbook(kl_clip=None, skip=("gate$",)))
     block(torch.randn(2, 6, TINY.d_model)).square().mean().backward()
     pre.step(ParamGrads(block))
     state = pre.state_dict()
@@ -268,7 +269,7 @@ def test_state_with_a_fused_gate_up_unit_loads_as_its_two_diagonal_blocks():
     fused[:, :TINY.ffn_hidden, :TINY.ffn_hidden] = gate["S"]
     fused[:, TINY.ffn_hidden:, TINY.ffn_hidden:] = up["S"]
     state["units"]["experts.gate_up_proj"] = {"A": gate["A"], "S": fused, "seen": gate["seen"]}
-    restored = KFACPreconditioner(MoEBlock(TINY), KFACConfig(kl_clip=None, skip=("gate$",)))
+    restored = KFACPreconditioner(MoEBlock(TINY), textbook(kl_clip=None, skip=("gate$",)))
     restored.load_state_dict(state)
     for a, b in zip(pre.units, restored.units, strict=True):
         assert torch.equal(a.S, b.S) and torch.equal(a.A, b.A), a.name
@@ -278,8 +279,8 @@ def test_state_with_a_fused_gate_up_unit_loads_as_its_two_diagonal_blocks():
 def test_update_rms_keeps_the_kfac_direction_at_that_rms_per_layer():
     """Each unit's [weight | bias] update is the plain K-FAC direction rescaled to RMS
     update_rms; layers whose K-FAC steps differ by orders of magnitude come out level."""
-    _, free = _preconditioned(KFACConfig(kl_clip=None))
-    pre, got = _preconditioned(KFACConfig(kl_clip=None, update_rms=0.2))
+    _, free = _preconditioned(textbook(kl_clip=None))
+    pre, got = _preconditioned(textbook(kl_clip=None, update_rms=0.2))
     sizes = []
     for layer in ("0", "2"):
         want = torch.cat([free[f"{layer}.weight"], free[f"{layer}.bias"][:, None]], 1)
@@ -300,7 +301,7 @@ def test_update_rms_rescales_each_expert_alone():
     for p in block.parameters():                  # the block alone is not initialised (the model does it)
         nn.init.normal_(p, std=0.2)
     x, target = torch.randn(3, 10, TINY.d_model), torch.randn(3, 10, TINY.d_model)
-    pre = KFACPreconditioner(block, KFACConfig(kl_clip=None, update_rms=0.2, skip=("gate",)))
+    pre = KFACPreconditioner(block, textbook(kl_clip=None, update_rms=0.2, skip=("gate",)))
     F.mse_loss(block(x), target).backward()
     pre.step(ParamGrads(block))
     F_ = TINY.ffn_hidden
@@ -321,7 +322,7 @@ def test_clip_scales_the_raw_gradients_before_preconditioning():
     _backward(model, *_batch(0))
     raw = {n: p.grad.clone() for n, p in model.named_parameters()}
     norm = torch.cat([g.flatten() for g in raw.values()]).norm().item()
-    pre = KFACPreconditioner(model, KFACConfig(kl_clip=None, update_rms=0.2, skip=("^2$",)), clip=norm / 4)
+    pre = KFACPreconditioner(model, textbook(kl_clip=None, update_rms=0.2, skip=("^2$",)), clip=norm / 4)
     model.zero_grad()
     _backward(model, *_batch(0))
     pre.step(ParamGrads(model))

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers.kfac_settings import TEXTBOOK
 from tests.helpers.kill_resume import launch_command, records
 from tests.helpers.ranks import REPO, launch, rank_env
 from tests.helpers.tiny import write_run_config
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 STEPS, SEQ, GLOBAL = 5, 64, 8
 KFAC = {"name": "kfac", "lr": 0.05, "momentum": 0.9,
-        "kfac": {"factor_update_steps": 1, "inv_update_steps": 1, "damping": 1e-2, "kl_clip": 1e-2}}
+        "kfac": {**TEXTBOOK, "inv_update_steps": 1, "damping": 1e-2, "kl_clip": 1e-2}}
 CONSTANT_LR = {"type": "WarmupCosineLR", "params": {"total_num_steps": "auto", "warmup_num_steps": 1,
                                                     "warmup_min_ratio": 1.0, "cos_min_ratio": 1.0}}
 # name: (ranks, micro-batch, accumulation steps, bf16, expert-parallel size); GLOBAL sequences each

@@ -11,13 +11,14 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+from koda.optim import KFACPreconditioner, ParamGrads
+from tests.helpers.kfac_settings import textbook
 
-CFG = KFACConfig(inv_update_steps=2, factor_decay=0.7, kl_clip=1e-3)
+CFG = textbook(inv_update_steps=2, factor_decay=0.7, kl_clip=1e-3)
 # auto with its fp32 bound lowered to a condition number of ~34 (AUTO_ERROR x 2^24): two of the
 # MLP's three units (cond ~40 and ~120) are refined in fp64 by their owner, one (~30) stays fp32,
 # and every rank must receive each in its owner's dtype
-AUTO = KFACConfig(inv_update_steps=2, factor_decay=0.7, kl_clip=1e-3, inverse_dtype="auto", damping=1e-4)
+AUTO = textbook(inv_update_steps=2, factor_decay=0.7, kl_clip=1e-3, inverse_dtype="auto", damping=1e-4)
 AUTO_ERROR = 2e-6
 CONFIGS = {"float64": (CFG, 1e-5), "auto": (AUTO, 1e-4)}
 STEPS = 3

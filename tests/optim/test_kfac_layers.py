@@ -6,7 +6,8 @@ No curvlinops needed (tests/optim/test_kfac_reference.py compares against it whe
 import torch
 from torch import nn
 
-from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+from koda.optim import KFACPreconditioner, ParamGrads
+from tests.helpers.kfac_settings import textbook
 
 DAMPING = 1e-3
 TOL = {"rtol": 1e-5, "atol": 1e-6}  # the factors are summed in fp32 (factors.outer_sum)
@@ -19,7 +20,7 @@ def _one_step(bias: bool):
     layer = nn.Linear(3, 2, bias=bias).double()
     model = nn.Sequential(layer)                                      # the unit is named by its path
     x = torch.randn(2, 4, 3, dtype=torch.float64)                     # [B, T, in]
-    pre = KFACPreconditioner(model, KFACConfig(damping=DAMPING, kl_clip=None, inv_update_steps=1,
+    pre = KFACPreconditioner(model, textbook(damping=DAMPING, kl_clip=None, inv_update_steps=1,
                                                inverse_dtype="float64"))
     out = layer(x)                                                    # [B, T, out]
     out.retain_grad()

@@ -10,7 +10,8 @@ from torch import nn
 
 from koda.model import KodaForCausalLM
 from koda.model.moe import MoEBlock, route
-from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+from koda.optim import KFACPreconditioner, ParamGrads
+from tests.helpers.kfac_settings import textbook
 from tests.helpers.tiny import TINY
 
 DAMPING = 1e-3
@@ -47,7 +48,7 @@ def _curvlinops(curvlinops, model, linears, x, y):
 
 
 def _kfac_step(model, x, y, inverse_method, skip=()):
-    pre = KFACPreconditioner(model, KFACConfig(damping=DAMPING, kl_clip=None, inverse=inverse_method,
+    pre = KFACPreconditioner(model, textbook(damping=DAMPING, kl_clip=None, inverse=inverse_method,
                                                skip=skip, inv_update_steps=1))
     model.zero_grad()
     logits = model(x)
@@ -154,7 +155,7 @@ def test_expert_factors_match_a_per_expert_dense_reference():
     ref_grads = {n: p.grad.clone() for n, p in block.named_parameters()}
     block.zero_grad()
 
-    pre = KFACPreconditioner(block, KFACConfig(damping=DAMPING, kl_clip=None, skip=("gate",)))
+    pre = KFACPreconditioner(block, textbook(damping=DAMPING, kl_clip=None, skip=("gate",)))
     F.mse_loss(block(x), target).backward()
     torch.testing.assert_close(block.experts.gate_up_proj.grad, ref_grads["experts.gate_up_proj"])
     raw = {n: p.grad.clone() for n, p in block.named_parameters()}

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from koda.errors import KodaError
-from koda.optim import KFACConfig, KFACPreconditioner, ParamGrads
+from koda.optim import KFACPreconditioner, ParamGrads
 from koda.optim.latency import latency_scales
 from koda.optim.optimizer import KodaOptimizer, parameter_groups
 from koda.topology import load_topology, naive_placement, place
+from tests.helpers.kfac_settings import textbook
 from tests.helpers.tiny import TINY
 
 
@@ -101,7 +102,7 @@ def test_gradient_noise_is_reproducible_and_off_by_default():
 
 
 def _kfac_run(model):
-    pre = KFACPreconditioner(model, KFACConfig(inv_update_steps=2, kl_clip=1e-2), lr=0.1)
+    pre = KFACPreconditioner(model, textbook(inv_update_steps=2, kl_clip=1e-2), lr=0.1)
     return KodaOptimizer(model.parameters(), lr=0.1, preconditioner=pre, grads=ParamGrads(model))
 
 
@@ -138,7 +139,7 @@ def test_kfac_with_adamw_lr_steps_its_layers_by_sgd_and_the_rest_by_adamw():
     from koda.model import KodaForCausalLM
 
     model = KodaForCausalLM(TINY)
-    cfg = KFACConfig(adamw_lr=1e-3)
+    cfg = textbook(adamw_lr=1e-3)
     groups = parameter_groups(model, kfac=cfg, adamw_lr_scale=1e-3 / 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     by_rule = {}
@@ -150,7 +151,7 @@ def test_kfac_with_adamw_lr_steps_its_layers_by_sgd_and_the_rest_by_adamw():
     assert by_rule["default"].isdisjoint(by_rule["adamw"]) and len(names) == len(by_rule["default"] | by_rule["adamw"])
     assert all(g["lr_scale"] == pytest.approx(1e-2) for g in groups if g.get("rule") == "adamw")
     # without adamw_lr: one rule for all (the K-FAC step's SGD), as before
-    assert all("rule" not in g for g in parameter_groups(model, kfac=KFACConfig()))
+    assert all("rule" not in g for g in parameter_groups(model, kfac=textbook()))
 
 
 def test_gradient_noise_follows_training_steps_when_stepped_one_group_at_a_time():

@@ -10,13 +10,14 @@ reference trajectory, as would a lost momentum buffer.
 
 import pytest
 
+from tests.helpers.kfac_settings import TEXTBOOK
 from tests.helpers.kill_resume import kill_then_resume_matches, straight_run
 from tests.helpers.tiny import write_run_config
 
 pytestmark = pytest.mark.slow
 STEPS, EVERY, LR = 12, 3, 0.05
 KFAC = {"name": "kfac", "lr": LR, "momentum": 0.9,
-        "kfac": {"factor_update_steps": 1, "inv_update_steps": 2, "damping": 1e-2, "kl_clip": 1e-2}}
+        "kfac": {**TEXTBOOK, "inv_update_steps": 2, "damping": 1e-2, "kl_clip": 1e-2}}
 
 
 def _config(tmp_path, tiny_data, name, checkpoint_every):

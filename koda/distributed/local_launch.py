@@ -176,9 +176,9 @@ def spawn_ranks(world: int, port: int, target: str, args: list[str] = (), module
     """`world` ranks on this machine started directly, with the environment DeepSpeed's
     launcher would give them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT, ...), but
     without launch.py in front (it imports DeepSpeed: a second or more per start on a small
-    machine). Like launch.py, a rank that fails
-    takes the others down (they would wait in a collective for ever). Returns one
-    CompletedProcess: rank 0's output first, the first non-zero exit code."""
+    machine). Like launch.py, a rank that fails takes the others down (they would wait in a
+    collective for ever). Returns one CompletedProcess: rank 0's output first, the first
+    non-zero exit code."""
     import tempfile
 
     base = {**os.environ, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),

@@ -38,8 +38,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (*NUMERIC, *SEQUENCES)}   # th
 EXTRA_FAMILIES: dict[str, Family] = {f.name: f for f in OPEN_METHOD}
 KNOWN_FAMILIES = FAMILIES | EXTRA_FAMILIES
 MAX_DRAWS = 400  # per family and split, plus 20 per task asked: a family that cannot make enough says so
-# With ``up_to``, a family is taken as exhausted after this many draws in a row bring nothing new
-# (coupon collecting: the last few instances of a large family would cost most of the draws).
+# A family is taken as exhausted after this many draws in a row bring nothing new (coupon
+# collecting: the last few instances of a large family would cost most of the draws); without
+# ``up_to`` that is the error, at once rather than after MAX_DRAWS.
 EXHAUSTED_AFTER = 2000
 
 
@@ -117,10 +118,9 @@ def _distinct(family: Family, rng: random.Random, count: int, keys: set[str], te
     updated) and that ``accept`` lets through, in draw order. ``up_to``: as many as the family
     gives, at most ``count``, instead of an error when it gives fewer."""
     found: list[Draft] = []
-    misses = 0
-    for _ in range(_max_draws(count)):
-        if len(found) == count or (up_to and misses >= EXHAUSTED_AFTER):
-            break
+    misses = draws = 0
+    while len(found) < count and misses < EXHAUSTED_AFTER and draws < _max_draws(count):
+        draws += 1
         draft = family.make(rng)
         key, text = normal_form(draft.prompt() + draft.body), normal_text(draft.prompt())
         if key in keys or text in texts or not accept(draft):
@@ -132,7 +132,7 @@ def _distinct(family: Family, rng: random.Random, count: int, keys: set[str], te
         found.append(draft)
     if len(found) < count and not up_to:
         raise KodaError(f"task family {family.name!r} made only {len(found)} distinct instances in "
-                        f"{_max_draws(count)} draws, {count} asked")
+                        f"{draws} draws, {count} asked")
     return found
 
 

@@ -101,10 +101,13 @@ def test_build_refuses_a_train_draft_that_behaves_like_a_heldout_task(monkeypatc
         build_tasks(seed=0, train=1, heldout=1, families=["quick_sort"])
 
 
-@pytest.mark.slow   # a family drawn until 2,000 draws in a row bring nothing new: ~20 s of CPU
 def test_train_up_to_takes_what_a_family_has_and_keeps_the_heldout_split():
-    with pytest.raises(KodaError, match="distinct instances"):
+    # without up_to the exhausted family is an error as soon as 2,000 draws in a row bring
+    # nothing new, not after the 100,400 draws allowed for 5,000 tasks
+    with pytest.raises(KodaError, match="distinct instances") as error:
         build_tasks(seed=0, train=5000, heldout=3, families=["bit_groups"])
+    draws = int(re.search(r"in (\d+) draws", str(error.value)).group(1))
+    assert draws < 20_000, str(error.value)
     tasks = build_tasks(seed=0, train=5000, heldout=3, families=["bit_groups"], train_up_to=True)
     train = [t for t in tasks if t.split == "train"]
     assert 100 < len(train) < 5000 and overlaps(tasks) == []

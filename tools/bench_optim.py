@@ -165,7 +165,8 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
             cfg = replace(cfg, damping=1e12)
         pre = KFACPreconditioner(model, cfg, lr=lambda: holder["opt"].param_groups[0]["lr"])
         groups = parameter_groups(model, kfac=cfg, adamw_lr_scale=(cfg.adamw_lr or lr) / lr)
-        opt = holder["opt"] = KodaOptimizer(groups, lr=lr, rule="sgd", momentum=0.9, betas=(0.9, 0.95),
+        opt = holder["opt"] = KodaOptimizer(groups, lr=lr, rule="sgd", momentum=0.9, nesterov=args.kfac_nesterov,
+                                            betas=(0.9, 0.95),
                                             preconditioner=pre, grads=ParamGrads(model))
         return Stepper([opt], schedule, pre)
     raise SystemExit(f"unknown optimizer {name!r} ({', '.join(GRIDS)})")
@@ -269,6 +270,8 @@ def settings_of(name: str, args) -> dict:
     with other settings is not this run (evaluation cadence excluded: it does not change training)."""
     own = OWN_SETTINGS["soap"] if name == "soap" else OWN_SETTINGS["kfac"] if name in KFAC_FAMILY else ()
     keys = SETTINGS + own + (("kfac_update_rms",) if name in ("kfac-rms", "rms-sgd") else ())
+    # named only when on, so that runs cached before the option existed stay valid
+    keys += ("kfac_nesterov",) if name in ("kfac", "kfac-rms", "rms-sgd") and args.kfac_nesterov else ()
     return {k: getattr(args, k) for k in keys}
 
 
@@ -385,6 +388,8 @@ def main() -> None:
                     help="K-FAC's KL clip ('none': off, the default)")
     ap.add_argument("--inverse-dtype", default="auto")
     ap.add_argument("--kfac-update-rms", type=float, default=0.2, help="kfac-rms: each unit's update RMS (x lr)")
+    ap.add_argument("--kfac-nesterov", action="store_true",
+                    help="K-FAC's SGD step with Nesterov momentum (``optimizer.nesterov``)")
     ap.add_argument("--soap-max-dim", type=int, default=1024,
                     help="SOAP leaves axes longer than this unrotated (the 4096+ vocabulary axis by default)")
     ap.add_argument("--target", type=float, default=None, help="validation loss (default: tuned AdamW's worst final)")

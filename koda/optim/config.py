@@ -136,6 +136,7 @@ class OptimizerConfig:
     name: str = "adamw"
     lr: float = 3e-4                  # muon: the Muon matrices' lr (muon.adamw_lr the rest's)
     momentum: float = 0.9             # kfac (SGD) only
+    nesterov: bool = False            # kfac (SGD) only: step g + momentum x buffer (torch's SGD nesterov)
     betas: tuple[float, float] = (0.9, 0.95)   # adamw, and muon's AdamW groups
     weight_decay: float = 0.0         # decoupled (every rule)
     kfac: KFACConfig = field(default_factory=KFACConfig)
@@ -154,6 +155,8 @@ class OptimizerConfig:
                 raise ConfigError(f"optimizer.{name} must be >= 0, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"optimizer.lr must be > 0, got {self.lr!r}")
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError(f"optimizer.nesterov must be true or false, got {self.nesterov!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
         if self.kappa > 0 and self.topology is None:

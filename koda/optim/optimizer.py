@@ -38,11 +38,11 @@ RULES = ("sgd", "adamw", "update")
 
 
 class KodaOptimizer(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, rule: str = "sgd", momentum: float = 0.9,
+    def __init__(self, params, lr: float, rule: str = "sgd", momentum: float = 0.9, nesterov: bool = False,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  latency_scale: float = 1.0, noise_eta: float = 0.0, noise_decay: float = 0.55, seed: int = 0,
                  preconditioner=None, grads=None):
-        defaults = dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay,
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps, weight_decay=weight_decay,
                         latency_scale=latency_scale, rule=rule, lr_scale=1.0)
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -76,7 +76,10 @@ class KodaOptimizer(torch.optim.Optimizer):
                     if "momentum" not in state:
                         state["momentum"] = torch.zeros_like(p)
                     buf = state["momentum"].mul_(group["momentum"]).add_(g)
-                    p.add_(buf, alpha=-lr)
+                    # Nesterov: g + μ·buf (torch.optim.SGD's form); groups saved before the
+                    # option existed have no key and were plain momentum
+                    step = g.add(buf, alpha=group["momentum"]) if group.get("nesterov", False) else buf
+                    p.add_(step, alpha=-lr)
                 else:
                     self._adamw(p, g, state, group, lr)
         return loss

@@ -110,8 +110,9 @@ class ClientOptimizer:
         """``build_engine``'s `optimizer` factory."""
         c = self.cfg
         self.optimizer = KodaOptimizer(groups, lr=c.lr, rule="sgd" if c.name == "kfac" else "adamw",
-                                       momentum=c.momentum, betas=c.betas, weight_decay=c.weight_decay,
-                                       noise_eta=c.noise_eta, noise_decay=c.noise_decay, seed=self.seed)
+                                       momentum=c.momentum, nesterov=c.nesterov, betas=c.betas,
+                                       weight_decay=c.weight_decay, noise_eta=c.noise_eta, noise_decay=c.noise_decay,
+                                       seed=self.seed)
         return self.optimizer
 
     def applied_scales(self) -> dict[str, float | None]:

@@ -21,7 +21,7 @@ def _args(**kw):
     return SimpleNamespace(**{"steps": 4, "warmup": 2, "eval_every": 2, "inv_every": 2, "kfac_factor_every": 1,
                               "damping": 1e-3, "factor_decay": 0.95, "kl_clip": 1e-3, "inverse_dtype": "auto",
                               "soap_max_dim": 1024, "soap_every": 2, "kfac_adamw_lr": None, "kfac_update_rms": 0.2,
-                              **kw})
+                              "kfac_nesterov": False, **kw})
 
 
 @pytest.mark.parametrize("name,lr", [("adamw", 3e-3), ("muon", 1e-2), ("koda-muon", 1e-2), ("soap", 3e-3),
@@ -89,8 +89,8 @@ def _cache_args(tmp_path, **kw):
     return SimpleNamespace(**{"preset": "smoke", "steps": 4, "warmup": 2, "batch": 2, "seq_len": 16, "eval_batches": 1,
                               "corpus_mb": 1.0, "kfac_factor_every": 1, "inv_every": 2, "kfac_skip": "lm_head",
                               "damping": 1e-3, "factor_decay": 0.95, "kfac_adamw_lr": None, "kl_clip": None,
-                              "inverse_dtype": "auto", "kfac_update_rms": 0.2, "soap_every": 2, "soap_max_dim": 1024,
-                              "eval_every": 2, "out": tmp_path, "fresh": False, **kw})
+                              "inverse_dtype": "auto", "kfac_update_rms": 0.2, "kfac_nesterov": False, "soap_every": 2,
+                              "soap_max_dim": 1024, "eval_every": 2, "out": tmp_path, "fresh": False, **kw})
 
 
 def test_cache_reruns_a_run_made_with_other_settings(tmp_path, monkeypatch):

@@ -171,6 +171,7 @@ def test_selection_by_pattern():
 @pytest.mark.parametrize("section, message", [
     ({"name": "sgd"}, "optimizer.name must be 'adamw', 'kfac' or 'muon'"),
     ({"kappa": -1}, "optimizer.kappa must be >= 0"),
+    ({"nesterov": "yes"}, "optimizer.nesterov must be true or false"),
     ({"kfac": {"damping": 0}}, "optimizer.kfac.damping must be > 0"),
     ({"kfac": {"inv_update_steps": 3, "factor_update_steps": 2}}, "is not a multiple of"),
     ({"kfac": {"skip": ["("]}}, "bad regex"),

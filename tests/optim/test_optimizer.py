@@ -35,12 +35,13 @@ def _train(model, opt, steps, start=0):
         opt.step()
 
 
-@pytest.mark.parametrize("rule", ["sgd", "adamw"])
+@pytest.mark.parametrize("rule", ["sgd", "sgd-nesterov", "adamw"])
 def test_rules_match_torch(rule):
     ours, ref = _mlp(), _mlp()
-    if rule == "sgd":
-        opt = KodaOptimizer(ours.parameters(), lr=0.1, rule="sgd", momentum=0.9)
-        ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    if rule.startswith("sgd"):
+        nesterov = rule == "sgd-nesterov"
+        opt = KodaOptimizer(ours.parameters(), lr=0.1, rule="sgd", momentum=0.9, nesterov=nesterov)
+        ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov)
     else:
         opt = KodaOptimizer(ours.parameters(), lr=0.01, rule="adamw", betas=(0.9, 0.95), weight_decay=0.1)
         ref_opt = torch.optim.AdamW(ref.parameters(), lr=0.01, betas=(0.9, 0.95), weight_decay=0.1)

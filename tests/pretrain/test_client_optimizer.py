@@ -5,7 +5,7 @@ import pytest
 from koda.errors import ConfigError
 from koda.optim.config import OptimizerConfig
 from koda.optim.latency import latency_scales
-from koda.pretrain.optimizer import Scales, latency
+from koda.pretrain.optimizer import ClientOptimizer, Scales, latency
 from koda.topology import load_topology, naive_placement, place
 from tests.helpers.ranks import REPO
 
@@ -71,3 +71,12 @@ def test_transforms_that_set_update_norms_take_the_clipping_from_deepspeed(name,
     after = client.plan(plan)
     assert plan.config["gradient_clipping"] == 1.0                        # the given plan is not changed
     assert (after.config["gradient_clipping"], client.clip) == ((0.0, 1.0) if moves else (1.0, 0.0))
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_the_run_configs_sgd_settings_reach_the_optimizer(nesterov):
+    import torch
+
+    cfg = OptimizerConfig(name="kfac", lr=0.1, momentum=0.8, nesterov=nesterov)
+    built = ClientOptimizer(cfg, seed=0, scales=Scales(1.0, 1.0))([{"params": [torch.nn.Parameter(torch.ones(2))]}])
+    assert (built.defaults["rule"], built.defaults["momentum"], built.defaults["nesterov"]) == ("sgd", 0.8, nesterov)

@@ -90,7 +90,7 @@ def test_presets_match_their_ds_configs():
     from koda.distributed import ds_config
 
     shipped = sorted(p.stem for p in run_config.PRESET_DIR.glob("*.yaml"))
-    assert {"smoke", "smoke_muon", "smoke_kfac", "small", "large", "warm_start"} <= set(shipped)
+    assert {"smoke", "smoke_muon", "smoke_kfac", "small", "small_kfac", "large", "warm_start"} <= set(shipped)
     for name in [n for n in shipped if not n.startswith("rl_")]:    # rl_*: tests/config/test_rl_config.py
         cfg = run_config.load(name)
         plan = ds_config.resolve(ds_config.load(cfg.ds_config), model=cfg.model, world_size=cfg.world_size,
@@ -112,6 +112,17 @@ def test_smoke_kfac_ships_the_benchmarks_tuned_kfac():
     assert (k.update_rms, k.kl_clip, k.adamw_lr, k.factor_update_steps, k.inv_update_steps, k.inverse_dtype) == (
         0.2, None, 3e-3, 5, 25, "auto")
     assert cfg.model == smoke.model and cfg.data == smoke.data and cfg.train == smoke.train
+
+
+def test_small_kfac_ships_the_benchmarks_tuned_kfac_for_small():
+    """koda/configs/small_kfac.yaml: bench_optim's kfac-rms on small (dense layers factored, the
+    experts left to AdamW) at its chosen rates, on the small run."""
+    cfg, small = run_config.load("small_kfac"), run_config.load("small")
+    assert (cfg.optimizer.name, cfg.optimizer.lr) == ("kfac", 1e-4)
+    k = cfg.optimizer.kfac
+    assert (k.update_rms, k.kl_clip, k.adamw_lr, k.factor_update_steps, k.inv_update_steps, k.skip) == (
+        0.2, None, 1e-3, 5, 25, ("lm_head", "experts"))
+    assert cfg.model == small.model and cfg.data == small.data and cfg.train == small.train
 
 
 def test_a_bare_kfac_section_gets_the_benchmarks_tuned_schedule_and_step_rule():

@@ -40,6 +40,8 @@ Optimizers:
               kfac-rms's gap to this (its time per step is K-FAC's, so compare steps, not seconds)
   frozen-hidden  the control for kfac: AdamW on what K-FAC does not factor (embeddings, norms,
               lm_head), the layers K-FAC factors left as initialised; what K-FAC adds is its gap to this
+  adamw-split  the control for K-FAC's two rates: AdamW on the layers K-FAC factors at lr, on the rest
+              at --kfac-adamw-lr, i.e. K-FAC's rest unchanged and AdamW in place of K-FAC
 
     python tools/bench_optim.py --preset smoke --steps 300 --out runs/bench-optim-smoke
 """
@@ -73,8 +75,8 @@ from koda.report.optim_bench import plot, print_table, summarise
 GRIDS = {"adamw": "3e-4,1e-3,3e-3,1e-2", "muon": "1e-3,3e-3,1e-2,3e-2", "koda-muon": "1e-3,3e-3,1e-2,3e-2",
          "soap": "3e-4,1e-3,3e-3,1e-2", "kfac": "3e-6,1e-5,3e-5,1e-4,3e-4,1e-3,3e-3,1e-2",
          "kfac-rms": "3e-5,1e-4,3e-4,1e-3", "rms-sgd": "3e-5,1e-4,3e-4,1e-3",
-         "frozen-hidden": "1e-3,3e-3,1e-2"}
-KFAC_FAMILY = ("kfac", "kfac-rms", "rms-sgd", "frozen-hidden")
+         "frozen-hidden": "1e-3,3e-3,1e-2", "adamw-split": "1e-4,3e-4,1e-3,3e-3"}
+KFAC_FAMILY = ("kfac", "kfac-rms", "rms-sgd", "frozen-hidden", "adamw-split")
 
 
 def model_config(args):
@@ -156,6 +158,11 @@ def build(name: str, lr: float, model, args, schedule) -> Stepper:
         groups = parameter_groups(model, kfac=replace(kfac_config(args), adamw_lr=lr), adamw_lr_scale=1.0)
         for group in groups:
             group["lr_scale"] = group.get("lr_scale", 0.0) if group.get("rule") == "adamw" else 0.0
+        return Stepper([KodaOptimizer(groups, lr=lr, rule="adamw", betas=(0.9, 0.95))], schedule)
+    if name == "adamw-split":
+        cfg = kfac_config(args)
+        rest = cfg.adamw_lr or lr
+        groups = parameter_groups(model, kfac=replace(cfg, adamw_lr=rest), adamw_lr_scale=rest / lr)
         return Stepper([KodaOptimizer(groups, lr=lr, rule="adamw", betas=(0.9, 0.95))], schedule)
     if name in ("kfac", "kfac-rms", "rms-sgd"):
         holder, cfg = {}, kfac_config(args)

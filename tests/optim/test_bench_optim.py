@@ -25,7 +25,8 @@ def _args(**kw):
 
 
 @pytest.mark.parametrize("name,lr", [("adamw", 3e-3), ("muon", 1e-2), ("koda-muon", 1e-2), ("soap", 3e-3),
-                                     ("kfac", 0.1), ("kfac-rms", 1e-2), ("rms-sgd", 1e-2), ("frozen-hidden", 3e-3)])
+                                     ("kfac", 0.1), ("kfac-rms", 1e-2), ("rms-sgd", 1e-2), ("frozen-hidden", 3e-3),
+                                     ("adamw-split", 3e-3)])
 def test_optimizer_trains_the_model_in_the_bench_loop(name, lr):
     args = _args()
     g = torch.Generator().manual_seed(1)
@@ -67,6 +68,23 @@ def test_summaries_need_every_seed_at_the_target():
     assert rows[0]["steps_to_target"] == (20.0, 0.0)
     assert rows[1]["steps_to_target"] is None                  # one seed never got there
     assert rows[1]["final_val_loss"] == (pytest.approx(3.6), pytest.approx(1.2))
+
+
+def test_adamw_split_moves_kfacs_layers_at_lr_and_the_rest_at_kfacs_adamw_rate():
+    """AdamW's first step moves every weight by ~its rate (m / sqrt(v) = ±1): attention at lr,
+    the embeddings (left to AdamW by K-FAC) at --kfac-adamw-lr."""
+    args = _args(kfac_adamw_lr=1e-2)
+    torch.manual_seed(0)
+    model = KodaForCausalLM(TINY)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stepper = bench.build("adamw-split", 1e-3, model, args, lambda s: 1.0)
+    stepper.zero_grad()
+    tokens = torch.randint(0, TINY.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    bench.loss_of(model, tokens).backward()
+    stepper.step()
+    step = {n: (p - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    assert step["model.layers.0.self_attn.q_proj.weight"] == pytest.approx(1e-3, rel=1e-3)
+    assert step["model.embed_tokens.weight"] == pytest.approx(1e-2, rel=1e-3)
 
 
 def test_frozen_hidden_control_moves_only_what_kfac_does_not_factor():
